@@ -1,0 +1,91 @@
+# tokenwatch build. `make` builds build/tokenwatch; `make test` installs what
+# is missing, then runs the unit and integration tests; `make asan` runs the
+# same suite on an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# WERROR=1 turns warnings into errors (CI sets it).
+
+CC ?= gcc
+PKGS := libmongoc-1.0 hiredis libcurl libcrypto
+TEST_PKGS := criterion
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build-asan
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+else
+BUILD ?= build
+SAN_FLAGS :=
+OPT := -O2
+endif
+
+WARN := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lpthread
+TEST_CFLAGS = $(shell pkg-config --cflags $(TEST_PKGS))
+TEST_LIBS = $(shell pkg-config --libs $(TEST_PKGS))
+
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN_FLAGS) -Iinclude -MMD -MP
+LDFLAGS := $(SAN_FLAGS)
+
+SRC := $(wildcard src/*.c)
+LIB_SRC := $(filter-out src/main.c,$(SRC))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(BUILD)/obj/main.o
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.o)
+INTEG_SRC := $(wildcard tests/integration/test_*.c) tests/support/harness.c
+INTEG_OBJ := $(INTEG_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
+
+BINARY := $(BUILD)/tokenwatch
+UNIT_BIN := $(BUILD)/tests/unit
+INTEG_BIN := $(BUILD)/tests/integration
+
+# Criterion: one worker per core; integration tests each own their servers.
+CRITERION_ARGS ?= --jobs 2
+
+.PHONY: all deps test unit integration asan clean
+
+all: $(BINARY)
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(TEST_CFLAGS) -Itests/support \
+	    -DTW_SOURCE_DIR='"$(CURDIR)"' -DTW_BINARY='"$(CURDIR)/$(BINARY)"' -c $< -o $@
+
+$(BINARY): $(LIB_OBJ) $(MAIN_OBJ)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
+$(UNIT_BIN): $(UNIT_OBJ) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
+
+$(INTEG_BIN): $(INTEG_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(shell pkg-config --libs libbson-1.0) $(TEST_LIBS) -o $@
+
+test: deps
+	$(MAKE) unit integration
+
+unit: $(UNIT_BIN)
+	$(UNIT_BIN) $(CRITERION_ARGS)
+
+integration: $(BINARY) $(INTEG_BIN)
+	TW_BINARY=$(CURDIR)/$(BINARY) $(INTEG_BIN) $(CRITERION_ARGS)
+
+asan:
+	$(MAKE) SANITIZE=1 unit integration
+
+clean:
+	rm -rf build build-asan
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*/*.d)

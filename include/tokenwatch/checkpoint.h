@@ -1,0 +1,93 @@
+/*
+ * checkpoint.h - the stored resume position of a stream, in Redis.
+ *
+ * tokenwatch:{NAME}:checkpoint is a hash: token (the resume token as JSON,
+ * as the server sent it), cluster_time (T:I), wall_ms (the cluster time in
+ * Unix ms), updated_ms, events (count so far), source (event, pbrt,
+ * invalidate, ...), scope (what the token belongs to).
+ *
+ * A commit is atomic and never moves the checkpoint backwards: a Lua script
+ * compares the stored cluster time (then the token) with the new one and
+ * writes only when it does not go back. With the redis sink, the events of
+ * the batch and the checkpoint covering them go in one MULTI/EXEC, sent as
+ * one pipeline.
+ */
+#ifndef TOKENWATCH_CHECKPOINT_H
+#define TOKENWATCH_CHECKPOINT_H
+
+#include <bson/bson.h>
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tokenwatch/error.h"
+#include "tokenwatch/sink.h"
+#include "tokenwatch/token.h"
+
+#define TW_KEY_MAX 256
+#define TW_SOURCE_MAX 16
+
+typedef struct {
+    bson_t token;
+    bool has_token;
+    tw_ctime_t cluster_time;
+    int64_t wall_ms;
+    int64_t updated_ms;
+    int64_t events;
+    char source[TW_SOURCE_MAX];
+    char *scope; /* NULL: the record names no scope */
+} tw_checkpoint_t;
+
+void tw_checkpoint_init(tw_checkpoint_t *cp);
+void tw_checkpoint_release(tw_checkpoint_t *cp);
+
+/* Replaces cp's token with a copy of token and sets the cluster time from it. */
+bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
+                             tw_error_t *err);
+
+/* "tokenwatch:{NAME}:<what>" */
+void tw_checkpoint_key(const char *name, const char *what,
+                       char out[TW_KEY_MAX]);
+
+#define TW_CHECKPOINT_FIELDS 7
+
+/* The hash fields of a record, in a fixed order; values are owned by fields. */
+typedef struct {
+    const char *names[TW_CHECKPOINT_FIELDS];
+    char *values[TW_CHECKPOINT_FIELDS];
+} tw_checkpoint_fields_t;
+
+bool tw_checkpoint_encode(const tw_checkpoint_t *cp,
+                          tw_checkpoint_fields_t *out, tw_error_t *err);
+void tw_checkpoint_fields_release(tw_checkpoint_fields_t *fields);
+
+/*
+ * Reads a record from hash fields (as HGETALL returns them). Only `token`
+ * is required; a missing cluster_time is taken from the token, and a
+ * cluster_time that disagrees with the token is an error.
+ */
+bool tw_checkpoint_decode(const char *const names[], const char *const values[],
+                          size_t count, tw_checkpoint_t *out, tw_error_t *err);
+
+/* found is false (and true returned) when the key does not exist. */
+bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
+                        bool *found, tw_error_t *err);
+
+typedef struct {
+    const char *checkpoint_key;
+    const tw_checkpoint_t *record;
+    /* For the redis sink; NULL or empty otherwise. */
+    const tw_event_batch_t *events;
+    const char *stream_key;
+    long long stream_maxlen;
+} tw_commit_t;
+
+typedef struct {
+    bool written;            /* false: the stored checkpoint is ahead */
+    tw_ctime_t stored_time;  /* when not written: what Redis holds */
+} tw_commit_result_t;
+
+bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
+                          tw_commit_result_t *result, tw_error_t *err);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * clock.h - where time and randomness come from.
+ *
+ * Pure modules take `now` as an argument; the loops read it from a
+ * tw_clock_t, which tests replace. Wall time (Unix ms) is what goes into
+ * records; monotonic time (ms) measures intervals, so a clock step never
+ * fires or starves a checkpoint.
+ */
+#ifndef TOKENWATCH_CLOCK_H
+#define TOKENWATCH_CLOCK_H
+
+#include <stdint.h>
+
+typedef struct tw_clock {
+    int64_t (*wall_ms)(void *ctx);
+    int64_t (*mono_ms)(void *ctx);
+    /* A uniformly distributed value in [0, 1): jitter for backoffs. */
+    double (*random01)(void *ctx);
+    void *ctx;
+    unsigned short rng_state[3]; /* the system clock's jitter state */
+} tw_clock_t;
+
+/* The real clocks, and jitter seeded from the time and the process id. */
+void tw_clock_init_system(tw_clock_t *clock);
+
+int64_t tw_clock_wall_ms(const tw_clock_t *clock);
+int64_t tw_clock_mono_ms(const tw_clock_t *clock);
+double tw_clock_random01(const tw_clock_t *clock);
+
+#endif

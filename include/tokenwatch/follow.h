@@ -1,0 +1,95 @@
+/*
+ * follow.h - one change stream, opened and iterated with libmongoc.
+ *
+ * libmongoc already resumes what the change-streams spec calls resumable
+ * (once, from its cached token). What reaches us has failed or skipped
+ * that, and tw_follow sorts it into three kinds: the resume point is gone
+ * (LOST), the server or network is away for now (TRANSIENT: reconnect with
+ * backoff), or it will not get better by waiting (FATAL).
+ */
+#ifndef TOKENWATCH_FOLLOW_H
+#define TOKENWATCH_FOLLOW_H
+
+#include <bson/bson.h>
+#include <mongoc/mongoc.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tokenwatch/error.h"
+#include "tokenwatch/token.h"
+
+typedef enum {
+    TW_START_NOW = 0,      /* no option: from the current cluster time */
+    TW_START_RESUME_AFTER, /* the normal restart */
+    TW_START_START_AFTER,  /* after an invalidate event */
+    TW_START_AT_TIME       /* startAtOperationTime */
+} tw_start_kind_t;
+
+typedef struct {
+    tw_start_kind_t kind;
+    const bson_t *token; /* borrowed, for the two token kinds */
+    tw_ctime_t time;     /* for TW_START_AT_TIME */
+} tw_start_t;
+
+typedef struct {
+    const char *db;         /* NULL: the whole deployment */
+    const char *collection; /* NULL: the whole database */
+    const char *pipeline;   /* a JSON array of stages */
+    const char *full_document;
+    int64_t max_await_ms;
+} tw_follow_opts_t;
+
+typedef enum {
+    TW_FAILURE_NONE = 0,
+    TW_FAILURE_TRANSIENT,
+    TW_FAILURE_LOST,
+    TW_FAILURE_FATAL
+} tw_failure_t;
+
+typedef enum { TW_FOLLOW_EVENT, TW_FOLLOW_IDLE, TW_FOLLOW_FAILED } tw_follow_status_t;
+
+typedef struct tw_follow tw_follow_t;
+
+/*
+ * Sends the aggregate. On failure returns NULL, fills err (code = the
+ * server's code, 0 for a client-side error) and *failure.
+ */
+tw_follow_t *tw_follow_open(mongoc_client_t *client,
+                            const tw_follow_opts_t *opts,
+                            const tw_start_t *start, tw_failure_t *failure,
+                            tw_error_t *err);
+
+/*
+ * EVENT: *event is borrowed, valid until the next call. IDLE: an empty
+ * batch came back (the resume token may have moved: postBatchResumeToken).
+ * FAILED: err and *failure are filled; the stream is done.
+ */
+tw_follow_status_t tw_follow_next(tw_follow_t *f, const bson_t **event,
+                                  tw_failure_t *failure, tw_error_t *err);
+
+/* The stream's current resume token (borrowed; copy it to keep it), or NULL. */
+const bson_t *tw_follow_resume_token(tw_follow_t *f);
+
+void tw_follow_close(tw_follow_t *f);
+
+/* Codes that mean the resume point is gone: 286, 280, 260, 40576, 40585. */
+bool tw_follow_is_lost_code(int code);
+
+/* Sorts an error libmongoc surfaced; reply may be NULL or empty. */
+tw_failure_t tw_follow_classify(uint32_t domain, uint32_t code,
+                                const bson_t *reply);
+
+const char *tw_failure_name(tw_failure_t failure);
+
+/*
+ * What a checkpoint belongs to, as one line:
+ * "rs=rs0 db=shop coll=orders pipeline=sha256:0123456789ab" ("*" for an
+ * unscoped db or coll). The replica set name comes from the server.
+ */
+bool tw_follow_scope(mongoc_client_t *client, const tw_follow_opts_t *opts,
+                     char **scope, tw_failure_t *failure, tw_error_t *err);
+
+/* The scope text for a known replica set name (pure, for tests). */
+char *tw_follow_scope_format(const char *set_name, const tw_follow_opts_t *opts);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * redis.h - connecting to Redis: the URL, the password, timeouts.
+ *
+ * A hiredis context belongs to one thread, and after any error it is dead:
+ * free it and connect again (hiredis's own rule).
+ */
+#ifndef TOKENWATCH_REDIS_H
+#define TOKENWATCH_REDIS_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+
+#include "tokenwatch/error.h"
+
+typedef struct {
+    char *host;      /* NULL for a unix socket */
+    int port;
+    char *socket;    /* unix socket path, or NULL */
+    char *user;      /* Redis 6 ACL user, or NULL */
+    char *password;  /* or NULL; zeroed before it is freed */
+    int db;
+} tw_redis_url_t;
+
+/*
+ * redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N].
+ * rediss:// is refused: hiredis 0.14 has no TLS. Errors never quote the
+ * password. out is always safe to release.
+ */
+bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
+                        tw_error_t *err);
+
+void tw_redis_url_release(tw_redis_url_t *url);
+
+/* Reads a password file (one line; the trailing newline is dropped). */
+bool tw_redis_read_password_file(const char *path, char **out,
+                                 tw_error_t *err);
+
+/*
+ * Connects, authenticates and selects the database, with timeout_ms for the
+ * connect and for every command after. Returns NULL and fills err on
+ * failure.
+ */
+redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
+                               tw_error_t *err);
+
+/* err->code of an error reply from Redis (others are hiredis I/O codes). */
+#define TW_REDIS_REPLY_ERROR 1000
+
+/*
+ * Runs a command and checks the reply is not an error. On failure the reply
+ * is freed, err says what Redis said, and the context should be dropped.
+ */
+redisReply *tw_redis_command(redisContext *c, tw_error_t *err,
+                             const char *fmt, ...);
+
+/* The text of a context's I/O error, or of an error reply. */
+void tw_redis_error_from_context(const redisContext *c, tw_error_t *err,
+                                 const char *what);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * settings.h - every setting in one table.
+ *
+ * Each setting has a name (the flag without "--"), an environment variable
+ * (also the key in a --config file), a type, bounds, a default and a help
+ * line. Precedence: default < config file < environment < flag. Every
+ * source goes through the same parser, so a value means the same wherever
+ * it is written. Parsing never exits: errors name the setting and where it
+ * came from, and main() turns them into exit 2.
+ */
+#ifndef TOKENWATCH_SETTINGS_H
+#define TOKENWATCH_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tokenwatch/error.h"
+
+typedef enum { TW_SINK_NONE = 0, TW_SINK_STDOUT, TW_SINK_REDIS } tw_sink_kind_t;
+
+typedef enum {
+    TW_SOURCE_DEFAULT = 0,
+    TW_SOURCE_FILE,
+    TW_SOURCE_ENV,
+    TW_SOURCE_FLAG
+} tw_setting_source_t;
+
+/* Owned strings are NULL when a setting has no value. */
+typedef struct {
+    char *config;
+    char *name;
+    char *environment;
+    char *mongo_uri;
+    char *db;
+    char *collection;
+    char *pipeline; /* a JSON array of stages, validated */
+    char *full_document;
+    char *redis_url;
+    char *redis_password_file;
+    int sink; /* tw_sink_kind_t */
+    char *stream_key;
+    int64_t stream_maxlen;
+    int64_t checkpoint_interval_ms;
+    int64_t checkpoint_every;
+    int64_t max_events; /* 0: no limit */
+    char *until;        /* a SPEC, validated */
+    int log_format;     /* tw_log_format_t */
+    int log_level;      /* tw_log_level_t */
+
+    /* Not settings: what parsing found besides them. */
+    bool help;
+    bool version;
+    char **positional; /* arguments that are not options, in order */
+    size_t positional_count;
+    char **warnings; /* for the log, once it is configured */
+    size_t warning_count;
+    tw_setting_source_t sources[32]; /* by table index */
+} tw_settings_t;
+
+/*
+ * Fills s from the table's defaults, the config file (--config or
+ * TOKENWATCH_CONFIG), envp ("K=V" strings, NULL-terminated) and args (the
+ * options after the subcommand). s must be zeroed or freshly released.
+ */
+bool tw_settings_load(tw_settings_t *s, int argc, char *const argv[],
+                      char *const envp[], tw_error_t *err);
+
+void tw_settings_release(tw_settings_t *s);
+
+/* Prints the option list generated from the table. */
+void tw_settings_print_help(FILE *out);
+
+/* Name of a settings source, for logs: "default", "file", "env", "flag". */
+const char *tw_setting_source_name(tw_setting_source_t source);
+
+/* Where a named setting's value came from (TW_SOURCE_DEFAULT if unknown). */
+tw_setting_source_t tw_settings_source_of(const tw_settings_t *s,
+                                          const char *name);
+
+#endif

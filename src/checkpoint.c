@@ -1,0 +1,400 @@
+#include "tokenwatch/checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenwatch/redis.h"
+
+/*
+ * KEYS[1] the checkpoint hash, KEYS[2] (redis sink) the event stream; ARGV:
+ * token JSON, t, i, _data, wall_ms, updated_ms, events, source, scope.
+ * Returns {1} when written, {0, stored cluster_time} when the stored one is
+ * ahead. Equal cluster times fall back to _data order, which is token order.
+ *
+ * Redis does not roll back a transaction whose XADD fails when it runs
+ * (WRONGTYPE): the script then sees the stream key is not a stream and
+ * refuses, so the checkpoint never covers events that were not written.
+ */
+static const char commit_script[] =
+    "if KEYS[2] then\n"
+    "  local t = redis.call('TYPE', KEYS[2])['ok']\n"
+    "  if t ~= 'stream' then\n"
+    "    return redis.error_reply('the event stream ' .. KEYS[2] ..\n"
+    "                             ' holds a ' .. t .. ', not a stream')\n"
+    "  end\n"
+    "end\n"
+    "local cur = redis.call('HGET', KEYS[1], 'cluster_time')\n"
+    "if cur then\n"
+    "  local ct, ci = string.match(cur, '^(%d+):(%d+)$')\n"
+    "  if ct then\n"
+    "    ct = tonumber(ct); ci = tonumber(ci)\n"
+    "    local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
+    "    if nt < ct or (nt == ct and ni < ci) then return {0, cur} end\n"
+    "    if nt == ct and ni == ci then\n"
+    "      local ok, doc = pcall(cjson.decode,\n"
+    "                            redis.call('HGET', KEYS[1], 'token') or '')\n"
+    "      if ok and type(doc) == 'table' and type(doc['_data']) == 'string'\n"
+    "         and string.upper(ARGV[4]) < string.upper(doc['_data']) then\n"
+    "        return {0, cur}\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'cluster_time',\n"
+    "           ARGV[2] .. ':' .. ARGV[3], 'wall_ms', ARGV[5], 'updated_ms',\n"
+    "           ARGV[6], 'events', ARGV[7], 'source', ARGV[8], 'scope', ARGV[9])\n"
+    "return {1}\n";
+
+void tw_checkpoint_init(tw_checkpoint_t *cp)
+{
+    memset(cp, 0, sizeof *cp);
+}
+
+void tw_checkpoint_release(tw_checkpoint_t *cp)
+{
+    if (!cp)
+        return;
+    if (cp->has_token)
+        bson_destroy(&cp->token);
+    free(cp->scope);
+    memset(cp, 0, sizeof *cp);
+}
+
+bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
+                             tw_error_t *err)
+{
+    tw_ctime_t ct;
+
+    if (!tw_token_cluster_time(token, &ct, err))
+        return false;
+    if (cp->has_token)
+        bson_destroy(&cp->token);
+    bson_copy_to(token, &cp->token);
+    cp->has_token = true;
+    cp->cluster_time = ct;
+    cp->wall_ms = tw_ctime_wall_ms(ct);
+    return true;
+}
+
+void tw_checkpoint_key(const char *name, const char *what, char out[TW_KEY_MAX])
+{
+    /* The {NAME} hash tag keeps a stream's keys in one Redis Cluster slot. */
+    snprintf(out, TW_KEY_MAX, "tokenwatch:{%s}:%s", name, what);
+}
+
+static char *format_i64(int64_t v)
+{
+    return bson_strdup_printf("%" PRId64, v);
+}
+
+bool tw_checkpoint_encode(const tw_checkpoint_t *cp,
+                          tw_checkpoint_fields_t *out, tw_error_t *err)
+{
+    static const char *const names[TW_CHECKPOINT_FIELDS] = {
+        "token", "cluster_time", "wall_ms", "updated_ms",
+        "events", "source", "scope"};
+    char ct[TW_CTIME_TEXT_MAX];
+
+    memset(out, 0, sizeof *out);
+    if (!cp->has_token) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "a checkpoint needs a token");
+        return false;
+    }
+    tw_ctime_format(cp->cluster_time, ct);
+    memcpy(out->names, names, sizeof names);
+    out->values[0] = tw_token_to_json(&cp->token);
+    out->values[1] = bson_strdup(ct);
+    out->values[2] = format_i64(cp->wall_ms);
+    out->values[3] = format_i64(cp->updated_ms);
+    out->values[4] = format_i64(cp->events);
+    out->values[5] = bson_strdup(cp->source);
+    out->values[6] = bson_strdup(cp->scope ? cp->scope : "");
+    return true;
+}
+
+void tw_checkpoint_fields_release(tw_checkpoint_fields_t *fields)
+{
+    if (!fields)
+        return;
+    for (size_t k = 0; k < TW_CHECKPOINT_FIELDS; k++)
+        bson_free(fields->values[k]);
+    memset(fields, 0, sizeof *fields);
+}
+
+static bool parse_i64(const char *name, const char *text, int64_t *out,
+                      tw_error_t *err)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno || end == text || *end != '\0') {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "checkpoint field %s is not a number: '%s'", name, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool tw_checkpoint_decode(const char *const names[], const char *const values[],
+                          size_t count, tw_checkpoint_t *out, tw_error_t *err)
+{
+    const char *token = NULL, *ct_text = NULL, *wall = NULL, *updated = NULL,
+               *events = NULL, *source = NULL, *scope = NULL;
+    tw_ctime_t stored;
+    char ct_shown[TW_CTIME_TEXT_MAX];
+
+    tw_checkpoint_init(out);
+    for (size_t k = 0; k < count; k++) {
+        const char *n = names[k];
+        if (strcmp(n, "token") == 0) token = values[k];
+        else if (strcmp(n, "cluster_time") == 0) ct_text = values[k];
+        else if (strcmp(n, "wall_ms") == 0) wall = values[k];
+        else if (strcmp(n, "updated_ms") == 0) updated = values[k];
+        else if (strcmp(n, "events") == 0) events = values[k];
+        else if (strcmp(n, "source") == 0) source = values[k];
+        else if (strcmp(n, "scope") == 0) scope = values[k];
+    }
+    if (!token) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "the checkpoint has no token field");
+        return false;
+    }
+    if (!tw_token_parse(token, &out->token, err)) {
+        tw_error_prefix(err, "the checkpoint's token");
+        return false;
+    }
+    out->has_token = true;
+    tw_token_cluster_time(&out->token, &out->cluster_time, NULL);
+    out->wall_ms = tw_ctime_wall_ms(out->cluster_time);
+    if (ct_text) {
+        if (!tw_ctime_parse(ct_text, &stored, err))
+            goto fail;
+        if (tw_ctime_cmp(stored, out->cluster_time) != 0) {
+            tw_ctime_format(out->cluster_time, ct_shown);
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "the checkpoint's cluster_time %s disagrees with its "
+                         "token's %s",
+                         ct_text, ct_shown);
+            goto fail;
+        }
+    }
+    if ((wall && !parse_i64("wall_ms", wall, &out->wall_ms, err)) ||
+        (updated && !parse_i64("updated_ms", updated, &out->updated_ms, err)) ||
+        (events && !parse_i64("events", events, &out->events, err)))
+        goto fail;
+    snprintf(out->source, sizeof out->source, "%s", source ? source : "");
+    if (scope && scope[0])
+        out->scope = strdup(scope);
+    return true;
+fail:
+    tw_checkpoint_release(out);
+    return false;
+}
+
+bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
+                        bool *found, tw_error_t *err)
+{
+    redisReply *reply = tw_redis_command(c, err, "HGETALL %s", key);
+    const char **names = NULL, **values = NULL;
+    size_t pairs;
+    bool ok = false;
+
+    *found = false;
+    tw_checkpoint_init(out);
+    if (!reply)
+        return false;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        tw_error_set(err, TW_ERR_REDIS, 0, "%s is not a hash", key);
+        goto out_free_reply;
+    }
+    if (reply->elements == 0) {
+        ok = true;
+        goto out_free_reply;
+    }
+    pairs = reply->elements / 2;
+    names = calloc(pairs, sizeof *names);
+    values = calloc(pairs, sizeof *values);
+    if (!names || !values)
+        abort();
+    for (size_t k = 0; k < pairs; k++) {
+        names[k] = reply->element[2 * k]->str;
+        values[k] = reply->element[2 * k + 1]->str;
+    }
+    if (!tw_checkpoint_decode(names, values, pairs, out, err)) {
+        tw_error_prefix(err, "%s", key);
+        goto out_free_arrays;
+    }
+    *found = true;
+    ok = true;
+out_free_arrays:
+    free(names);
+    free(values);
+out_free_reply:
+    freeReplyObject(reply);
+    return ok;
+}
+
+/* Appends the EVAL of the commit script for record to the pipeline. */
+static void append_script(redisContext *c, const char *key,
+                          const char *stream_key,
+                          const tw_checkpoint_fields_t *fields,
+                          const tw_checkpoint_t *record)
+{
+    char t[16], i[16];
+    const char *data = "";
+    const char *argv[15];
+    size_t k = 0;
+
+    tw_token_data(&record->token, &data, NULL);
+    snprintf(t, sizeof t, "%" PRIu32, record->cluster_time.t);
+    snprintf(i, sizeof i, "%" PRIu32, record->cluster_time.i);
+    argv[k++] = "EVAL";
+    argv[k++] = commit_script;
+    argv[k++] = stream_key ? "2" : "1";
+    argv[k++] = key;
+    if (stream_key)
+        argv[k++] = stream_key;
+    argv[k++] = fields->values[0];
+    argv[k++] = t;
+    argv[k++] = i;
+    argv[k++] = data;
+    argv[k++] = fields->values[2];
+    argv[k++] = fields->values[3];
+    argv[k++] = fields->values[4];
+    argv[k++] = fields->values[5];
+    argv[k++] = fields->values[6];
+    redisAppendCommandArgv(c, (int)k, argv, NULL);
+}
+
+static void append_xadd(redisContext *c, const char *stream_key,
+                        const char *maxlen, const tw_event_t *e)
+{
+    char ct[TW_CTIME_TEXT_MAX];
+    const char *argv[16];
+    size_t k = 0;
+
+    tw_ctime_format(e->cluster_time, ct);
+    argv[k++] = "XADD";
+    argv[k++] = stream_key;
+    argv[k++] = "MAXLEN";
+    argv[k++] = "~";
+    argv[k++] = maxlen;
+    argv[k++] = "*";
+    argv[k++] = "event";
+    argv[k++] = e->json;
+    argv[k++] = "token";
+    argv[k++] = e->token_json;
+    argv[k++] = "cluster_time";
+    argv[k++] = ct;
+    argv[k++] = "op";
+    argv[k++] = e->op;
+    argv[k++] = "ns";
+    argv[k++] = e->ns;
+    redisAppendCommandArgv(c, (int)k, argv, NULL);
+}
+
+static bool read_reply(redisContext *c, redisReply **out, tw_error_t *err)
+{
+    void *reply = NULL;
+
+    if (redisGetReply(c, &reply) != REDIS_OK || !reply) {
+        tw_redis_error_from_context(c, err, "redis");
+        return false;
+    }
+    *out = reply;
+    return true;
+}
+
+static bool script_result(const redisReply *r, tw_commit_result_t *result,
+                          tw_error_t *err)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        tw_error_set(err, TW_ERR_REDIS, 0, "checkpoint script: %s", r->str);
+        return false;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        tw_error_set(err, TW_ERR_REDIS, 0, "checkpoint script: unexpected reply");
+        return false;
+    }
+    result->written = r->element[0]->integer == 1;
+    if (!result->written && r->elements > 1 &&
+        r->element[1]->type == REDIS_REPLY_STRING)
+        tw_ctime_parse(r->element[1]->str, &result->stored_time, NULL);
+    return true;
+}
+
+bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
+                          tw_commit_result_t *result, tw_error_t *err)
+{
+    tw_checkpoint_fields_t fields;
+    size_t nevents = commit->events ? commit->events->count : 0;
+    redisReply *reply = NULL;
+    char maxlen[24];
+    bool ok = false;
+
+    memset(result, 0, sizeof *result);
+    if (!tw_checkpoint_encode(commit->record, &fields, err))
+        return false;
+    if (nevents == 0) {
+        append_script(c, commit->checkpoint_key, NULL, &fields, commit->record);
+        if (!read_reply(c, &reply, err))
+            goto out_release_fields;
+        ok = script_result(reply, result, err);
+        goto out_free_reply;
+    }
+
+    /* One round trip: MULTI, the XADDs, the script and EXEC. */
+    snprintf(maxlen, sizeof maxlen, "%lld", commit->stream_maxlen);
+    redisAppendCommand(c, "MULTI");
+    for (size_t k = 0; k < nevents; k++)
+        append_xadd(c, commit->stream_key, maxlen, &commit->events->items[k]);
+    append_script(c, commit->checkpoint_key, commit->stream_key, &fields,
+                  commit->record);
+    redisAppendCommand(c, "EXEC");
+    /* MULTI's OK and each QUEUED: a queueing error aborts the EXEC. */
+    for (size_t k = 0; k < nevents + 2; k++) {
+        if (!read_reply(c, &reply, err))
+            goto out_release_fields;
+        if (reply->type == REDIS_REPLY_ERROR) {
+            tw_error_set(err, TW_ERR_REDIS, 0, "redis: %s", reply->str);
+            freeReplyObject(reply);
+            /* Drain the rest so the context could be reused. */
+            for (size_t rest = k + 1; rest < nevents + 3; rest++) {
+                if (!read_reply(c, &reply, NULL))
+                    break;
+                freeReplyObject(reply);
+            }
+            reply = NULL;
+            goto out_release_fields;
+        }
+        freeReplyObject(reply);
+        reply = NULL;
+    }
+    if (!read_reply(c, &reply, err))
+        goto out_release_fields;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != nevents + 1) {
+        tw_error_set(err, TW_ERR_REDIS, 0, "redis: the transaction %s",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                      : "was not executed");
+        goto out_free_reply;
+    }
+    for (size_t k = 0; k < nevents; k++) {
+        if (reply->element[k]->type == REDIS_REPLY_ERROR) {
+            tw_error_set(err, TW_ERR_REDIS, 0, "redis: XADD %s: %s",
+                         commit->stream_key, reply->element[k]->str);
+            goto out_free_reply;
+        }
+    }
+    ok = script_result(reply->element[nevents], result, err);
+out_free_reply:
+    freeReplyObject(reply);
+out_release_fields:
+    tw_checkpoint_fields_release(&fields);
+    return ok;
+}

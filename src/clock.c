@@ -1,0 +1,61 @@
+#include "tokenwatch/clock.h"
+
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t timespec_ms(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t system_wall_ms(void *ctx)
+{
+    (void)ctx;
+    return timespec_ms(CLOCK_REALTIME);
+}
+
+static int64_t system_mono_ms(void *ctx)
+{
+    (void)ctx;
+    return timespec_ms(CLOCK_MONOTONIC);
+}
+
+static double system_random01(void *ctx)
+{
+    /* Jitter only needs to spread retries apart, not to be unpredictable. */
+    unsigned short *state = ctx;
+
+    return erand48(state);
+}
+
+void tw_clock_init_system(tw_clock_t *clock)
+{
+    int64_t now = timespec_ms(CLOCK_REALTIME);
+
+    clock->wall_ms = system_wall_ms;
+    clock->mono_ms = system_mono_ms;
+    clock->random01 = system_random01;
+    clock->ctx = clock->rng_state;
+    clock->rng_state[0] = (unsigned short)(now & 0xffff);
+    clock->rng_state[1] = (unsigned short)((now >> 16) & 0xffff);
+    clock->rng_state[2] = (unsigned short)getpid();
+}
+
+int64_t tw_clock_wall_ms(const tw_clock_t *clock)
+{
+    return clock->wall_ms(clock->ctx);
+}
+
+int64_t tw_clock_mono_ms(const tw_clock_t *clock)
+{
+    return clock->mono_ms(clock->ctx);
+}
+
+double tw_clock_random01(const tw_clock_t *clock)
+{
+    return clock->random01(clock->ctx);
+}

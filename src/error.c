@@ -1,0 +1,58 @@
+#include "tokenwatch/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void tw_error_set(tw_error_t *err, tw_error_domain_t domain, int code,
+                  const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err)
+        return;
+    err->domain = domain;
+    err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+}
+
+void tw_error_prefix(tw_error_t *err, const char *fmt, ...)
+{
+    char prefix[TW_ERROR_MESSAGE_MAX];
+    char joined[TW_ERROR_MESSAGE_MAX];
+    va_list ap;
+
+    if (!err)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    /* A long message loses its tail: the context in front matters more. */
+    if (snprintf(joined, sizeof joined, "%s: %s", prefix, err->message) < 0)
+        return;
+    memcpy(err->message, joined, sizeof joined);
+}
+
+void tw_error_clear(tw_error_t *err)
+{
+    if (!err)
+        return;
+    err->domain = TW_ERR_NONE;
+    err->code = 0;
+    err->message[0] = '\0';
+}
+
+const char *tw_error_domain_name(tw_error_domain_t domain)
+{
+    switch (domain) {
+    case TW_ERR_NONE: return "none";
+    case TW_ERR_USAGE: return "usage";
+    case TW_ERR_SYSTEM: return "system";
+    case TW_ERR_MONGO: return "mongo";
+    case TW_ERR_REDIS: return "redis";
+    case TW_ERR_HTTP: return "http";
+    }
+    return "unknown";
+}

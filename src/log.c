@@ -1,0 +1,182 @@
+#include "tokenwatch/log.h"
+
+#include <bson/bson.h>
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define LOG_LINE_MAX 4096
+#define LOG_LABEL_MAX 128
+
+static struct {
+    tw_log_level_t level;
+    tw_log_format_t format;
+    char name[LOG_LABEL_MAX];
+    char environment[LOG_LABEL_MAX];
+    FILE *out;
+} log_sink = {TW_LOG_INFO, TW_LOG_TEXT, "default", "dev", NULL};
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void tw_log_configure(tw_log_level_t level, tw_log_format_t format,
+                      const char *name, const char *environment, FILE *out)
+{
+    log_sink.level = level;
+    log_sink.format = format;
+    snprintf(log_sink.name, sizeof log_sink.name, "%s", name ? name : "");
+    snprintf(log_sink.environment, sizeof log_sink.environment, "%s",
+             environment ? environment : "");
+    log_sink.out = out;
+}
+
+bool tw_log_enabled(tw_log_level_t level)
+{
+    return level >= log_sink.level;
+}
+
+static void format_now(char *buf, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    if (snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000L)) < 0)
+        buf[0] = '\0';
+}
+
+static void log_emit(tw_log_level_t level, const char *message)
+{
+    char when[64];
+    char line[LOG_LINE_MAX];
+    FILE *out = log_sink.out ? log_sink.out : stderr;
+    int n;
+
+    format_now(when, sizeof when);
+    if (log_sink.format == TW_LOG_JSON) {
+        char *msg = bson_utf8_escape_for_json(message, -1);
+        char *name = bson_utf8_escape_for_json(log_sink.name, -1);
+        char *env = bson_utf8_escape_for_json(log_sink.environment, -1);
+
+        n = snprintf(line, sizeof line,
+                     "{\"time\":\"%s\",\"level\":\"%s\",\"name\":\"%s\","
+                     "\"environment\":\"%s\",\"msg\":\"%s\"}\n",
+                     when, level_names[level], name ? name : "",
+                     env ? env : "", msg ? msg : "");
+        bson_free(msg);
+        bson_free(name);
+        bson_free(env);
+    } else {
+        n = snprintf(line, sizeof line, "%s %-5s [%s/%s] %s\n", when,
+                     level_names[level], log_sink.name, log_sink.environment,
+                     message);
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line) {
+        /* Keep the line a line: a cut JSON object must still end well. */
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    /* One write per line so threads never interleave inside a line. */
+    flockfile(out);
+    fwrite(line, 1, (size_t)n, out);
+    fflush(out);
+    funlockfile(out);
+}
+
+void tw_log_write(tw_log_level_t level, const char *fmt, ...)
+{
+    char message[LOG_LINE_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    log_emit(level, message);
+}
+
+bool tw_log_level_parse(const char *text, tw_log_level_t *out)
+{
+    for (size_t k = 0; k < sizeof level_names / sizeof level_names[0]; k++) {
+        if (strcasecmp(text, level_names[k]) == 0) {
+            *out = (tw_log_level_t)k;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool tw_log_format_parse(const char *text, tw_log_format_t *out)
+{
+    if (strcasecmp(text, "text") == 0) {
+        *out = TW_LOG_TEXT;
+        return true;
+    }
+    if (strcasecmp(text, "json") == 0) {
+        *out = TW_LOG_JSON;
+        return true;
+    }
+    return false;
+}
+
+static void mongoc_log_to_ours(mongoc_log_level_t level, const char *domain,
+                               const char *message, void *ctx)
+{
+    (void)ctx;
+    /* libmongoc's info and debug lines are about its internals: noise. */
+    if (level > MONGOC_LOG_LEVEL_WARNING)
+        return;
+    TW_LOG(level <= MONGOC_LOG_LEVEL_CRITICAL ? TW_LOG_ERROR : TW_LOG_WARN,
+           "libmongoc %s: %s", domain, message);
+}
+
+void tw_log_capture_mongoc(void)
+{
+    mongoc_log_trace_disable();
+    mongoc_log_set_handler(mongoc_log_to_ours, NULL);
+}
+
+void tw_redact_url(const char *url, char *out, size_t out_size)
+{
+    const char *scheme_end;
+    const char *authority;
+    const char *at;
+    const char *colon;
+    const char *slash;
+
+    if (out_size == 0)
+        return;
+    if (!url) {
+        out[0] = '\0';
+        return;
+    }
+    scheme_end = strstr(url, "://");
+    if (!scheme_end) {
+        snprintf(out, out_size, "%s", url);
+        return;
+    }
+    authority = scheme_end + 3;
+    slash = strchr(authority, '/');
+    /* The userinfo ends at the last '@' before the path: passwords may hold '@'. */
+    at = NULL;
+    for (const char *p = authority; *p && (!slash || p < slash); p++) {
+        if (*p == '@')
+            at = p;
+    }
+    if (!at) {
+        snprintf(out, out_size, "%s", url);
+        return;
+    }
+    colon = memchr(authority, ':', (size_t)(at - authority));
+    if (!colon) {
+        snprintf(out, out_size, "%s", url);
+        return;
+    }
+    snprintf(out, out_size, "%.*s***%s", (int)(colon + 1 - url), url, at);
+}

@@ -1,0 +1,258 @@
+#include "tokenwatch/redis.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+static void free_secret(char *s)
+{
+    if (!s)
+        return;
+    /* volatile so the compiler keeps the wipe of memory about to be freed. */
+    for (volatile char *p = s; *p; p++)
+        *p = '\0';
+    free(s);
+}
+
+void tw_redis_url_release(tw_redis_url_t *url)
+{
+    if (!url)
+        return;
+    free(url->host);
+    free(url->socket);
+    free(url->user);
+    free_secret(url->password);
+    memset(url, 0, sizeof *url);
+}
+
+static char *dup_part(CURLU *u, CURLUPart part, unsigned flags)
+{
+    char *value = NULL;
+    char *copy;
+
+    if (curl_url_get(u, part, &value, flags) != CURLUE_OK || !value)
+        return NULL;
+    copy = value[0] ? strdup(value) : NULL;
+    if (part == CURLUPART_PASSWORD)
+        for (volatile char *p = value; *p; p++)
+            *p = '\0';
+    curl_free(value);
+    return copy;
+}
+
+static bool parse_db(const char *text, int *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || v < 0 || v > 1000000)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
+                        tw_error_t *err)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL;
+    char *path = NULL;
+    char *query = NULL;
+    char *port = NULL;
+    bool ok = false;
+
+    memset(out, 0, sizeof *out);
+    if (!u) {
+        tw_error_set(err, TW_ERR_SYSTEM, 0, "out of memory");
+        return false;
+    }
+    if (strncasecmp(text, "rediss://", 9) == 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "rediss:// (TLS) is not supported by this build's "
+                     "hiredis 0.14: reach Redis through a TLS proxy "
+                     "(stunnel, a service mesh) with redis://");
+        goto out;
+    }
+    if (curl_url_set(u, CURLUPART_URL, text, CURLU_NON_SUPPORT_SCHEME) !=
+        CURLUE_OK) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "not a URL: write redis://[user:password@]host:port/db "
+                     "or unix:///path.sock");
+        goto out;
+    }
+    scheme = dup_part(u, CURLUPART_SCHEME, 0);
+    path = dup_part(u, CURLUPART_PATH, CURLU_URLDECODE);
+    query = dup_part(u, CURLUPART_QUERY, 0);
+    if (scheme && strcasecmp(scheme, "redis") == 0) {
+        out->host = dup_part(u, CURLUPART_HOST, 0);
+        port = dup_part(u, CURLUPART_PORT, 0);
+        out->user = dup_part(u, CURLUPART_USER, CURLU_URLDECODE);
+        out->password = dup_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE);
+        out->port = 6379;
+        if (!out->host) {
+            tw_error_set(err, TW_ERR_USAGE, 0, "the URL names no host");
+            goto out;
+        }
+        /* curl keeps IPv6 brackets, which connect() does not want. */
+        if (out->host[0] == '[') {
+            size_t n = strlen(out->host);
+            memmove(out->host, out->host + 1, n - 2);
+            out->host[n - 2] = '\0';
+        }
+        if (port && (!parse_db(port, &out->port) || out->port < 1 ||
+                     out->port > 65535)) {
+            tw_error_set(err, TW_ERR_USAGE, 0, "port '%s' is not 1-65535",
+                         port);
+            goto out;
+        }
+        if (path && strcmp(path, "/") != 0 && !parse_db(path + 1, &out->db)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "the path '%s' is not a database number (/0)", path);
+            goto out;
+        }
+    } else if (scheme && strcasecmp(scheme, "unix") == 0) {
+        if (!path || strcmp(path, "/") == 0) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "unix:// needs a socket path: unix:///run/redis.sock");
+            goto out;
+        }
+        out->socket = strdup(path);
+        out->password = dup_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE);
+        out->user = dup_part(u, CURLUPART_USER, CURLU_URLDECODE);
+        if (query && strncmp(query, "db=", 3) == 0 &&
+            !parse_db(query + 3, &out->db)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "'%s' is not a database number", query + 3);
+            goto out;
+        }
+    } else {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "scheme '%s' is not redis:// or unix://",
+                     scheme ? scheme : "");
+        goto out;
+    }
+    ok = true;
+out:
+    free(scheme);
+    free(path);
+    free(query);
+    free(port);
+    curl_url_cleanup(u);
+    if (!ok)
+        tw_redis_url_release(out);
+    return ok;
+}
+
+bool tw_redis_read_password_file(const char *path, char **out,
+                                 tw_error_t *err)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+
+    *out = NULL;
+    if (!f) {
+        tw_error_set(err, TW_ERR_USAGE, errno,
+                     "cannot read the password file %s: %s", path,
+                     strerror(errno));
+        return false;
+    }
+    len = getline(&line, &cap, f);
+    fclose(f);
+    if (len <= 0) {
+        free(line);
+        tw_error_set(err, TW_ERR_USAGE, 0, "the password file %s is empty",
+                     path);
+        return false;
+    }
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        line[--len] = '\0';
+    *out = line;
+    return true;
+}
+
+void tw_redis_error_from_context(const redisContext *c, tw_error_t *err,
+                                 const char *what)
+{
+    tw_error_set(err, TW_ERR_REDIS, c ? c->err : 0, "%s: %s", what,
+                 c && c->errstr[0] ? c->errstr : "connection failed");
+}
+
+redisReply *tw_redis_command(redisContext *c, tw_error_t *err,
+                             const char *fmt, ...)
+{
+    redisReply *reply;
+    va_list ap;
+
+    va_start(ap, fmt);
+    reply = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!reply) {
+        tw_redis_error_from_context(c, err, "redis");
+        return NULL;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        tw_error_set(err, TW_ERR_REDIS, TW_REDIS_REPLY_ERROR, "redis: %s",
+                     reply->str);
+        freeReplyObject(reply);
+        return NULL;
+    }
+    return reply;
+}
+
+redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
+                               tw_error_t *err)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c;
+    redisReply *reply = NULL;
+
+    if (url->socket)
+        c = redisConnectUnixWithTimeout(url->socket, tv);
+    else
+        c = redisConnectWithTimeout(url->host, url->port, tv);
+    if (!c || c->err) {
+        if (url->socket)
+            tw_redis_error_from_context(c, err, url->socket);
+        else {
+            char where[300];
+            snprintf(where, sizeof where, "redis %s:%d", url->host, url->port);
+            tw_redis_error_from_context(c, err, where);
+        }
+        goto fail;
+    }
+    if (redisSetTimeout(c, tv) != REDIS_OK) {
+        tw_redis_error_from_context(c, err, "redis: setting the timeout");
+        goto fail;
+    }
+    if (url->password) {
+        if (url->user)
+            reply = tw_redis_command(c, err, "AUTH %s %s", url->user,
+                                     url->password);
+        else
+            reply = tw_redis_command(c, err, "AUTH %s", url->password);
+        if (!reply) {
+            tw_error_prefix(err, "authentication failed");
+            goto fail;
+        }
+        freeReplyObject(reply);
+    }
+    if (url->db != 0) {
+        reply = tw_redis_command(c, err, "SELECT %d", url->db);
+        if (!reply)
+            goto fail;
+        freeReplyObject(reply);
+    }
+    return c;
+fail:
+    redisFree(c);
+    return NULL;
+}

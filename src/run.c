@@ -1,0 +1,633 @@
+#include "tokenwatch/run.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tokenwatch/checkpoint.h"
+#include "tokenwatch/duration.h"
+#include "tokenwatch/follow.h"
+#include "tokenwatch/log.h"
+#include "tokenwatch/redis.h"
+#include "tokenwatch/retry.h"
+#include "tokenwatch/sink.h"
+#include "tokenwatch/spec.h"
+
+#define REDIS_TIMEOUT_MS 5000
+#define RETRY_BASE_MS 250
+#define RETRY_CAP_MS 30000
+/* After a stop request, how long to keep trying to write the last checkpoint. */
+#define FINAL_COMMIT_GRACE_MS 10000
+/* Keeps the watcher responsive to signals when the URI sets no timeout. */
+#define DEFAULT_SELECTION_TIMEOUT_MS 5000
+
+typedef struct {
+    const tw_settings_t *s;
+    tw_clock_t *clock;
+    volatile sig_atomic_t *stop;
+    int64_t stop_seen_ms; /* monotonic; 0 until a stop is seen */
+
+    tw_redis_url_t redis_url;
+    redisContext *redis;
+    tw_outage_t redis_outage;
+    tw_backoff_t redis_backoff;
+
+    mongoc_client_pool_t *pool;
+    mongoc_client_t *client;
+    tw_outage_t mongo_outage;
+    tw_backoff_t mongo_backoff;
+    tw_follow_opts_t follow_opts;
+    char *scope;
+
+    char checkpoint_key[TW_KEY_MAX];
+    tw_checkpoint_t committed; /* what Redis holds; has_token false: nothing */
+    tw_checkpoint_t position;  /* the newest position handed on */
+    bool dirty;                /* position is ahead of committed */
+    tw_sink_t sink;
+    int64_t events_this_run;
+    int64_t events_since_commit;
+    int64_t last_commit_mono;
+
+    bool has_until;
+    tw_ctime_t until;
+} runner_t;
+
+static bool stop_requested(runner_t *r)
+{
+    if (*r->stop && r->stop_seen_ms == 0)
+        r->stop_seen_ms = tw_clock_mono_ms(r->clock);
+    return *r->stop != 0;
+}
+
+/* Sleeps up to ms, waking early on a stop request. */
+static void pause_ms(runner_t *r, int64_t ms)
+{
+    int64_t until = tw_clock_mono_ms(r->clock) + ms;
+
+    while (!stop_requested(r)) {
+        int64_t left = until - tw_clock_mono_ms(r->clock);
+        struct timespec ts;
+
+        if (left <= 0)
+            return;
+        if (left > 50)
+            left = 50;
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long)left * 1000000L;
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void describe_position(const tw_checkpoint_t *cp, char *out, size_t n)
+{
+    char ct[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX];
+
+    tw_ctime_format(cp->cluster_time, ct);
+    tw_utc_format(tw_ctime_wall_ms(cp->cluster_time), date);
+    snprintf(out, n, "%s (%s)", ct, date);
+}
+
+static void redis_failed(runner_t *r, const tw_error_t *err)
+{
+    redisFree(r->redis);
+    r->redis = NULL;
+    if (tw_outage_fail(&r->redis_outage, tw_clock_mono_ms(r->clock)))
+        TW_ERROR("Redis unavailable: %s; holding events and retrying with "
+                 "backoff",
+                 err->message);
+    else
+        TW_DEBUG("Redis still unavailable: %s", err->message);
+}
+
+static void redis_ok(runner_t *r)
+{
+    char took[TW_DURATION_TEXT_MAX];
+    unsigned failures = r->redis_outage.failures;
+
+    tw_backoff_reset(&r->redis_backoff);
+    if (tw_outage_ok(&r->redis_outage, tw_clock_mono_ms(r->clock))) {
+        tw_duration_words(r->redis_outage.ended_after_ms, took);
+        TW_INFO("Redis available again after %s (%u failed attempts)", took,
+                failures);
+    }
+}
+
+static bool redis_connected(runner_t *r, tw_error_t *err)
+{
+    if (r->redis)
+        return true;
+    r->redis = tw_redis_connect(&r->redis_url, REDIS_TIMEOUT_MS, err);
+    return r->redis != NULL;
+}
+
+/* Waits before the next Redis try; false once a stop makes waiting pointless. */
+static bool redis_backoff(runner_t *r, bool final)
+{
+    int64_t delay = tw_backoff_next(&r->redis_backoff, tw_clock_random01(r->clock));
+
+    if (final) {
+        int64_t left = r->stop_seen_ms + FINAL_COMMIT_GRACE_MS -
+                       tw_clock_mono_ms(r->clock);
+        struct timespec ts;
+
+        if (left <= 0)
+            return false;
+        if (delay > left)
+            delay = left;
+        ts.tv_sec = delay / 1000;
+        ts.tv_nsec = (long)(delay % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+        return true;
+    }
+    pause_ms(r, delay);
+    return !stop_requested(r);
+}
+
+/*
+ * Writes the position (and, for the redis sink, the events it covers).
+ * While Redis is away it takes no further events: it retries here, with
+ * backoff, until the write lands or a stop request (then for a short grace).
+ */
+static bool commit(runner_t *r)
+{
+    tw_error_t err;
+    tw_commit_result_t result;
+    tw_commit_t c;
+    bool final = false;
+
+    if (!r->dirty)
+        return true;
+    if (!tw_sink_flush(&r->sink, &err)) {
+        TW_ERROR("%s", err.message);
+        return false;
+    }
+    r->position.updated_ms = tw_clock_wall_ms(r->clock);
+    memset(&c, 0, sizeof c);
+    c.checkpoint_key = r->checkpoint_key;
+    c.record = &r->position;
+    if (r->s->sink == TW_SINK_REDIS) {
+        c.events = &r->sink.batch;
+        c.stream_key = r->s->stream_key;
+        c.stream_maxlen = r->s->stream_maxlen;
+    }
+    for (;;) {
+        if (redis_connected(r, &err) &&
+            tw_checkpoint_commit(r->redis, &c, &result, &err))
+            break;
+        redis_failed(r, &err);
+        final = final || stop_requested(r);
+        if (!redis_backoff(r, final)) {
+            char at[96];
+            describe_position(&r->committed, at, sizeof at);
+            TW_ERROR("the last checkpoint could not be written (%s); the next "
+                     "start resumes from %s and hands on again what came after",
+                     err.message, r->committed.has_token ? at : "now");
+            return false;
+        }
+    }
+    redis_ok(r);
+    if (!result.written) {
+        char mine[96], stored[TW_CTIME_TEXT_MAX];
+        describe_position(&r->position, mine, sizeof mine);
+        tw_ctime_format(result.stored_time, stored);
+        TW_WARN("checkpoint %s not written: %s already holds %s, further "
+                "ahead (is another tokenwatch running with --name %s?)",
+                mine, r->checkpoint_key, stored, r->s->name);
+    } else if (tw_log_enabled(TW_LOG_DEBUG)) {
+        char at[96];
+        describe_position(&r->position, at, sizeof at);
+        TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
+                 r->position.source, r->position.events, r->sink.batch.count);
+    }
+    tw_event_batch_clear(&r->sink.batch);
+    tw_checkpoint_release(&r->committed);
+    tw_checkpoint_init(&r->committed);
+    tw_checkpoint_set_token(&r->committed, &r->position.token, NULL);
+    memcpy(r->committed.source, r->position.source, sizeof r->committed.source);
+    r->committed.events = r->position.events;
+    r->dirty = false;
+    r->events_since_commit = 0;
+    r->last_commit_mono = tw_clock_mono_ms(r->clock);
+    return true;
+}
+
+/* Loads the stored checkpoint, waiting out a Redis outage. */
+static int load_checkpoint(runner_t *r)
+{
+    tw_error_t err;
+    bool found = false;
+
+    for (;;) {
+        if (redis_connected(r, &err)) {
+            if (tw_checkpoint_load(r->redis, r->checkpoint_key, &r->committed,
+                                   &found, &err))
+                break;
+            if (err.domain != TW_ERR_REDIS ||
+                strstr(err.message, "WRONGTYPE")) {
+                TW_ERROR("the stored checkpoint cannot be used: %s. Fix or "
+                         "delete the key, or start elsewhere",
+                         err.message);
+                return TW_EXIT_USAGE;
+            }
+        }
+        redis_failed(r, &err);
+        if (!redis_backoff(r, false))
+            return TW_EXIT_OK;
+    }
+    redis_ok(r);
+    (void)found;
+    return -1;
+}
+
+static void mongo_failed(runner_t *r, const tw_error_t *err)
+{
+    if (tw_outage_fail(&r->mongo_outage, tw_clock_mono_ms(r->clock)))
+        TW_ERROR("MongoDB unavailable: %s; reconnecting with backoff and "
+                 "resuming from the last checkpoint",
+                 err->message);
+    else
+        TW_DEBUG("MongoDB still unavailable: %s", err->message);
+}
+
+static void mongo_ok(runner_t *r)
+{
+    char took[TW_DURATION_TEXT_MAX];
+    unsigned failures = r->mongo_outage.failures;
+
+    tw_backoff_reset(&r->mongo_backoff);
+    if (tw_outage_ok(&r->mongo_outage, tw_clock_mono_ms(r->clock))) {
+        tw_duration_words(r->mongo_outage.ended_after_ms, took);
+        TW_INFO("MongoDB available again after %s (%u failed attempts)", took,
+                failures);
+    }
+}
+
+static int report_lost(runner_t *r, const tw_error_t *err)
+{
+    char at[96];
+    char *token = r->committed.has_token ? tw_token_to_json(&r->committed.token)
+                                         : NULL;
+
+    describe_position(&r->committed, at, sizeof at);
+    TW_ERROR("the resume point is lost: the server answered %s. The "
+             "checkpoint %s holds token %s at cluster time %s, which is no "
+             "longer in the server's history; the checkpoint is left as it is. "
+             "Events after %s that the oplog no longer holds cannot be "
+             "replayed. To start again from now, accepting that gap, delete "
+             "the checkpoint (redis-cli DEL '%s') and restart; to keep the "
+             "next token from ageing out, widen the oplog window "
+             "(replSetResizeOplog with minRetentionHours).",
+             err->message, r->checkpoint_key, token ? token : "(none)", at, at,
+             r->checkpoint_key);
+    bson_free(token);
+    return TW_EXIT_LOST;
+}
+
+/* Connects to the deployment and learns the scope, waiting out outages. */
+static int connect_mongo(runner_t *r)
+{
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(r->s->mongo_uri, &berr);
+    tw_error_t err;
+    tw_failure_t failure;
+
+    if (!uri) {
+        TW_ERROR("--mongo-uri is not a connection string");
+        return TW_EXIT_USAGE;
+    }
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                       DEFAULT_SELECTION_TIMEOUT_MS);
+    r->pool = mongoc_client_pool_new(uri);
+    mongoc_uri_destroy(uri);
+    if (!r->pool) {
+        TW_ERROR("cannot create a MongoDB client for --mongo-uri (TLS "
+                 "options?)");
+        return TW_EXIT_USAGE;
+    }
+    mongoc_client_pool_set_error_api(r->pool, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_set_appname(r->pool, "tokenwatch");
+    r->client = mongoc_client_pool_pop(r->pool);
+    for (;;) {
+        if (tw_follow_scope(r->client, &r->follow_opts, &r->scope, &failure, &err))
+            break;
+        if (failure != TW_FAILURE_TRANSIENT) {
+            TW_ERROR("MongoDB: %s", err.message);
+            return TW_EXIT_FAILURE;
+        }
+        mongo_failed(r, &err);
+        pause_ms(r, tw_backoff_next(&r->mongo_backoff, tw_clock_random01(r->clock)));
+        if (stop_requested(r))
+            return TW_EXIT_OK;
+    }
+    mongo_ok(r);
+    return -1;
+}
+
+static int check_scope(runner_t *r)
+{
+    if (!r->committed.has_token)
+        return -1;
+    if (!r->committed.scope) {
+        TW_WARN("the checkpoint %s names no scope (written by hand or by "
+                "another tool); using it for %s",
+                r->checkpoint_key, r->scope);
+        return -1;
+    }
+    if (strcmp(r->committed.scope, r->scope) != 0) {
+        TW_ERROR("the checkpoint %s belongs to another stream: it was written "
+                 "for \"%s\", this watcher follows \"%s\". Refusing to resume "
+                 "from it: use another --name, or delete the key to start "
+                 "from now",
+                 r->checkpoint_key, r->committed.scope, r->scope);
+        return TW_EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* Takes a new position: a token the stream has passed. */
+static void advance(runner_t *r, const bson_t *token, const char *source,
+                    int64_t events_delta)
+{
+    tw_checkpoint_set_token(&r->position, token, NULL);
+    snprintf(r->position.source, sizeof r->position.source, "%s", source);
+    r->position.events += events_delta;
+    r->dirty = true;
+}
+
+static bool past_until(const runner_t *r, tw_ctime_t ct)
+{
+    return r->has_until && tw_ctime_cmp(ct, r->until) > 0;
+}
+
+typedef enum {
+    FOLLOW_REOPEN, /* open the stream again from the checkpoint */
+    FOLLOW_DONE    /* stop: exit code set */
+} follow_outcome_t;
+
+/* Follows one opened stream until it must be reopened or the run ends. */
+static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
+{
+    tw_error_t err;
+    tw_failure_t failure;
+
+    for (;;) {
+        const bson_t *doc = NULL;
+        tw_follow_status_t st;
+        int64_t now;
+
+        if (stop_requested(r)) {
+            *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+            TW_INFO("stopping on request after %" PRId64 " events",
+                    r->events_this_run);
+            return FOLLOW_DONE;
+        }
+        st = tw_follow_next(f, &doc, &failure, &err);
+        if (st == TW_FOLLOW_EVENT) {
+            tw_event_t event;
+            bool invalidate;
+
+            mongo_ok(r);
+            if (!tw_event_from_bson(doc, &event, &err)) {
+                TW_ERROR("%s", err.message);
+                *code = TW_EXIT_FAILURE;
+                return FOLLOW_DONE;
+            }
+            if (past_until(r, event.cluster_time)) {
+                tw_event_release(&event);
+                goto reached_until;
+            }
+            invalidate = event.invalidate;
+            advance(r, &event.token, invalidate ? "invalidate" : "event", 1);
+            if (!tw_sink_put(&r->sink, &event, &err)) {
+                TW_ERROR("%s", err.message);
+                *code = TW_EXIT_FAILURE;
+                return FOLLOW_DONE;
+            }
+            r->events_this_run++;
+            r->events_since_commit++;
+            if (invalidate) {
+                TW_WARN("the change stream was invalidated (collection "
+                        "dropped or renamed); reopening after the invalidate "
+                        "event");
+                if (!commit(r)) {
+                    *code = TW_EXIT_FAILURE;
+                    return FOLLOW_DONE;
+                }
+                return FOLLOW_REOPEN;
+            }
+            if (r->s->max_events && r->events_this_run >= r->s->max_events) {
+                *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+                TW_INFO("stopping after --max-events %" PRId64,
+                        r->s->max_events);
+                return FOLLOW_DONE;
+            }
+            if (r->events_since_commit >= r->s->checkpoint_every && !commit(r)) {
+                *code = TW_EXIT_FAILURE;
+                return FOLLOW_DONE;
+            }
+        } else if (st == TW_FOLLOW_IDLE) {
+            const bson_t *token = tw_follow_resume_token(f);
+            tw_ctime_t ct;
+            const bson_t *mine = r->position.has_token ? &r->position.token : NULL;
+
+            mongo_ok(r);
+            if (token && tw_token_cluster_time(token, &ct, NULL) &&
+                (!mine || tw_token_cmp(token, mine) > 0)) {
+                if (past_until(r, ct))
+                    goto reached_until;
+                advance(r, token, "pbrt", 0);
+                /* A first start has no checkpoint at all: take one at once. */
+                if (!r->committed.has_token && !commit(r)) {
+                    *code = TW_EXIT_FAILURE;
+                    return FOLLOW_DONE;
+                }
+            }
+        } else {
+            if (failure == TW_FAILURE_LOST) {
+                *code = commit(r) ? report_lost(r, &err) : TW_EXIT_FAILURE;
+                return FOLLOW_DONE;
+            }
+            if (failure == TW_FAILURE_FATAL) {
+                commit(r);
+                TW_ERROR("MongoDB: %s", err.message);
+                *code = TW_EXIT_FAILURE;
+                return FOLLOW_DONE;
+            }
+            mongo_failed(r, &err);
+            /* Resume from what is persisted: persist what was handed on. */
+            if (!commit(r)) {
+                *code = TW_EXIT_FAILURE;
+                return FOLLOW_DONE;
+            }
+            return FOLLOW_REOPEN;
+        }
+        now = tw_clock_mono_ms(r->clock);
+        if (r->dirty && now - r->last_commit_mono >= r->s->checkpoint_interval_ms &&
+            !commit(r)) {
+            *code = TW_EXIT_FAILURE;
+            return FOLLOW_DONE;
+        }
+    }
+
+reached_until: {
+    char until[TW_CTIME_TEXT_MAX];
+    tw_ctime_format(r->until, until);
+    *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+    TW_INFO("stopping: the stream passed --until %s after %" PRId64 " events",
+            until, r->events_this_run);
+    return FOLLOW_DONE;
+}
+}
+
+static void log_start(const runner_t *r)
+{
+    char at[96];
+
+    if (!r->committed.has_token) {
+        TW_INFO("following %s from now: no checkpoint at %s yet", r->scope,
+                r->checkpoint_key);
+        return;
+    }
+    describe_position(&r->committed, at, sizeof at);
+    TW_INFO("following %s from checkpoint %s (%s after %s, %" PRId64
+            " events so far)",
+            r->scope, r->checkpoint_key,
+            strcmp(r->committed.source, "invalidate") == 0 ? "startAfter"
+                                                           : "resumeAfter",
+            at, r->committed.events);
+}
+
+static int follow_loop(runner_t *r)
+{
+    tw_error_t err;
+    tw_failure_t failure;
+
+    for (;;) {
+        tw_start_t start = {TW_START_NOW, NULL, {0, 0}};
+        tw_follow_t *f;
+        int code = TW_EXIT_OK;
+
+        if (stop_requested(r))
+            return commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+        if (r->committed.has_token) {
+            start.kind = strcmp(r->committed.source, "invalidate") == 0
+                             ? TW_START_START_AFTER
+                             : TW_START_RESUME_AFTER;
+            start.token = &r->committed.token;
+        }
+        f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, &err);
+        if (!f) {
+            if (failure == TW_FAILURE_LOST)
+                return report_lost(r, &err);
+            if (failure == TW_FAILURE_FATAL) {
+                TW_ERROR("MongoDB: %s", err.message);
+                return TW_EXIT_FAILURE;
+            }
+            mongo_failed(r, &err);
+            pause_ms(r, tw_backoff_next(&r->mongo_backoff,
+                                        tw_clock_random01(r->clock)));
+            continue;
+        }
+        if (follow_stream(r, f, &code) == FOLLOW_DONE) {
+            tw_follow_close(f);
+            return code;
+        }
+        tw_follow_close(f);
+        if (r->mongo_outage.down)
+            pause_ms(r, tw_backoff_next(&r->mongo_backoff,
+                                        tw_clock_random01(r->clock)));
+    }
+}
+
+static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
+                  volatile sig_atomic_t *stop, FILE *out, tw_error_t *err)
+{
+    memset(r, 0, sizeof *r);
+    r->s = s;
+    r->clock = clock;
+    r->stop = stop;
+    tw_backoff_init(&r->redis_backoff, RETRY_BASE_MS, RETRY_CAP_MS);
+    tw_backoff_init(&r->mongo_backoff, RETRY_BASE_MS, RETRY_CAP_MS);
+    tw_checkpoint_key(s->name, "checkpoint", r->checkpoint_key);
+    tw_sink_init(&r->sink, (tw_sink_kind_t)s->sink, out);
+    r->follow_opts.db = s->db;
+    r->follow_opts.collection = s->collection;
+    r->follow_opts.pipeline = s->pipeline;
+    r->follow_opts.full_document = s->full_document;
+    /* A quiet stream still returns this often, to checkpoint and to stop. */
+    r->follow_opts.max_await_ms =
+        s->checkpoint_interval_ms < 1000 ? s->checkpoint_interval_ms : 1000;
+    if (s->until) {
+        tw_spec_t spec;
+        if (!tw_spec_parse(s->until, &spec, err))
+            return false;
+        r->has_until = true;
+        r->until = spec.time;
+        if (spec.kind == TW_SPEC_NOW) {
+            r->until.t = (uint32_t)(tw_clock_wall_ms(clock) / 1000);
+            r->until.i = UINT32_MAX;
+        }
+        tw_spec_clear(&spec);
+    }
+    if (!tw_redis_url_parse(s->redis_url, &r->redis_url, err))
+        return false;
+    if (s->redis_password_file) {
+        char *password;
+        if (!tw_redis_read_password_file(s->redis_password_file, &password, err))
+            return false;
+        free(r->redis_url.password);
+        r->redis_url.password = password;
+    }
+    r->last_commit_mono = tw_clock_mono_ms(clock);
+    return true;
+}
+
+static void teardown(runner_t *r)
+{
+    if (r->client)
+        mongoc_client_pool_push(r->pool, r->client);
+    mongoc_client_pool_destroy(r->pool);
+    redisFree(r->redis);
+    tw_redis_url_release(&r->redis_url);
+    tw_checkpoint_release(&r->committed);
+    tw_checkpoint_release(&r->position);
+    tw_sink_release(&r->sink);
+    free(r->scope);
+}
+
+int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
+           volatile sig_atomic_t *stop, FILE *out)
+{
+    runner_t r;
+    tw_error_t err;
+    int code;
+    char redacted[512];
+
+    if (!setup(&r, settings, clock, stop, out, &err)) {
+        TW_ERROR("%s", err.message);
+        teardown(&r);
+        return TW_EXIT_USAGE;
+    }
+    tw_redact_url(settings->redis_url, redacted, sizeof redacted);
+    TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
+            r.checkpoint_key, tw_sink_kind_name((tw_sink_kind_t)settings->sink));
+    if ((code = load_checkpoint(&r)) >= 0)
+        goto out;
+    if ((code = connect_mongo(&r)) >= 0)
+        goto out;
+    if ((code = check_scope(&r)) >= 0)
+        goto out;
+    if (r.committed.has_token) {
+        tw_checkpoint_set_token(&r.position, &r.committed.token, NULL);
+        memcpy(r.position.source, r.committed.source, sizeof r.position.source);
+        r.position.events = r.committed.events;
+    }
+    r.position.scope = strdup(r.scope);
+    log_start(&r);
+    code = follow_loop(&r);
+out:
+    teardown(&r);
+    return code;
+}

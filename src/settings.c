@@ -1,0 +1,641 @@
+#include "tokenwatch/settings.h"
+
+#include <bson/bson.h>
+#include <ctype.h>
+#include <errno.h>
+#include <mongoc/mongoc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenwatch/duration.h"
+#include "tokenwatch/log.h"
+#include "tokenwatch/redis.h"
+#include "tokenwatch/spec.h"
+
+typedef enum {
+    TYPE_STRING,   /* char *, checked by `check` when set */
+    TYPE_INT,      /* int64_t within [min, max] */
+    TYPE_DURATION, /* int64_t ms within [min, max] */
+    TYPE_ENUM      /* int: index into choices */
+} setting_type_t;
+
+/* May hold a password: its check redacts what it quotes, help says so. */
+#define SECRET 1u
+
+typedef bool (*check_fn)(const char *value, tw_error_t *err);
+
+typedef struct {
+    const char *name;
+    const char *env;
+    setting_type_t type;
+    int64_t min, max;
+    const char *const *choices;
+    const char *def; /* as text, NULL: none */
+    const char *metavar;
+    const char *help;
+    unsigned flags;
+    size_t offset;
+    check_fn check;
+} setting_def_t;
+
+static bool check_name(const char *value, tw_error_t *err);
+static bool check_mongo_uri(const char *value, tw_error_t *err);
+static bool check_pipeline(const char *value, tw_error_t *err);
+static bool check_redis_url(const char *value, tw_error_t *err);
+static bool check_until(const char *value, tw_error_t *err);
+static bool check_not_empty(const char *value, tw_error_t *err);
+
+static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
+static const char *const full_document_choices[] = {
+    "updateLookup", "whenAvailable", "required", NULL};
+static const char *const log_format_choices[] = {"text", "json", NULL};
+static const char *const log_level_choices[] = {"debug", "info", "warn",
+                                                "error", NULL};
+
+#define F(field) offsetof(tw_settings_t, field)
+#define DAY_MS ((int64_t)86400000)
+
+static const setting_def_t table[] = {
+    {"config", "TOKENWATCH_CONFIG", TYPE_STRING, 0, 0, NULL, NULL, "FILE",
+     "settings file of KEY=VALUE lines (the environment names), as for "
+     "docker --env-file",
+     0, F(config), NULL},
+    {"name", "TOKENWATCH_NAME", TYPE_STRING, 0, 0, NULL, "default", "NAME",
+     "the stream's name: in Redis keys, logs, alerts and metrics", 0, F(name),
+     check_name},
+    {"environment", "TOKENWATCH_ENVIRONMENT", TYPE_STRING, 0, 0, NULL, "dev",
+     "ENV", "label on every log line and alert (prod, stage, ...)", 0,
+     F(environment), check_name},
+    {"mongo-uri", "TOKENWATCH_MONGO_URI", TYPE_STRING, 0, 0, NULL,
+     "mongodb://127.0.0.1:27017/?replicaSet=rs0", "URI",
+     "the deployment to follow", SECRET, F(mongo_uri), check_mongo_uri},
+    {"db", "TOKENWATCH_DB", TYPE_STRING, 0, 0, NULL, NULL, "DB",
+     "watch this database (with --collection: one collection); neither: the "
+     "whole deployment",
+     0, F(db), check_not_empty},
+    {"collection", "TOKENWATCH_COLLECTION", TYPE_STRING, 0, 0, NULL, NULL,
+     "COLL", "watch this collection of --db", 0, F(collection),
+     check_not_empty},
+    {"pipeline", "TOKENWATCH_PIPELINE", TYPE_STRING, 0, 0, NULL, "[]", "JSON",
+     "extra aggregation stages after $changeStream, as a JSON array", 0,
+     F(pipeline), check_pipeline},
+    {"full-document", "TOKENWATCH_FULL_DOCUMENT", TYPE_STRING, 0, 0,
+     full_document_choices, NULL, "MODE",
+     "updateLookup, whenAvailable or required (default: the server's)", 0,
+     F(full_document), NULL},
+    {"redis-url", "TOKENWATCH_REDIS_URL", TYPE_STRING, 0, 0, NULL,
+     "redis://127.0.0.1:6379/0", "URL",
+     "where checkpoints live: redis://[user:password@]host:port/db or "
+     "unix:///path.sock?db=N",
+     SECRET, F(redis_url), check_redis_url},
+    {"redis-password-file", "TOKENWATCH_REDIS_PASSWORD_FILE", TYPE_STRING, 0,
+     0, NULL, NULL, "FILE",
+     "read the Redis password from this file (overrides one in the URL)", 0,
+     F(redis_password_file), check_not_empty},
+    {"sink", "TOKENWATCH_SINK", TYPE_ENUM, 0, 0, sink_choices, "none", "KIND",
+     "where events go: none, stdout (one JSON line each), redis (a stream)",
+     0, F(sink), NULL},
+    {"stream-key", "TOKENWATCH_STREAM_KEY", TYPE_STRING, 0, 0, NULL, NULL,
+     "KEY", "the Redis stream for --sink redis (default tokenwatch:{NAME}:events)",
+     0, F(stream_key), check_not_empty},
+    {"stream-maxlen", "TOKENWATCH_STREAM_MAXLEN", TYPE_INT, 1,
+     (int64_t)1000000000000, NULL, "1000000", "N",
+     "trim the stream to about this many entries", 0, F(stream_maxlen), NULL},
+    {"checkpoint-interval", "TOKENWATCH_CHECKPOINT_INTERVAL", TYPE_DURATION,
+     10, DAY_MS, NULL, "1s", "DUR",
+     "checkpoint at least this often while the position moves", 0,
+     F(checkpoint_interval_ms), NULL},
+    {"checkpoint-every", "TOKENWATCH_CHECKPOINT_EVERY", TYPE_INT, 1, 1000000,
+     NULL, "1000", "N", "checkpoint after this many events", 0,
+     F(checkpoint_every), NULL},
+    {"max-events", NULL, TYPE_INT, 1, INT64_MAX, NULL, NULL, "N",
+     "stop cleanly after this many events", 0, F(max_events), NULL},
+    {"until", NULL, TYPE_STRING, 0, 0, NULL, NULL, "SPEC",
+     "stop cleanly once the stream passes this cluster time", 0,
+     F(until), check_until},
+    {"log-format", "TOKENWATCH_LOG_FORMAT", TYPE_ENUM, 0, 0,
+     log_format_choices, "text", "FMT", "text, or json (one object per line)",
+     0, F(log_format), NULL},
+    {"log-level", "TOKENWATCH_LOG_LEVEL", TYPE_ENUM, 0, 0, log_level_choices,
+     "info", "LVL", "debug, info, warn or error", 0, F(log_level), NULL},
+};
+
+#define TABLE_SIZE (sizeof table / sizeof table[0])
+
+_Static_assert(TABLE_SIZE <= sizeof((tw_settings_t *)0)->sources /
+                                 sizeof(tw_setting_source_t),
+               "tw_settings_t.sources is too small for the table");
+
+static const char *const source_names[] = {"default", "config file",
+                                           "environment", "flag"};
+
+const char *tw_setting_source_name(tw_setting_source_t source)
+{
+    return source_names[source];
+}
+
+static bool check_name(const char *value, tw_error_t *err)
+{
+    size_t len = strlen(value);
+
+    if (len == 0 || len > 64)
+        goto bad;
+    for (size_t k = 0; k < len; k++) {
+        char c = value[k];
+        if (!isalnum((unsigned char)c) && c != '-' && c != '_' && c != '.')
+            goto bad;
+    }
+    return true;
+bad:
+    /* Braces or colons would break the {NAME} hash tag of the Redis keys. */
+    tw_error_set(err, TW_ERR_USAGE, 0,
+                 "'%s' is not a valid name: 1 to 64 letters, digits, '-', "
+                 "'_' or '.'",
+                 value);
+    return false;
+}
+
+static bool check_not_empty(const char *value, tw_error_t *err)
+{
+    if (value[0] != '\0')
+        return true;
+    tw_error_set(err, TW_ERR_USAGE, 0, "the value is empty");
+    return false;
+}
+
+static bool check_mongo_uri(const char *value, tw_error_t *err)
+{
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(value, &berr);
+    char shown[512];
+
+    if (uri) {
+        mongoc_uri_destroy(uri);
+        return true;
+    }
+    tw_redact_url(value, shown, sizeof shown);
+    /* libmongoc's message may quote the URI: do not pass it on. */
+    tw_error_set(err, TW_ERR_USAGE, 0,
+                 "'%s' is not a MongoDB connection string (mongodb://host:port/"
+                 "?replicaSet=NAME or mongodb+srv://...)",
+                 shown);
+    return false;
+}
+
+static bool check_pipeline(const char *value, tw_error_t *err)
+{
+    bson_t wrapped;
+    bson_error_t berr;
+    bson_iter_t it, stages;
+    char *json = bson_strdup_printf("{\"pipeline\": %s}", value);
+    bool ok = false;
+
+    if (!bson_init_from_json(&wrapped, json, -1, &berr)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "not valid JSON (%s); write an array of stages, e.g. "
+                     "[{\"$match\": {\"operationType\": \"insert\"}}]",
+                     berr.message);
+        goto out_free_json;
+    }
+    if (!bson_iter_init_find(&it, &wrapped, "pipeline") ||
+        !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &stages)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the pipeline must be a JSON array of stages");
+        goto out_destroy;
+    }
+    while (bson_iter_next(&stages)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&stages)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "pipeline stage %s is not an object",
+                         bson_iter_key(&stages));
+            goto out_destroy;
+        }
+    }
+    ok = true;
+out_destroy:
+    bson_destroy(&wrapped);
+out_free_json:
+    bson_free(json);
+    return ok;
+}
+
+static bool check_redis_url(const char *value, tw_error_t *err)
+{
+    tw_redis_url_t url;
+    bool ok = tw_redis_url_parse(value, &url, err);
+
+    tw_redis_url_release(&url);
+    return ok;
+}
+
+static bool check_until(const char *value, tw_error_t *err)
+{
+    tw_spec_t spec;
+
+    if (!tw_spec_parse(value, &spec, err))
+        return false;
+    if (spec.kind == TW_SPEC_OLDEST || spec.kind == TW_SPEC_CHECKPOINT) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "'%s' is not a stopping point: give a cluster time, a "
+                     "date, epoch seconds, a token or now",
+                     value);
+        tw_spec_clear(&spec);
+        return false;
+    }
+    tw_spec_clear(&spec);
+    return true;
+}
+
+static void describe_source(const setting_def_t *def,
+                            tw_setting_source_t source, const char *where,
+                            char *out, size_t n)
+{
+    switch (source) {
+    case TW_SOURCE_FILE:
+        snprintf(out, n, "%s in %s", def->env, where);
+        break;
+    case TW_SOURCE_ENV:
+        snprintf(out, n, "environment variable %s", def->env);
+        break;
+    case TW_SOURCE_FLAG:
+        snprintf(out, n, "--%s", def->name);
+        break;
+    case TW_SOURCE_DEFAULT:
+        snprintf(out, n, "default of --%s", def->name);
+        break;
+    }
+}
+
+/* The one parser every source goes through. */
+static bool apply(tw_settings_t *s, size_t index, const char *value,
+                  tw_setting_source_t source, const char *where,
+                  tw_error_t *err)
+{
+    const setting_def_t *def = &table[index];
+    void *field = (char *)s + def->offset;
+    char origin[160];
+    tw_error_t inner;
+    int64_t number = 0;
+
+    tw_error_clear(&inner);
+    describe_source(def, source, where, origin, sizeof origin);
+    switch (def->type) {
+    case TYPE_STRING:
+        if (def->choices) {
+            size_t k;
+            for (k = 0; def->choices[k]; k++)
+                if (strcmp(value, def->choices[k]) == 0)
+                    break;
+            if (!def->choices[k])
+                goto bad_choice;
+        }
+        if (def->check && !def->check(value, &inner))
+            goto bad;
+        free(*(char **)field);
+        *(char **)field = strdup(value);
+        break;
+    case TYPE_INT: {
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0' || !isdigit((unsigned char)value[0])) {
+            tw_error_set(&inner, TW_ERR_USAGE, 0, "'%s' is not a whole number",
+                         value);
+            goto bad;
+        }
+        number = v;
+        if (number < def->min || number > def->max) {
+            tw_error_set(&inner, TW_ERR_USAGE, 0,
+                         "%lld is out of range [%lld, %lld]", (long long)number,
+                         (long long)def->min, (long long)def->max);
+            goto bad;
+        }
+        *(int64_t *)field = number;
+        break;
+    }
+    case TYPE_DURATION: {
+        char lo[TW_DURATION_TEXT_MAX], hi[TW_DURATION_TEXT_MAX];
+
+        if (!tw_duration_parse(value, &number, &inner))
+            goto bad;
+        if (number < def->min || number > def->max) {
+            tw_duration_format(def->min, lo);
+            tw_duration_format(def->max, hi);
+            tw_error_set(&inner, TW_ERR_USAGE, 0,
+                         "'%s' is out of range [%s, %s]", value, lo, hi);
+            goto bad;
+        }
+        *(int64_t *)field = number;
+        break;
+    }
+    case TYPE_ENUM: {
+        size_t k;
+        for (k = 0; def->choices[k]; k++)
+            if (strcmp(value, def->choices[k]) == 0)
+                break;
+        if (!def->choices[k])
+            goto bad_choice;
+        *(int *)field = (int)k;
+        break;
+    }
+    }
+    s->sources[index] = source;
+    return true;
+
+bad_choice: {
+    char list[160] = "";
+    size_t used = 0;
+
+    for (size_t k = 0; def->choices[k]; k++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
+                                 k ? ", " : "", def->choices[k]);
+    tw_error_set(&inner, TW_ERR_USAGE, 0, "'%s' is not one of: %s", value,
+                 list);
+}
+bad:
+    /* Checks of secret settings (URIs) redact what they quote. */
+    tw_error_set(err, TW_ERR_USAGE, 0, "bad value for %s: %s", origin,
+                 inner.message);
+    return false;
+}
+
+static ssize_t find_by_env(const char *env, size_t len)
+{
+    for (size_t k = 0; k < TABLE_SIZE; k++)
+        if (table[k].env && strlen(table[k].env) == len &&
+            strncmp(table[k].env, env, len) == 0)
+            return (ssize_t)k;
+    return -1;
+}
+
+static ssize_t find_by_flag(const char *flag, size_t len)
+{
+    for (size_t k = 0; k < TABLE_SIZE; k++)
+        if (strlen(table[k].name) == len && strncmp(table[k].name, flag, len) == 0)
+            return (ssize_t)k;
+    return -1;
+}
+
+static void add_string(char ***list, size_t *count, const char *text)
+{
+    char **grown = realloc(*list, (*count + 1) * sizeof **list);
+
+    if (!grown)
+        abort();
+    *list = grown;
+    grown[*count] = strdup(text);
+    if (!grown[*count])
+        abort();
+    (*count)++;
+}
+
+static bool load_file(tw_settings_t *s, const char *path, tw_error_t *err)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    unsigned lineno = 0;
+    bool ok = false;
+
+    if (!f) {
+        tw_error_set(err, TW_ERR_USAGE, errno, "cannot read config file %s: %s",
+                     path, strerror(errno));
+        return false;
+    }
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        char *p = line;
+        char *eq;
+        ssize_t index;
+
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0' || *p == '#')
+            continue;
+        /* The value is taken literally, as docker --env-file does, so one
+         * file means the same to both. */
+        eq = strchr(p, '=');
+        if (!eq) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "config file %s line %u: expected KEY=VALUE", path,
+                         lineno);
+            goto out;
+        }
+        index = find_by_env(p, (size_t)(eq - p));
+        if (index < 0 || table[index].offset == F(config)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "config file %s line %u: unknown key %.*s", path,
+                         lineno, (int)(eq - p), p);
+            goto out;
+        }
+        if (!apply(s, (size_t)index, eq + 1, TW_SOURCE_FILE, path, err))
+            goto out;
+    }
+    ok = true;
+out:
+    free(line);
+    fclose(f);
+    return ok;
+}
+
+static bool load_env(tw_settings_t *s, char *const envp[], tw_error_t *err)
+{
+    static const char prefix[] = "TOKENWATCH_";
+
+    for (size_t k = 0; envp && envp[k]; k++) {
+        const char *entry = envp[k];
+        const char *eq = strchr(entry, '=');
+        ssize_t index;
+
+        if (!eq || strncmp(entry, prefix, sizeof prefix - 1) != 0)
+            continue;
+        index = find_by_env(entry, (size_t)(eq - entry));
+        if (index < 0) {
+            /* A warning, not an error: Kubernetes injects TOKENWATCH_PORT and
+             * friends for a Service named tokenwatch. */
+            char *msg = bson_strdup_printf(
+                "ignoring unknown environment variable %.*s",
+                (int)(eq - entry), entry);
+            add_string(&s->warnings, &s->warning_count, msg);
+            bson_free(msg);
+            continue;
+        }
+        if (table[index].offset == F(config))
+            continue;
+        if (!apply(s, (size_t)index, eq + 1, TW_SOURCE_ENV, NULL, err))
+            return false;
+    }
+    return true;
+}
+
+/* Splits "--name=value" / "--name value"; returns the table index. */
+static bool next_flag(int argc, char *const argv[], int *k, ssize_t *index,
+                      const char **value, tw_error_t *err)
+{
+    const char *arg = argv[*k] + 2;
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+
+    *index = find_by_flag(arg, len);
+    if (*index < 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "unknown option --%.*s (see tokenwatch --help)", (int)len,
+                     arg);
+        return false;
+    }
+    if (eq) {
+        *value = eq + 1;
+        return true;
+    }
+    if (*k + 1 >= argc) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "--%s needs a value (%s)",
+                     table[*index].name, table[*index].metavar);
+        return false;
+    }
+    *k += 1;
+    *value = argv[*k];
+    return true;
+}
+
+bool tw_settings_load(tw_settings_t *s, int argc, char *const argv[],
+                      char *const envp[], tw_error_t *err)
+{
+    const char *config = NULL;
+    tw_setting_source_t config_source = TW_SOURCE_ENV;
+    bool options_done = false;
+
+    for (size_t k = 0; k < TABLE_SIZE; k++) {
+        if (table[k].def && !apply(s, k, table[k].def, TW_SOURCE_DEFAULT, NULL, err))
+            return false;
+    }
+
+    /* The config file sits below the environment and the flags, but its
+     * own location comes from them. */
+    for (size_t k = 0; envp && envp[k]; k++)
+        if (strncmp(envp[k], "TOKENWATCH_CONFIG=", 18) == 0)
+            config = envp[k] + 18;
+    for (int k = 0; k < argc; k++) {
+        if (strcmp(argv[k], "--") == 0)
+            break;
+        if (strcmp(argv[k], "--config") == 0 && k + 1 < argc) {
+            config = argv[k + 1];
+            config_source = TW_SOURCE_FLAG;
+        } else if (strncmp(argv[k], "--config=", 9) == 0) {
+            config = argv[k] + 9;
+            config_source = TW_SOURCE_FLAG;
+        }
+    }
+    if (config) {
+        if (!apply(s, 0, config, config_source, NULL, err) ||
+            !load_file(s, config, err))
+            return false;
+    }
+    if (!load_env(s, envp, err))
+        return false;
+
+    for (int k = 0; k < argc; k++) {
+        const char *arg = argv[k];
+        ssize_t index;
+        const char *value;
+
+        if (options_done || arg[0] != '-' || strcmp(arg, "-") == 0) {
+            add_string(&s->positional, &s->positional_count, arg);
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            s->help = true;
+            continue;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            s->version = true;
+            continue;
+        }
+        if (arg[1] != '-') {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "unknown option %s (see tokenwatch --help)", arg);
+            return false;
+        }
+        if (!next_flag(argc, argv, &k, &index, &value, err) ||
+            !apply(s, (size_t)index, value, TW_SOURCE_FLAG, NULL, err))
+            return false;
+    }
+
+    if (s->collection && !s->db) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "--collection (TOKENWATCH_COLLECTION) needs --db "
+                     "(TOKENWATCH_DB): which database holds '%s'?",
+                     s->collection);
+        return false;
+    }
+    if (!s->stream_key) {
+        size_t n = strlen(s->name) + sizeof "tokenwatch:{}:events";
+
+        s->stream_key = malloc(n);
+        if (!s->stream_key)
+            abort();
+        snprintf(s->stream_key, n, "tokenwatch:{%s}:events", s->name);
+    }
+    return true;
+}
+
+void tw_settings_release(tw_settings_t *s)
+{
+    if (!s)
+        return;
+    for (size_t k = 0; k < TABLE_SIZE; k++) {
+        if (table[k].type == TYPE_STRING) {
+            char **field = (char **)((char *)s + table[k].offset);
+            free(*field);
+        }
+    }
+    for (size_t k = 0; k < s->positional_count; k++)
+        free(s->positional[k]);
+    free(s->positional);
+    for (size_t k = 0; k < s->warning_count; k++)
+        free(s->warnings[k]);
+    free(s->warnings);
+    memset(s, 0, sizeof *s);
+}
+
+tw_setting_source_t tw_settings_source_of(const tw_settings_t *s,
+                                          const char *name)
+{
+    ssize_t index = find_by_flag(name, strlen(name));
+
+    return index < 0 ? TW_SOURCE_DEFAULT : s->sources[index];
+}
+
+void tw_settings_print_help(FILE *out)
+{
+    fputs("Options (flag, environment variable; default < --config file < "
+          "environment < flag):\n",
+          out);
+    for (size_t k = 0; k < TABLE_SIZE; k++) {
+        const setting_def_t *def = &table[k];
+        char flag[64];
+
+        snprintf(flag, sizeof flag, "--%s %s", def->name, def->metavar);
+        fprintf(out, "  %-28s %s", flag, def->help);
+        if (def->def)
+            fprintf(out, " [default: %s]", def->def);
+        if (def->env)
+            fprintf(out, " [env: %s]", def->env);
+        else
+            fputs(" [flag only]", out);
+        if (def->flags & SECRET)
+            fputs(" (its password is never logged)", out);
+        fputc('\n', out);
+    }
+    fputs("\nDurations: 500ms, 30s, 15m, 6h, 7d. Resume positions (SPEC):\n",
+          out);
+    fputs(TW_SPEC_FORMS, out);
+}
