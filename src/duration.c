@@ -67,6 +67,7 @@ too_big:
 
 void tw_duration_format(int64_t ms, char out[TW_DURATION_TEXT_MAX])
 {
+    int64_t total = ms;
     size_t used = 0;
 
     if (ms <= 0) {
@@ -80,7 +81,7 @@ void tw_duration_format(int64_t ms, char out[TW_DURATION_TEXT_MAX])
             continue;
         /* Mixing ms into a longer sum reads badly: 1500ms, not 1s500ms. */
         if (units[k].ms == 1 && used > 0) {
-            snprintf(out, TW_DURATION_TEXT_MAX, "%lldms", (long long)ms);
+            snprintf(out, TW_DURATION_TEXT_MAX, "%lldms", (long long)total);
             return;
         }
         used += (size_t)snprintf(out + used, TW_DURATION_TEXT_MAX - used,

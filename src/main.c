@@ -201,9 +201,13 @@ int main(int argc, char *argv[])
     }
 
     mongoc_init();
+    /* Before settings: libmongoc warns while it parses --mongo-uri. */
+    tw_log_capture_mongoc();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     memset(&settings, 0, sizeof settings);
-    if (!tw_settings_load(&settings, argc - first, argv + first, environ, &err)) {
+    if (!tw_settings_load(&settings, argc - first,
+                          (const char *const *)(argv + first),
+                          (const char *const *)environ, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         code = TW_EXIT_USAGE;
         goto out;
@@ -224,7 +228,6 @@ int main(int argc, char *argv[])
     level = (tw_log_level_t)settings.log_level;
     format = (tw_log_format_t)settings.log_format;
     tw_log_configure(level, format, settings.name, settings.environment, NULL);
-    tw_log_capture_mongoc();
     for (size_t k = 0; k < settings.warning_count; k++)
         TW_WARN("%s", settings.warnings[k]);
     tw_clock_init_system(&clock);

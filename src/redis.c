@@ -58,13 +58,33 @@ static bool parse_db(const char *text, int *out)
     return true;
 }
 
+/* unix:///path.sock[?db=N]: a file path, which URL parsers read as a host. */
+static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
+{
+    const char *query = strchr(rest, '?');
+    size_t len = query ? (size_t)(query - rest) : strlen(rest);
+
+    if (len == 0 || rest[0] != '/') {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "unix:// needs an absolute socket path: "
+                     "unix:///run/redis.sock");
+        return false;
+    }
+    if (query && (strncmp(query, "?db=", 4) != 0 || !parse_db(query + 4, &out->db))) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "unix:// takes one option, ?db=N, not '%s'", query);
+        return false;
+    }
+    out->socket = strndup(rest, len);
+    return out->socket != NULL;
+}
+
 bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                         tw_error_t *err)
 {
     CURLU *u = curl_url();
     char *scheme = NULL;
     char *path = NULL;
-    char *query = NULL;
     char *port = NULL;
     bool ok = false;
 
@@ -72,6 +92,10 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
     if (!u) {
         tw_error_set(err, TW_ERR_SYSTEM, 0, "out of memory");
         return false;
+    }
+    if (strncasecmp(text, "unix://", 7) == 0) {
+        ok = parse_unix(text + 7, out, err);
+        goto out;
     }
     if (strncasecmp(text, "rediss://", 9) == 0) {
         tw_error_set(err, TW_ERR_USAGE, 0,
@@ -89,7 +113,6 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
     }
     scheme = dup_part(u, CURLUPART_SCHEME, 0);
     path = dup_part(u, CURLUPART_PATH, CURLU_URLDECODE);
-    query = dup_part(u, CURLUPART_QUERY, 0);
     if (scheme && strcasecmp(scheme, "redis") == 0) {
         out->host = dup_part(u, CURLUPART_HOST, 0);
         port = dup_part(u, CURLUPART_PORT, 0);
@@ -117,21 +140,6 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                          "the path '%s' is not a database number (/0)", path);
             goto out;
         }
-    } else if (scheme && strcasecmp(scheme, "unix") == 0) {
-        if (!path || strcmp(path, "/") == 0) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "unix:// needs a socket path: unix:///run/redis.sock");
-            goto out;
-        }
-        out->socket = strdup(path);
-        out->password = dup_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE);
-        out->user = dup_part(u, CURLUPART_USER, CURLU_URLDECODE);
-        if (query && strncmp(query, "db=", 3) == 0 &&
-            !parse_db(query + 3, &out->db)) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "'%s' is not a database number", query + 3);
-            goto out;
-        }
     } else {
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "scheme '%s' is not redis:// or unix://",
@@ -142,7 +150,6 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
 out:
     free(scheme);
     free(path);
-    free(query);
     free(port);
     curl_url_cleanup(u);
     if (!ok)

@@ -443,7 +443,7 @@ out:
     return ok;
 }
 
-static bool load_env(tw_settings_t *s, char *const envp[], tw_error_t *err)
+static bool load_env(tw_settings_t *s, const char *const envp[], tw_error_t *err)
 {
     static const char prefix[] = "TOKENWATCH_";
 
@@ -474,7 +474,7 @@ static bool load_env(tw_settings_t *s, char *const envp[], tw_error_t *err)
 }
 
 /* Splits "--name=value" / "--name value"; returns the table index. */
-static bool next_flag(int argc, char *const argv[], int *k, ssize_t *index,
+static bool next_flag(int argc, const char *const argv[], int *k, ssize_t *index,
                       const char **value, tw_error_t *err)
 {
     const char *arg = argv[*k] + 2;
@@ -502,8 +502,8 @@ static bool next_flag(int argc, char *const argv[], int *k, ssize_t *index,
     return true;
 }
 
-bool tw_settings_load(tw_settings_t *s, int argc, char *const argv[],
-                      char *const envp[], tw_error_t *err)
+bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
+                      const char *const envp[], tw_error_t *err)
 {
     const char *config = NULL;
     tw_setting_source_t config_source = TW_SOURCE_ENV;

@@ -22,7 +22,8 @@ typedef struct {
 } tw_redis_url_t;
 
 /*
- * redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N].
+ * redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]
+ * (a socket's password comes from the password file).
  * rediss:// is refused: hiredis 0.14 has no TLS. Errors never quote the
  * password. out is always safe to release.
  */

@@ -64,8 +64,8 @@ typedef struct {
  * TOKENWATCH_CONFIG), envp ("K=V" strings, NULL-terminated) and args (the
  * options after the subcommand). s must be zeroed or freshly released.
  */
-bool tw_settings_load(tw_settings_t *s, int argc, char *const argv[],
-                      char *const envp[], tw_error_t *err);
+bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
+                      const char *const envp[], tw_error_t *err);
 
 void tw_settings_release(tw_settings_t *s);
 

@@ -284,15 +284,13 @@ class Scope:
 class Cursor:
     """A change-stream cursor.
 
-    pos: events with key > pos are still to come.  floor: the (t, i) that must
-    still be in the oplog for the cursor to be complete (else 286).  pbrt: the
+    pos: events with key > pos are still to come.  pbrt: the
     postBatchResumeToken last reported, which never moves backwards.
     """
-    __slots__ = ('id', 'scope', 'pos', 'floor', 'pbrt', 'closed')
+    __slots__ = ('id', 'scope', 'pos', 'pbrt', 'closed')
 
-    def __init__(self, cursor_id, scope, pos, floor, pbrt):
-        self.id, self.scope = cursor_id, scope
-        self.pos, self.floor, self.pbrt = pos, floor, pbrt
+    def __init__(self, cursor_id, scope, pos, pbrt):
+        self.id, self.scope, self.pos, self.pbrt = cursor_id, scope, pos, pbrt
         self.closed = False
 
 
@@ -497,15 +495,17 @@ class Simulator:
             del self.events[:n]
         return removed
 
-    def _history_start(self):
-        """Resume points before this (t, i) are lost (None: nothing lost)."""
-        if self.entries:
-            return self.entries[0].ts
-        return self.truncated_through
-
     def _lost(self, ts):
-        start = self._history_start()
+        """Can a stream no longer start at `ts`?  As on a real server: yes if
+        it is older than the oldest entry kept (nothing removed, nothing
+        lost, while the oplog is still empty)."""
+        start = self.entries[0].ts if self.entries else self.truncated_through
         return start is not None and ts < start
+
+    def _fell_off(self, cursor):
+        """Has an entry the open cursor had not read yet been removed?"""
+        return (self.truncated_through is not None
+                and self.truncated_through > cursor.pos[:2])
 
     def _tick_loop(self):
         while not self.stopping:
@@ -545,22 +545,22 @@ class Simulator:
                         260, "Attempting to resume a change stream using "
                              "'resumeAfter' is not allowed from an invalidate "
                              "notification.")
-                floor, pos, pbrt = (t, i), (t, i, sub), spec[option]['_data']
+                start, pos, pbrt = (t, i), (t, i, sub), spec[option]['_data']
             elif options:
                 at = spec['startAtOperationTime']
                 if not isinstance(at, Timestamp):
                     raise CommandError(14, 'startAtOperationTime must be a '
                                            'timestamp')
                 before = predecessor(at.time, at.inc)
-                floor, pos = (at.time, at.inc), before + (SUB_HWM,)
+                start, pos = (at.time, at.inc), before + (SUB_HWM,)
                 pbrt = hwm_token(*before)
             else:
                 now = self._cluster_ts()
-                floor, pos, pbrt = now, now + (SUB_HWM,), hwm_token(*now)
-            if self._lost(floor):
+                start, pos, pbrt = now, now + (SUB_HWM,), hwm_token(*now)
+            if self._lost(start):
                 raise history_lost()
             cursor_id = self._new_cursor_id()
-            cursor = Cursor(cursor_id, scope, pos, floor, pbrt)
+            cursor = Cursor(cursor_id, scope, pos, pbrt)
             batch = self._scan(cursor, limit)
             self._commit(cursor, batch, limit)
             if not cursor.closed:
@@ -579,9 +579,9 @@ class Simulator:
                 if cursor.closed:
                     raise CommandError(237, 'cursor id %d was killed'
                                        % cursor_id)
-                if self._lost(cursor.floor):
-                    # The cursor fell off the oplog (not polled for longer
-                    # than the retention).
+                if self._fell_off(cursor):
+                    # Not polled for longer than the retention, or a backlog
+                    # truncated before it was read.
                     self.cursors.pop(cursor_id, None)
                     raise history_lost()
                 batch = self._scan(cursor, limit)
@@ -637,13 +637,12 @@ class Simulator:
         postBatchResumeToken) to the newest oplog entry."""
         if batch:
             last = batch[-1]
-            cursor.pos, cursor.floor, cursor.pbrt = last.key, (last.t, last.i), last.token
+            cursor.pos, cursor.pbrt = last.key, last.token
             if last.kind == 'invalidate':
                 cursor.closed = True
         elif limit > 0 and self.last_ts and self.last_ts > cursor.pos[:2]:
             newest = self.last_ts
-            cursor.pos, cursor.floor = newest + (SUB_HWM,), newest
-            cursor.pbrt = hwm_token(*newest)
+            cursor.pos, cursor.pbrt = newest + (SUB_HWM,), hwm_token(*newest)
 
     def _cursor_reply(self, cursor, batch, field):
         return {'cursor': {'id': Int64(0 if cursor.closed else cursor.id),

@@ -1,0 +1,236 @@
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tokenwatch/settings.h"
+
+static char config_path[64];
+
+static void write_config(const char *text)
+{
+    FILE *f;
+
+    snprintf(config_path, sizeof config_path, "/tmp/tw-settings-XXXXXX");
+    close(mkstemp(config_path));
+    f = fopen(config_path, "w");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void remove_config(void)
+{
+    if (config_path[0])
+        unlink(config_path);
+}
+
+static bool load(tw_settings_t *s, const char *const argv[], int argc,
+                 const char *const envp[], tw_error_t *err)
+{
+    memset(s, 0, sizeof *s);
+    return tw_settings_load(s, argc, argv, envp, err);
+}
+
+Test(settings, defaults_match_the_contract)
+{
+    tw_settings_t s;
+    const char *argv[] = {NULL};
+    const char *envp[] = {NULL};
+
+    cr_assert(load(&s, argv, 0, envp, NULL));
+    cr_expect_str_eq(s.name, "default");
+    cr_expect_str_eq(s.environment, "dev");
+    cr_expect_str_eq(s.mongo_uri, "mongodb://127.0.0.1:27017/?replicaSet=rs0");
+    cr_expect_str_eq(s.redis_url, "redis://127.0.0.1:6379/0");
+    cr_expect_str_eq(s.pipeline, "[]");
+    cr_expect_eq(s.sink, TW_SINK_NONE);
+    cr_expect_str_eq(s.stream_key, "tokenwatch:{default}:events");
+    cr_expect_eq(s.stream_maxlen, 1000000);
+    cr_expect_eq(s.checkpoint_interval_ms, 1000);
+    cr_expect_eq(s.checkpoint_every, 1000);
+    cr_expect_eq(s.max_events, 0);
+    cr_expect_null(s.db);
+    cr_expect_null(s.collection);
+    cr_expect_null(s.full_document);
+    cr_expect_null(s.until);
+    tw_settings_release(&s);
+}
+
+Test(settings, precedence_default_file_env_flag, .fini = remove_config)
+{
+    tw_settings_t s;
+    char flag_config[96];
+
+    write_config("# a comment\n"
+                 "TOKENWATCH_NAME=from-file\n"
+                 "TOKENWATCH_ENVIRONMENT=from-file\n"
+                 "TOKENWATCH_CHECKPOINT_EVERY=10\n"
+                 "\n"
+                 "TOKENWATCH_SINK=stdout\n");
+    snprintf(flag_config, sizeof flag_config, "--config=%s", config_path);
+    {
+        /* Each source wins over the one before it, setting by setting. */
+        const char *argv[] = {flag_config, "--name", "from-flag"};
+        const char *envp[] = {"TOKENWATCH_NAME=from-env",
+                        "TOKENWATCH_ENVIRONMENT=from-env", "HOME=/root", NULL};
+
+        cr_assert(load(&s, argv, 3, envp, NULL));
+        cr_expect_str_eq(s.name, "from-flag");
+        cr_expect_str_eq(s.environment, "from-env");
+        cr_expect_eq(s.checkpoint_every, 10);
+        cr_expect_eq(s.sink, TW_SINK_STDOUT);
+        cr_expect_str_eq(s.log_format == 0 ? "text" : "json", "text");
+        cr_expect_eq(tw_settings_source_of(&s, "name"), TW_SOURCE_FLAG);
+        cr_expect_eq(tw_settings_source_of(&s, "environment"), TW_SOURCE_ENV);
+        cr_expect_eq(tw_settings_source_of(&s, "checkpoint-every"), TW_SOURCE_FILE);
+        cr_expect_eq(tw_settings_source_of(&s, "log-format"), TW_SOURCE_DEFAULT);
+        /* The stream key follows the final name. */
+        cr_expect_str_eq(s.stream_key, "tokenwatch:{from-flag}:events");
+        tw_settings_release(&s);
+    }
+}
+
+Test(settings, config_file_from_environment, .fini = remove_config)
+{
+    tw_settings_t s;
+    char env_config[96];
+    const char *argv[] = {NULL};
+
+    write_config("TOKENWATCH_DB=shop\nTOKENWATCH_COLLECTION=orders\n");
+    snprintf(env_config, sizeof env_config, "TOKENWATCH_CONFIG=%s", config_path);
+    {
+        const char *envp[] = {env_config, NULL};
+        cr_assert(load(&s, argv, 0, envp, NULL));
+        cr_expect_str_eq(s.db, "shop");
+        cr_expect_str_eq(s.collection, "orders");
+        tw_settings_release(&s);
+    }
+}
+
+typedef struct {
+    const char *file;     /* config file text, or NULL */
+    const char *env;      /* one K=V, or NULL */
+    const char *flags[4]; /* NULL-terminated */
+    const char *must_name; /* the message must name this */
+} bad_case_t;
+
+static const bad_case_t bad_cases[] = {
+    {"TOKENWATCH_NAMME=x\n", NULL, {NULL}, "TOKENWATCH_NAMME"},
+    {"TOKENWATCH_NAME\n", NULL, {NULL}, "line 1"},
+    {"TOKENWATCH_CHECKPOINT_EVERY=lots\n", NULL, {NULL}, "TOKENWATCH_CHECKPOINT_EVERY"},
+    {NULL, "TOKENWATCH_CHECKPOINT_INTERVAL=5", {NULL}, "TOKENWATCH_CHECKPOINT_INTERVAL"},
+    {NULL, "TOKENWATCH_SINK=kafka", {NULL}, "kafka"},
+    {NULL, NULL, {"--checkpoint-every", "0", NULL}, "--checkpoint-every"},
+    {NULL, NULL, {"--checkpoint-every", "12x", NULL}, "--checkpoint-every"},
+    {NULL, NULL, {"--colection", "x", NULL}, "--colection"},
+    {NULL, NULL, {"-x", NULL}, "-x"},
+    {NULL, NULL, {"--name", NULL}, "--name"},
+    {NULL, NULL, {"--name", "a{b}", NULL}, "--name"},
+    {NULL, NULL, {"--pipeline", "{\"$match\": {}}", NULL}, "--pipeline"},
+    {NULL, NULL, {"--pipeline", "[1]", NULL}, "--pipeline"},
+    {NULL, NULL, {"--full-document", "always", NULL}, "--full-document"},
+    {NULL, NULL, {"--until", "oldest", NULL}, "--until"},
+    {NULL, NULL, {"--until", "soon", NULL}, "--until"},
+    {NULL, NULL, {"--mongo-uri", "http://x", NULL}, "--mongo-uri"},
+    {NULL, NULL, {"--redis-url", "rediss://h:6379", NULL}, "TLS"},
+    {NULL, NULL, {"--redis-url", "redis://h:99999/0", NULL}, "--redis-url"},
+    {NULL, NULL, {"--collection", "orders", NULL}, "--db"},
+    {NULL, NULL, {"--max-events", "-3", NULL}, "--max-events"},
+    {NULL, NULL, {"--log-level", "loud", NULL}, "--log-level"},
+};
+
+Test(settings, bad_values_name_the_setting, .fini = remove_config)
+{
+    for (size_t k = 0; k < sizeof bad_cases / sizeof bad_cases[0]; k++) {
+        const bad_case_t *c = &bad_cases[k];
+        tw_settings_t s;
+        tw_error_t err;
+        char flag_config[96];
+        const char *argv[8];
+        const char *envp[2] = {c->env, NULL};
+        int argc = 0;
+
+        if (c->file) {
+            write_config(c->file);
+            snprintf(flag_config, sizeof flag_config, "--config=%s", config_path);
+            argv[argc++] = flag_config;
+        }
+        for (size_t f = 0; c->flags[f]; f++)
+            argv[argc++] = c->flags[f];
+        argv[argc] = NULL;
+        memset(&err, 0, sizeof err);
+        cr_expect_not(load(&s, argv, argc, envp, &err), "case %zu accepted", k);
+        cr_expect(strstr(err.message, c->must_name) != NULL,
+                  "case %zu: '%s' does not name '%s'", k, err.message, c->must_name);
+        tw_settings_release(&s);
+        remove_config();
+    }
+}
+
+Test(settings, secrets_stay_out_of_errors)
+{
+    tw_settings_t s;
+    tw_error_t err;
+    const char *argv[] = {"--mongo-uri", "mongodb://u:hunter2@h:1/?bogusOption=%%"};
+    const char *argv2[] = {"--redis-url", "redis://:hunter2@h:99999/0"};
+    const char *envp[] = {NULL};
+
+    if (load(&s, argv, 2, envp, &err))
+        cr_log_warn("libmongoc accepted the URI; nothing to check");
+    else
+        cr_expect(strstr(err.message, "hunter2") == NULL, "%s", err.message);
+    tw_settings_release(&s);
+    cr_expect_not(load(&s, argv2, 2, envp, &err));
+    cr_expect(strstr(err.message, "hunter2") == NULL, "%s", err.message);
+    tw_settings_release(&s);
+}
+
+Test(settings, unknown_environment_variables_warn)
+{
+    tw_settings_t s;
+    const char *argv[] = {NULL};
+    /* Kubernetes sets these for a Service named tokenwatch. */
+    const char *envp[] = {"TOKENWATCH_PORT=tcp://10.0.0.1:9470",
+                    "TOKENWATCH_SERVICE_HOST=10.0.0.1", NULL};
+
+    cr_assert(load(&s, argv, 0, envp, NULL));
+    cr_expect_eq(s.warning_count, 2);
+    cr_expect(strstr(s.warnings[0], "TOKENWATCH_PORT") != NULL);
+    tw_settings_release(&s);
+}
+
+Test(settings, positionals_help_and_version)
+{
+    tw_settings_t s;
+    const char *argv[] = {"show", "--help", "--", "--version"};
+    const char *envp[] = {NULL};
+
+    cr_assert(load(&s, argv, 4, envp, NULL));
+    cr_expect(s.help);
+    cr_expect_not(s.version);
+    cr_assert_eq(s.positional_count, 2);
+    cr_expect_str_eq(s.positional[0], "show");
+    cr_expect_str_eq(s.positional[1], "--version");
+    tw_settings_release(&s);
+}
+
+Test(settings, help_lists_every_setting)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    static const char *const names[] = {
+        "--config", "--name", "--environment", "--mongo-uri", "--db",
+        "--collection", "--pipeline", "--full-document", "--redis-url",
+        "--redis-password-file", "--sink", "--stream-key", "--stream-maxlen",
+        "--checkpoint-interval", "--checkpoint-every", "--max-events",
+        "--until", "--log-format", "--log-level", "TOKENWATCH_STREAM_MAXLEN"};
+
+    tw_settings_print_help(out);
+    fclose(out);
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        cr_expect(strstr(text, names[k]) != NULL, "help lacks %s", names[k]);
+    free(text);
+}
