@@ -36,7 +36,7 @@ LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ := $(BUILD)/obj/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.o)
-INTEG_SRC := $(wildcard tests/integration/test_*.c) tests/support/harness.c
+INTEG_SRC := $(wildcard tests/integration/*.c) tests/support/harness.c
 INTEG_OBJ := $(INTEG_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
 
 BINARY := $(BUILD)/tokenwatch

@@ -11,8 +11,10 @@
 /*
  * KEYS[1] the checkpoint hash, KEYS[2] (redis sink) the event stream; ARGV:
  * token JSON, t, i, _data, wall_ms, updated_ms, events, source, scope.
- * Returns {1} when written, {0, stored cluster_time} when the stored one is
- * ahead. Equal cluster times fall back to _data order, which is token order.
+ * Returns {1} when written, {0, stored cluster time} when the stored token
+ * is ahead. The stored position is read from its token (the truth), or from
+ * cluster_time when the token cannot be read; equal times fall back to
+ * _data order, which is token order.
  *
  * Redis does not roll back a transaction whose XADD fails when it runs
  * (WRONGTYPE): the script then sees the stream key is not a stream and
@@ -21,26 +23,30 @@
 static const char commit_script[] =
     "if KEYS[2] then\n"
     "  local t = redis.call('TYPE', KEYS[2])['ok']\n"
-    "  if t ~= 'stream' then\n"
+    "  if t ~= 'stream' and t ~= 'none' then\n"
     "    return redis.error_reply('the event stream ' .. KEYS[2] ..\n"
     "                             ' holds a ' .. t .. ', not a stream')\n"
     "  end\n"
     "end\n"
-    "local cur = redis.call('HGET', KEYS[1], 'cluster_time')\n"
-    "if cur then\n"
-    "  local ct, ci = string.match(cur, '^(%d+):(%d+)$')\n"
-    "  if ct then\n"
-    "    ct = tonumber(ct); ci = tonumber(ci)\n"
-    "    local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
-    "    if nt < ct or (nt == ct and ni < ci) then return {0, cur} end\n"
-    "    if nt == ct and ni == ci then\n"
-    "      local ok, doc = pcall(cjson.decode,\n"
-    "                            redis.call('HGET', KEYS[1], 'token') or '')\n"
-    "      if ok and type(doc) == 'table' and type(doc['_data']) == 'string'\n"
-    "         and string.upper(ARGV[4]) < string.upper(doc['_data']) then\n"
-    "        return {0, cur}\n"
-    "      end\n"
-    "    end\n"
+    "local ct, ci, cdata\n"
+    "local ok, doc = pcall(cjson.decode,\n"
+    "                      redis.call('HGET', KEYS[1], 'token') or '')\n"
+    "if ok and type(doc) == 'table' and type(doc['_data']) == 'string'\n"
+    "   and string.match(doc['_data'], '^82%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x') then\n"
+    "  cdata = string.upper(doc['_data'])\n"
+    "  ct = tonumber(string.sub(cdata, 3, 10), 16)\n"
+    "  ci = tonumber(string.sub(cdata, 11, 18), 16)\n"
+    "else\n"
+    "  local cur = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
+    "  local a, b = string.match(cur, '^(%d+):(%d+)$')\n"
+    "  ct = tonumber(a); ci = tonumber(b)\n"
+    "end\n"
+    "if ct then\n"
+    "  local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
+    "  local stored = string.format('%d:%d', ct, ci)\n"
+    "  if nt < ct or (nt == ct and ni < ci) then return {0, stored} end\n"
+    "  if nt == ct and ni == ci and cdata and string.upper(ARGV[4]) < cdata then\n"
+    "    return {0, stored}\n"
     "  end\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'cluster_time',\n"

@@ -129,10 +129,11 @@ static void mongoc_log_to_ours(mongoc_log_level_t level, const char *domain,
                                const char *message, void *ctx)
 {
     (void)ctx;
-    /* libmongoc's info and debug lines are about its internals: noise. */
+    /* Its info lines are about its internals, and its warnings come once per
+     * failed read: tokenwatch reports each outage itself, once. */
     if (level > MONGOC_LOG_LEVEL_WARNING)
         return;
-    TW_LOG(level <= MONGOC_LOG_LEVEL_CRITICAL ? TW_LOG_ERROR : TW_LOG_WARN,
+    TW_LOG(level <= MONGOC_LOG_LEVEL_ERROR ? TW_LOG_ERROR : TW_LOG_DEBUG,
            "libmongoc %s: %s", domain, message);
 }
 

@@ -435,10 +435,13 @@ class Simulator:
                 k += 1
         for _ in range(self.cfg['events']):
             self._append_insert(start - 1, *split_ns(self.default_ns))
+        # What a primary writes when it takes office.  The oplog is never
+        # empty, so a token taken from a fresh simulator stays resumable.
+        self._append_noop(start, 'new primary')
 
-    def _append_noop(self, t):
+    def _append_noop(self, t, msg='periodic noop'):
         t, i = self._allocate(t)
-        self.entries.append(OplogEntry(t, i, 'n', '', {'msg': 'periodic noop'}))
+        self.entries.append(OplogEntry(t, i, 'n', '', {'msg': msg}))
 
     def _append_insert(self, t, db, coll):
         t, i = self._allocate(t)
@@ -483,9 +486,10 @@ class Simulator:
             self._truncate_before((math.ceil(now - self.retention), 0))
 
     def _truncate_before(self, ts):
-        """Drop every entry (and its events) with (t, i) < ts."""
+        """Drop every entry (and its events) with (t, i) < ts, except the
+        newest: like a real oplog, it is never emptied."""
         removed = 0
-        while self.entries and self.entries[0].ts < ts:
+        while len(self.entries) > 1 and self.entries[0].ts < ts:
             last = self.entries.popleft()
             removed += 1
         if removed:
@@ -497,10 +501,8 @@ class Simulator:
 
     def _lost(self, ts):
         """Can a stream no longer start at `ts`?  As on a real server: yes if
-        it is older than the oldest entry kept (nothing removed, nothing
-        lost, while the oplog is still empty)."""
-        start = self.entries[0].ts if self.entries else self.truncated_through
-        return start is not None and ts < start
+        it is older than the oldest entry kept."""
+        return ts < self.entries[0].ts
 
     def _fell_off(self, cursor):
         """Has an entry the open cursor had not read yet been removed?"""
@@ -615,7 +617,9 @@ class Simulator:
 
     def _new_cursor_id(self):
         while True:
-            cursor_id = random.randint(1 << 32, (1 << 62) - 1)
+            # Above 32 bits, below 2**53: JSON tools that read numbers as
+            # doubles (jq) still see the exact id in GET /log.
+            cursor_id = random.randint(1 << 32, (1 << 53) - 1)
             if cursor_id not in self.cursors:
                 return cursor_id
 
@@ -915,31 +919,31 @@ class WireFrontend:
                         self.sim.forget_cursor(int(request.doc['getMore']))
                     raise fault.error()
                 time.sleep(fault.seconds)   # stall, then answer normally
-            if not request.is_command:
-                reply = {}
-                request.replies()
-            else:
-                handler = self.handlers.get(name.lower(), self._unknown)
-                reply = handler(request)
-                request.replies(reply)
-            entry['reply'] = summarize(reply)
-            note('%s -> %s' % (name, entry['reply']))
+            if not request.is_command:   # legacy opcodes: nothing to say
+                self._send(request, entry, None)
+                return
+            handler = self.handlers.get(name.lower(), self._unknown)
+            reply = handler(request)
         except CommandError as err:
-            entry['reply'] = summarize(err.reply())
-            note('%s -> %s' % (name, entry['reply']))
-            self._send(request, err.reply())
+            reply = err.reply()
         except OSError as err:
             note('%s: connection lost: %s' % (name, err))
+            return
         except Exception:
             warn('error handling %s:\n%s' % (name, traceback.format_exc()))
             reply = CommandError(1, 'mongosim internal error').reply()
-            entry['reply'] = summarize(reply)
-            self._send(request, reply)
+        self._send(request, entry, reply)
 
     @staticmethod
-    def _send(request, reply):
+    def _send(request, entry, reply):
+        # Log the outcome first: a test that got the reply must find it.
+        entry['reply'] = summarize(reply)
+        note('%s -> %s' % (entry['command'], entry['reply']))
         try:
-            request.replies(reply)
+            if reply is None:
+                request.replies()
+            else:
+                request.replies(reply)
         except OSError as err:
             note('could not send reply: %s' % err)
 

@@ -1,0 +1,286 @@
+#include "fixture.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fx_start(fx_t *fx, const char *scenario)
+{
+    memset(fx, 0, sizeof *fx);
+    cr_assert(th_tmpdir(fx->dir, sizeof fx->dir), "temporary directory");
+    cr_assert(th_redis_start(&fx->redis, fx->dir, true), "redis-server starts");
+    cr_assert(th_redis_url(&fx->redis, fx->redis_url, sizeof fx->redis_url));
+    cr_assert(th_sim_start(&fx->sim, fx->dir, scenario), "simulator starts");
+}
+
+void fx_stop(fx_t *fx)
+{
+    th_sim_stop(&fx->sim);
+    th_redis_stop(&fx->redis);
+    th_rmtree(fx->dir);
+}
+
+static size_t build_argv(fx_t *fx, const char *argv[], size_t max,
+                         const char *const extra[])
+{
+    static const char *const base[] = {"run", "--db", "shop", "--collection",
+                                       "orders", "--checkpoint-interval", "100ms"};
+    size_t n = 0;
+
+    argv[n++] = th_binary();
+    for (size_t k = 0; k < sizeof base / sizeof base[0]; k++)
+        argv[n++] = base[k];
+    argv[n++] = "--mongo-uri";
+    argv[n++] = fx->sim.uri;
+    argv[n++] = "--redis-url";
+    argv[n++] = fx->redis_url;
+    for (size_t k = 0; extra && extra[k]; k++) {
+        cr_assert_lt(n, max - 1, "too many arguments");
+        argv[n++] = extra[k];
+    }
+    argv[n] = NULL;
+    return n;
+}
+
+void fx_spawn(fx_t *fx, th_proc_t *p, const char *const extra[])
+{
+    const char *argv[64];
+
+    build_argv(fx, argv, 64, extra);
+    cr_assert(th_proc_spawn(p, fx->dir, argv, NULL), "tokenwatch starts");
+}
+
+int fx_run(fx_t *fx, const char *const extra[], int timeout_ms, char **err_out)
+{
+    const char *argv[64];
+    char *out = NULL;
+    int code;
+
+    build_argv(fx, argv, 64, extra);
+    code = th_run(fx->dir, argv, NULL, timeout_ms, &out, err_out);
+    free(out);
+    return code;
+}
+
+void fx_sim(fx_t *fx, const char *method, const char *path, const char *body,
+            bson_t *reply)
+{
+    long status = 0;
+    char *text = th_sim_request(&fx->sim, method, path, body, &status);
+    bson_error_t berr;
+    char *json;
+
+    cr_assert(text, "simulator %s %s answered", method, path);
+    cr_assert_eq(status, 200, "simulator %s %s: %ld %s", method, path, status, text);
+    json = text[0] == '[' ? bson_strdup_printf("{\"a\": %s}", text) : bson_strdup(text);
+    cr_assert(bson_init_from_json(reply, json, -1, &berr), "%s: %s", berr.message, text);
+    bson_free(json);
+    free(text);
+}
+
+char *fx_post_events(fx_t *fx, int count)
+{
+    char body[64];
+    bson_t reply;
+    bson_iter_t it;
+    char *data;
+
+    snprintf(body, sizeof body, "{\"count\": %d}", count);
+    fx_sim(fx, "POST", "/events", body, &reply);
+    cr_assert(bson_iter_init(&it, &reply) &&
+              bson_iter_find_descendant(&it, "last_token._data", &it));
+    data = bson_strdup(bson_iter_utf8(&it, NULL));
+    bson_destroy(&reply);
+    return data;
+}
+
+char *fx_checkpoint(fx_t *fx, const char *field)
+{
+    return th_redis_hget(&fx->redis, FX_CHECKPOINT, field);
+}
+
+long long fx_checkpoint_events(fx_t *fx)
+{
+    char *v = fx_checkpoint(fx, "events");
+    long long n = v ? strtoll(v, NULL, 10) : -1;
+
+    free(v);
+    return n;
+}
+
+static bool has_checkpoint(void *ctx)
+{
+    char *v = fx_checkpoint(ctx, "token");
+    bool ok = v != NULL;
+
+    free(v);
+    return ok;
+}
+
+bool fx_wait_checkpoint(fx_t *fx, int timeout_ms)
+{
+    return th_wait_until(has_checkpoint, fx, timeout_ms);
+}
+
+typedef struct {
+    fx_t *fx;
+    long long at_least;
+} events_wait_t;
+
+static bool has_events(void *ctx)
+{
+    events_wait_t *w = ctx;
+
+    return fx_checkpoint_events(w->fx) >= w->at_least;
+}
+
+bool fx_wait_checkpoint_events(fx_t *fx, long long at_least, int timeout_ms)
+{
+    events_wait_t w = {fx, at_least};
+
+    return th_wait_until(has_events, &w, timeout_ms);
+}
+
+char *fx_checkpoint_data(fx_t *fx)
+{
+    char *token = fx_checkpoint(fx, "token");
+    bson_t doc;
+    bson_iter_t it;
+    char *data = NULL;
+
+    if (token && bson_init_from_json(&doc, token, -1, NULL)) {
+        if (bson_iter_init_find(&it, &doc, "_data") && BSON_ITER_HOLDS_UTF8(&it))
+            data = strdup(bson_iter_utf8(&it, NULL));
+        bson_destroy(&doc);
+    }
+    free(token);
+    return data;
+}
+
+size_t fx_stream_seqs(fx_t *fx, int64_t **seqs)
+{
+    redisReply *r = th_redis_cmd(&fx->redis, "XRANGE %s - +", FX_STREAM);
+    size_t n = 0;
+
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY, "XRANGE");
+    *seqs = calloc(r->elements + 1, sizeof **seqs);
+    for (size_t k = 0; k < r->elements; k++) {
+        redisReply *fields = r->element[k]->element[1];
+        for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+            bson_t doc;
+            bson_iter_t it;
+
+            if (strcmp(fields->element[f]->str, "event") != 0)
+                continue;
+            cr_assert(bson_init_from_json(&doc, fields->element[f + 1]->str, -1, NULL));
+            cr_assert(bson_iter_init(&it, &doc) &&
+                      bson_iter_find_descendant(&it, "fullDocument.seq", &it),
+                      "event has fullDocument.seq");
+            (*seqs)[n++] = bson_iter_as_int64(&it);
+            bson_destroy(&doc);
+        }
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+static bool find_change_stream(const bson_t *command, bson_t *stage)
+{
+    bson_iter_t it, pipeline, first;
+    const uint8_t *data;
+    uint32_t len;
+    bson_t view;
+
+    if (!bson_iter_init_find(&it, command, "pipeline") || !bson_iter_recurse(&it, &pipeline) ||
+        !bson_iter_next(&pipeline) || !bson_iter_recurse(&pipeline, &first) ||
+        !bson_iter_find(&first, "$changeStream"))
+        return false;
+    bson_iter_document(&first, &len, &data);
+    bson_init_static(&view, data, len);
+    bson_copy_to(&view, stage);
+    return true;
+}
+
+bool fx_last_change_stream(fx_t *fx, bson_t *stage)
+{
+    bson_t reply;
+    bson_iter_t it, entries;
+    bool found = false;
+
+    fx_sim(fx, "GET", "/log", NULL, &reply);
+    cr_assert(bson_iter_init_find(&it, &reply, "a") && bson_iter_recurse(&it, &entries));
+    while (bson_iter_next(&entries)) {
+        bson_iter_t entry, doc;
+        const uint8_t *data;
+        uint32_t len;
+        bson_t command;
+
+        bson_iter_recurse(&entries, &entry);
+        if (!bson_iter_find(&entry, "command") ||
+            strcmp(bson_iter_utf8(&entry, NULL), "aggregate") != 0)
+            continue;
+        bson_iter_recurse(&entries, &doc);
+        if (!bson_iter_find(&doc, "doc"))
+            continue;
+        bson_iter_document(&doc, &len, &data);
+        bson_init_static(&command, data, len);
+        if (found)
+            bson_destroy(stage);
+        found = find_change_stream(&command, stage);
+    }
+    bson_destroy(&reply);
+    return found;
+}
+
+int fx_count_commands(fx_t *fx, const char *command)
+{
+    bson_t reply;
+    bson_iter_t it, entries;
+    int n = 0;
+
+    fx_sim(fx, "GET", "/log", NULL, &reply);
+    cr_assert(bson_iter_init_find(&it, &reply, "a") && bson_iter_recurse(&it, &entries));
+    while (bson_iter_next(&entries)) {
+        bson_iter_t entry;
+        bson_iter_recurse(&entries, &entry);
+        if (bson_iter_find(&entry, "command") &&
+            strcmp(bson_iter_utf8(&entry, NULL), command) == 0)
+            n++;
+    }
+    bson_destroy(&reply);
+    return n;
+}
+
+void fx_seed_checkpoint(fx_t *fx, const char *data, const char *scope)
+{
+    char token[256];
+    redisReply *r;
+
+    snprintf(token, sizeof token, "{\"_data\": \"%s\"}", data);
+    r = th_redis_cmd(&fx->redis, "DEL %s", FX_CHECKPOINT);
+    cr_assert(r);
+    freeReplyObject(r);
+    r = th_redis_cmd(&fx->redis, "HSET %s token %s", FX_CHECKPOINT, token);
+    cr_assert(r);
+    freeReplyObject(r);
+    if (scope) {
+        r = th_redis_cmd(&fx->redis, "HSET %s scope %s", FX_CHECKPOINT, scope);
+        cr_assert(r);
+        freeReplyObject(r);
+    }
+}
+
+char *fx_hwm_data(uint32_t t, uint32_t i)
+{
+    return bson_strdup_printf("82%08X%08X2B0229296E04", t, i);
+}
+
+int fx_count(const char *haystack, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = haystack; p && (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}

@@ -1,0 +1,69 @@
+/*
+ * fixture.h - one test's world: a Redis, the scripted replica set, and
+ * tokenwatch runs against them, all in the test's own temporary directory.
+ * Every helper asserts: a broken fixture fails the test that uses it.
+ */
+#ifndef TOKENWATCH_TEST_FIXTURE_H
+#define TOKENWATCH_TEST_FIXTURE_H
+
+#include <bson/bson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "harness.h"
+
+#define FX_CHECKPOINT "tokenwatch:{default}:checkpoint"
+#define FX_STREAM "tokenwatch:{default}:events"
+
+typedef struct {
+    char dir[PATH_MAX];
+    th_redis_t redis;
+    th_sim_t sim;
+    char redis_url[256];
+} fx_t;
+
+/* Starts Redis (with AOF) and the simulator with scenario (JSON or NULL). */
+void fx_start(fx_t *fx, const char *scenario);
+void fx_stop(fx_t *fx);
+
+/*
+ * tokenwatch run against the fixture, watching shop.orders, with a 100ms
+ * checkpoint interval, plus extra (NULL-terminated, may be NULL).
+ */
+void fx_spawn(fx_t *fx, th_proc_t *p, const char *const extra[]);
+int fx_run(fx_t *fx, const char *const extra[], int timeout_ms, char **err_out);
+
+/* A control request; the reply as BSON (arrays come wrapped as {"a": [...]}). */
+void fx_sim(fx_t *fx, const char *method, const char *path, const char *body,
+            bson_t *reply);
+
+/* Appends count events to shop.orders; returns the last token's _data (bson_free). */
+char *fx_post_events(fx_t *fx, int count);
+
+/* A checkpoint field, or NULL (free). */
+char *fx_checkpoint(fx_t *fx, const char *field);
+long long fx_checkpoint_events(fx_t *fx);
+bool fx_wait_checkpoint(fx_t *fx, int timeout_ms);
+bool fx_wait_checkpoint_events(fx_t *fx, long long at_least, int timeout_ms);
+
+/* The _data inside a checkpoint's token field (free), or NULL. */
+char *fx_checkpoint_data(fx_t *fx);
+
+/* fullDocument.seq of every entry in the event stream, in order (free). */
+size_t fx_stream_seqs(fx_t *fx, int64_t **seqs);
+
+/* The $changeStream stage of the newest aggregate the simulator received. */
+bool fx_last_change_stream(fx_t *fx, bson_t *stage);
+int fx_count_commands(fx_t *fx, const char *command);
+
+/* Replaces the checkpoint with a hand-written one: a token, and a scope or none. */
+void fx_seed_checkpoint(fx_t *fx, const char *data, const char *scope);
+
+/* A token's _data for a cluster time, as the simulator writes high-water marks. */
+char *fx_hwm_data(uint32_t t, uint32_t i);
+
+/* Counts occurrences of needle in haystack. */
+int fx_count(const char *haystack, const char *needle);
+
+#endif
