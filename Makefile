@@ -36,7 +36,7 @@ LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ := $(BUILD)/obj/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_OBJ := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/obj/tests/unit/%.o)
-INTEG_SRC := $(wildcard tests/integration/*.c) tests/support/harness.c
+INTEG_SRC := $(wildcard tests/integration/*.c) $(wildcard tests/support/*.c)
 INTEG_OBJ := $(INTEG_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
 
 BINARY := $(BUILD)/tokenwatch
@@ -45,6 +45,9 @@ INTEG_BIN := $(BUILD)/tests/integration
 
 # Criterion: one worker per core; integration tests each own their servers.
 CRITERION_ARGS ?= --jobs 2
+# Leaks and undefined behaviour are failures (see scripts/run-tests.sh).
+TEST_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=fast_unwind_on_malloc=0
 
 .PHONY: all deps test unit integration asan clean
 
@@ -77,10 +80,11 @@ test: deps
 	$(MAKE) unit integration
 
 unit: $(UNIT_BIN)
-	$(UNIT_BIN) $(CRITERION_ARGS)
+	$(TEST_ENV) sh scripts/run-tests.sh $(BUILD)/unit.log $(UNIT_BIN) $(CRITERION_ARGS)
 
 integration: $(BINARY) $(INTEG_BIN)
-	TW_BINARY=$(CURDIR)/$(BINARY) $(INTEG_BIN) $(CRITERION_ARGS)
+	$(TEST_ENV) TW_BINARY=$(CURDIR)/$(BINARY) sh scripts/run-tests.sh \
+	    $(BUILD)/integration.log $(INTEG_BIN) $(CRITERION_ARGS)
 
 asan:
 	$(MAKE) SANITIZE=1 unit integration

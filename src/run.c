@@ -399,7 +399,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
                 goto reached_until;
             }
             invalidate = event.invalidate;
-            advance(r, &event.token, invalidate ? "invalidate" : "event", 1);
+            advance(r, event.token, invalidate ? "invalidate" : "event", 1);
             if (!tw_sink_put(&r->sink, &event, &err)) {
                 TW_ERROR("%s", err.message);
                 *code = TW_EXIT_FAILURE;

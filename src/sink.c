@@ -35,16 +35,14 @@ bool tw_event_from_bson(const bson_t *doc, tw_event_t *out, tw_error_t *err)
         return false;
     }
     /* Own a copy: libmongoc reuses the event document. */
-    bson_copy_to(&borrowed, &out->token);
-    out->has_token = true;
-    if (!tw_token_cluster_time(&out->token, &out->cluster_time, err)) {
-        bson_destroy(&out->token);
-        memset(out, 0, sizeof *out);
+    out->token = bson_copy(&borrowed);
+    if (!tw_token_cluster_time(out->token, &out->cluster_time, err)) {
+        tw_event_release(out);
         tw_error_prefix(err, "a change event's _id");
         return false;
     }
     out->json = bson_as_relaxed_extended_json(doc, NULL);
-    out->token_json = tw_token_to_json(&out->token);
+    out->token_json = tw_token_to_json(out->token);
     out->op = dup_utf8(doc, "operationType");
     if (!out->op)
         out->op = bson_strdup("");
@@ -73,8 +71,8 @@ void tw_event_release(tw_event_t *event)
     bson_free(event->token_json);
     bson_free(event->op);
     bson_free(event->ns);
-    if (event->has_token)
-        bson_destroy(&event->token);
+    if (event->token)
+        bson_destroy(event->token);
     memset(event, 0, sizeof *event);
 }
 

@@ -22,8 +22,9 @@
 typedef struct {
     char *json;       /* the whole event, relaxed extended JSON */
     char *token_json; /* its _id */
-    bson_t token;
-    bool has_token;
+    /* On the heap: a bson_t points into itself and must not be moved, and
+     * events are moved into batches. */
+    bson_t *token;
     tw_ctime_t cluster_time;
     char *op; /* operationType */
     char *ns; /* "db.coll", "db", or "" */
