@@ -6,8 +6,8 @@
 #include <time.h>
 
 const char TW_SPEC_FORMS[] =
-    "  {\"_data\":\"8263...\"}     a resume token as JSON (resume after it)\n"
-    "  8263A1F2C40000000 ...    the token's bare _data hex\n"
+    "  {\"_data\":\"8263...\"}      a resume token as JSON (resume after it)\n"
+    "  8263A1F2C4000000012B...  the token's bare _data hex\n"
     "  1700000000:1             a cluster time T:I (start at it)\n"
     "  1700000000               epoch seconds\n"
     "  2026-11-21T05:00:00Z     an RFC 3339 date\n"

@@ -202,7 +202,7 @@ static bool find_change_stream(const bson_t *command, bson_t *stage)
     return true;
 }
 
-bool fx_last_change_stream(fx_t *fx, bson_t *stage)
+bool fx_last_aggregate(fx_t *fx, bson_t *command, char *db, size_t db_size)
 {
     bson_t reply;
     bson_iter_t it, entries;
@@ -211,25 +211,41 @@ bool fx_last_change_stream(fx_t *fx, bson_t *stage)
     fx_sim(fx, "GET", "/log", NULL, &reply);
     cr_assert(bson_iter_init_find(&it, &reply, "a") && bson_iter_recurse(&it, &entries));
     while (bson_iter_next(&entries)) {
-        bson_iter_t entry, doc;
+        bson_iter_t entry, field;
         const uint8_t *data;
         uint32_t len;
-        bson_t command;
+        bson_t view;
 
         bson_iter_recurse(&entries, &entry);
         if (!bson_iter_find(&entry, "command") ||
             strcmp(bson_iter_utf8(&entry, NULL), "aggregate") != 0)
             continue;
-        bson_iter_recurse(&entries, &doc);
-        if (!bson_iter_find(&doc, "doc"))
+        bson_iter_recurse(&entries, &field);
+        if (!bson_iter_find(&field, "doc") || !BSON_ITER_HOLDS_DOCUMENT(&field))
             continue;
-        bson_iter_document(&doc, &len, &data);
-        bson_init_static(&command, data, len);
+        bson_iter_document(&field, &len, &data);
+        bson_init_static(&view, data, len);
         if (found)
-            bson_destroy(stage);
-        found = find_change_stream(&command, stage);
+            bson_destroy(command);
+        bson_copy_to(&view, command);
+        found = true;
+        bson_iter_recurse(&entries, &field);
+        if (db && bson_iter_find(&field, "db") && BSON_ITER_HOLDS_UTF8(&field))
+            snprintf(db, db_size, "%s", bson_iter_utf8(&field, NULL));
     }
     bson_destroy(&reply);
+    return found;
+}
+
+bool fx_last_change_stream(fx_t *fx, bson_t *stage)
+{
+    bson_t command;
+    bool found;
+
+    if (!fx_last_aggregate(fx, &command, NULL, 0))
+        return false;
+    found = find_change_stream(&command, stage);
+    bson_destroy(&command);
     return found;
 }
 

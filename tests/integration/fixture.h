@@ -53,6 +53,9 @@ char *fx_checkpoint_data(fx_t *fx);
 /* fullDocument.seq of every entry in the event stream, in order (free). */
 size_t fx_stream_seqs(fx_t *fx, int64_t **seqs);
 
+/* The newest aggregate the simulator received, and the database it ran on. */
+bool fx_last_aggregate(fx_t *fx, bson_t *command, char *db, size_t db_size);
+
 /* The $changeStream stage of the newest aggregate the simulator received. */
 bool fx_last_change_stream(fx_t *fx, bson_t *stage);
 int fx_count_commands(fx_t *fx, const char *command);
