@@ -49,7 +49,7 @@ CRITERION_ARGS ?= --jobs 2
 TEST_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=fast_unwind_on_malloc=0
 
-.PHONY: all deps test unit integration asan clean
+.PHONY: all deps test unit integration sim-selftest asan clean
 
 all: $(BINARY)
 
@@ -77,7 +77,7 @@ $(INTEG_BIN): $(INTEG_OBJ)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(shell pkg-config --libs libbson-1.0) $(TEST_LIBS) -o $@
 
 test: deps
-	$(MAKE) unit integration
+	$(MAKE) unit integration sim-selftest
 
 unit: $(UNIT_BIN)
 	$(TEST_ENV) sh scripts/run-tests.sh $(BUILD)/unit.log $(UNIT_BIN) $(CRITERION_ARGS)
@@ -85,6 +85,10 @@ unit: $(UNIT_BIN)
 integration: $(BINARY) $(INTEG_BIN)
 	$(TEST_ENV) TW_BINARY=$(CURDIR)/$(BINARY) sh scripts/run-tests.sh \
 	    $(BUILD)/integration.log $(INTEG_BIN) $(CRITERION_ARGS)
+
+# The scripted replica set checks itself through pymongo.
+sim-selftest:
+	/usr/bin/python3 tests/sim/selftest.py
 
 asan:
 	$(MAKE) SANITIZE=1 unit integration

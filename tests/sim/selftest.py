@@ -12,6 +12,7 @@ Exit status: 0 if every selected test passed, 1 otherwise.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +105,9 @@ class Sim:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait()
-        return rc, time.time() - start
+        took = time.time() - start
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return rc, took
 
 
 def check(cond, msg):
@@ -695,14 +698,18 @@ def control_api_errors():
 
 @test
 def scenario_validation():
-    for bad in ({'evnets': 3}, {'rate': -1}, {'namespace': 'x'}, {'batch_size': 0}):
-        path = os.path.join(tempfile.mkdtemp(prefix='mongosim-selftest-'), 's.json')
-        with open(path, 'w') as f:
-            json.dump(bad, f)
-        proc = subprocess.run(['/usr/bin/python3', SIM, '--port-file', path + '.ports',
-                               '--scenario', path], capture_output=True, timeout=10)
-        eq(proc.returncode, 2, 'bad scenario %s refused' % bad)
-        check(not os.path.exists(path + '.ports'), 'no port file for a bad scenario')
+    tmp = tempfile.mkdtemp(prefix='mongosim-selftest-')
+    try:
+        for bad in ({'evnets': 3}, {'rate': -1}, {'namespace': 'x'}, {'batch_size': 0}):
+            path = os.path.join(tmp, 's.json')
+            with open(path, 'w') as f:
+                json.dump(bad, f)
+            proc = subprocess.run(['/usr/bin/python3', SIM, '--port-file', path + '.ports',
+                                   '--scenario', path], capture_output=True, timeout=10)
+            eq(proc.returncode, 2, 'bad scenario %s refused' % bad)
+            check(not os.path.exists(path + '.ports'), 'no port file for a bad scenario')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     sim = Sim({'description': 'comments allowed', '_note': 'too', 'set_name': 'other',
                'max_wire_version': 13})
     try:
