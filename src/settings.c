@@ -614,6 +614,16 @@ tw_setting_source_t tw_settings_source_of(const tw_settings_t *s,
     return index < 0 ? TW_SOURCE_DEFAULT : s->sources[index];
 }
 
+size_t tw_settings_count(void)
+{
+    return TABLE_SIZE;
+}
+
+const char *tw_settings_env_name(size_t index)
+{
+    return index < TABLE_SIZE ? table[index].env : NULL;
+}
+
 void tw_settings_print_help(FILE *out)
 {
     fputs("Options (flag, environment variable; default < --config file < "

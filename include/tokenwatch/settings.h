@@ -69,6 +69,11 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
 
 void tw_settings_release(tw_settings_t *s);
 
+/* The table's environment names, in order (NULL past the end or for a
+ * flag-only setting). */
+size_t tw_settings_count(void);
+const char *tw_settings_env_name(size_t index);
+
 /* Prints the option list generated from the table. */
 void tw_settings_print_help(FILE *out);
 

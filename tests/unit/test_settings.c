@@ -234,3 +234,48 @@ Test(settings, help_lists_every_setting)
         cr_expect(strstr(text, names[k]) != NULL, "help lacks %s", names[k]);
     free(text);
 }
+
+/* config/tokenwatch.env documents every setting; it must stay equal to the
+ * table: every key is a setting, every setting is there (commented or not). */
+Test(settings, the_example_file_matches_the_table)
+{
+    char path[512];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/config/tokenwatch.env", TW_SOURCE_DIR);
+    f = fopen(path, "r");
+    cr_assert(f, "%s", path);
+    {
+        char buf[4096];
+        size_t n;
+        FILE *mem = open_memstream(&text, &len);
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            fwrite(buf, 1, n, mem);
+        fclose(mem);
+    }
+    fclose(f);
+    for (size_t k = 0; k < tw_settings_count(); k++) {
+        const char *env = tw_settings_env_name(k);
+        char key[96];
+
+        if (!env || strcmp(env, "TOKENWATCH_CONFIG") == 0)
+            continue;
+        snprintf(key, sizeof key, "%s=", env);
+        cr_expect(strstr(text, key) != NULL, "%s is missing from %s", env, path);
+    }
+    {
+        /* The uncommented lines load as a config file. */
+        tw_settings_t s;
+        tw_error_t err;
+        char flag[600];
+        const char *argv[] = {flag};
+        const char *envp[] = {NULL};
+
+        snprintf(flag, sizeof flag, "--config=%s", path);
+        cr_expect(load(&s, argv, 1, envp, &err), "%s", err.message);
+        tw_settings_release(&s);
+    }
+    free(text);
+}
