@@ -4,7 +4,7 @@
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC ?= gcc
-PKGS := libmongoc-1.0 hiredis libcurl libcrypto
+PKGS := libmongoc-1.0 hiredis libcurl libcrypto libmicrohttpd
 TEST_PKGS := criterion
 
 ifeq ($(SANITIZE),1)
@@ -23,7 +23,7 @@ WARN += -Werror
 endif
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lpthread
+PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 TEST_CFLAGS = $(shell pkg-config --cflags $(TEST_PKGS))
 TEST_LIBS = $(shell pkg-config --libs $(TEST_PKGS))
 

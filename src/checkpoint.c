@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tokenwatch/redis.h"
+#include "tokenwatch/spec.h"
 
 /*
  * KEYS[1] the checkpoint hash, KEYS[2] (redis sink) the event stream; ARGV:
@@ -242,6 +243,52 @@ out_free_arrays:
     free(values);
 out_free_reply:
     freeReplyObject(reply);
+    return ok;
+}
+
+bool tw_checkpoint_read_position(redisContext *c, const char *key,
+                                 tw_ctime_t *out, bool *found, tw_error_t *err)
+{
+    redisReply *type = tw_redis_command(c, err, "TYPE %s", key);
+    redisReply *value = NULL;
+    bool ok = false;
+
+    *found = false;
+    if (!type)
+        return false;
+    if (strcmp(type->str, "none") == 0) {
+        ok = true;
+    } else if (strcmp(type->str, "hash") == 0) {
+        tw_checkpoint_t cp;
+        ok = tw_checkpoint_load(c, key, &cp, found, err);
+        if (ok && *found)
+            *out = cp.cluster_time;
+        tw_checkpoint_release(&cp);
+    } else if (strcmp(type->str, "string") == 0) {
+        tw_spec_t spec;
+
+        value = tw_redis_command(c, err, "GET %s", key);
+        if (!value)
+            goto out;
+        *found = true;
+        if (value->type != REDIS_REPLY_STRING || !tw_spec_parse(value->str, &spec, NULL) ||
+            (spec.kind != TW_SPEC_TOKEN && spec.kind != TW_SPEC_TIME)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "%s holds neither a resume token nor a cluster time",
+                         key);
+            goto out;
+        }
+        *out = spec.time;
+        tw_spec_clear(&spec);
+        ok = true;
+    } else {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "%s is a %s, not a checkpoint hash or a token string",
+                     key, type->str);
+    }
+out:
+    freeReplyObject(value);
+    freeReplyObject(type);
     return ok;
 }
 

@@ -10,6 +10,33 @@ struct tw_follow {
     mongoc_database_t *database;
 };
 
+#define DEFAULT_SELECTION_TIMEOUT_MS 5000
+
+mongoc_client_pool_t *tw_follow_pool_new(const char *text, tw_error_t *err)
+{
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(text, &berr);
+    mongoc_client_pool_t *pool;
+
+    if (!uri) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "--mongo-uri is not a connection string");
+        return NULL;
+    }
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                       DEFAULT_SELECTION_TIMEOUT_MS);
+    pool = mongoc_client_pool_new(uri);
+    mongoc_uri_destroy(uri);
+    if (!pool) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "cannot create a MongoDB client for --mongo-uri (TLS options?)");
+        return NULL;
+    }
+    mongoc_client_pool_set_error_api(pool, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_set_appname(pool, "tokenwatch");
+    return pool;
+}
+
 bool tw_follow_is_lost_code(int code)
 {
     /* 286 ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260

@@ -13,7 +13,9 @@
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/clock.h"
 #include "tokenwatch/duration.h"
+#include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/monitor.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/settings.h"
@@ -53,6 +55,10 @@ static void print_usage(FILE *out)
           "Usage:\n"
           "  tokenwatch [run] [options]          follow, hand on events, "
           "checkpoint (long-running)\n"
+          "  tokenwatch status [--json] [options] measure every guarded token "
+          "now;\n"
+          "                                      exit 0 OK, 1 WARN, 2 CRIT or "
+          "LOST, 3 UNKNOWN\n"
           "  tokenwatch checkpoint show [options] print the stored checkpoint\n"
           "  tokenwatch decode TOKEN             the cluster time and date "
           "inside a resume token\n"
@@ -101,19 +107,9 @@ static int cmd_checkpoint_show(const tw_settings_t *s, tw_clock_t *clock)
 
     tw_checkpoint_init(&cp);
     tw_checkpoint_key(s->name, "checkpoint", key);
-    if (!tw_redis_url_parse(s->redis_url, &url, &err)) {
-        fprintf(stderr, "tokenwatch: --redis-url: %s\n", err.message);
+    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
         return TW_EXIT_USAGE;
-    }
-    if (s->redis_password_file) {
-        char *password;
-        if (!tw_redis_read_password_file(s->redis_password_file, &password, &err)) {
-            fprintf(stderr, "tokenwatch: %s\n", err.message);
-            code = TW_EXIT_USAGE;
-            goto out;
-        }
-        free(url.password);
-        url.password = password;
     }
     c = tw_redis_connect(&url, 5000, &err);
     if (!c || !tw_checkpoint_load(c, key, &cp, &found, &err)) {
@@ -152,8 +148,176 @@ out:
     return code;
 }
 
+static void append_seconds(bson_t *doc, const char *key, bool known, double value)
+{
+    if (known)
+        BSON_APPEND_DOUBLE(doc, key, value);
+    else
+        BSON_APPEND_NULL(doc, key);
+}
+
+static void print_status_json(const tw_monitor_t *m, int code)
+{
+    static const char *const codes[] = {"OK", "WARN", "CRIT", "UNKNOWN"};
+    const tw_oplog_window_t *w = tw_monitor_window(m);
+    const tw_guarded_t *keys;
+    size_t n = tw_monitor_keys(m, &keys);
+    bson_t doc = BSON_INITIALIZER, window, list;
+    char *json;
+
+    BSON_APPEND_UTF8(&doc, "state", codes[code]);
+    BSON_APPEND_INT32(&doc, "exit_code", code);
+    if (w) {
+        char oldest[TW_CTIME_TEXT_MAX], newest[TW_CTIME_TEXT_MAX];
+
+        tw_ctime_format(w->oldest, oldest);
+        tw_ctime_format(w->newest, newest);
+        BSON_APPEND_DOCUMENT_BEGIN(&doc, "window", &window);
+        BSON_APPEND_INT64(&window, "seconds", tw_oplog_window_seconds(w));
+        BSON_APPEND_UTF8(&window, "oldest", oldest);
+        BSON_APPEND_UTF8(&window, "newest", newest);
+        BSON_APPEND_BOOL(&window, "from_retention", w->from_retention);
+        bson_append_document_end(&doc, &window);
+    } else {
+        BSON_APPEND_NULL(&doc, "window");
+    }
+    BSON_APPEND_DOUBLE(&doc, "tail_rate", tw_monitor_tail_rate(m));
+    BSON_APPEND_ARRAY_BEGIN(&doc, "keys", &list);
+    for (size_t k = 0; k < n; k++) {
+        const tw_guarded_t *g = &keys[k];
+        bool measured = g->has_measure && g->state != TW_STATE_UNKNOWN;
+        bson_t item;
+        char index[16], ct[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX];
+
+        snprintf(index, sizeof index, "%zu", k);
+        BSON_APPEND_DOCUMENT_BEGIN(&list, index, &item);
+        BSON_APPEND_UTF8(&item, "key", g->key);
+        BSON_APPEND_BOOL(&item, "own", g->own);
+        BSON_APPEND_UTF8(&item, "state", tw_state_name(g->state));
+        if (g->has_token) {
+            tw_ctime_format(g->token, ct);
+            tw_utc_format(tw_ctime_wall_ms(g->token), date);
+            BSON_APPEND_UTF8(&item, "cluster_time", ct);
+            BSON_APPEND_UTF8(&item, "token_date", date);
+        }
+        append_seconds(&item, "headroom_seconds", measured, (double)g->measure.headroom_s);
+        append_seconds(&item, "time_left_seconds", measured && !g->measure.unbounded,
+                       g->measure.time_left_s);
+        append_seconds(&item, "share", measured, g->measure.share);
+        if (g->reason[0])
+            BSON_APPEND_UTF8(&item, "reason", g->reason);
+        bson_append_document_end(&list, &item);
+    }
+    bson_append_array_end(&doc, &list);
+    json = bson_as_relaxed_extended_json(&doc, NULL);
+    printf("%s\n", json);
+    bson_free(json);
+    bson_destroy(&doc);
+}
+
+static void print_status_table(const tw_monitor_t *m)
+{
+    const tw_oplog_window_t *w = tw_monitor_window(m);
+    const tw_guarded_t *keys;
+    size_t n = tw_monitor_keys(m, &keys);
+
+    printf("%-40s %-8s %-21s %-10s %-12s %s\n", "KEY", "STATE", "TOKEN TIME (UTC)",
+           "HEADROOM", "TIME LEFT", "NOTE");
+    for (size_t k = 0; k < n; k++) {
+        const tw_guarded_t *g = &keys[k];
+        bool measured = g->has_measure && g->state != TW_STATE_UNKNOWN;
+        char date[TW_UTC_TEXT_MAX] = "-", headroom[TW_DURATION_TEXT_MAX] = "-";
+        char left[TW_DURATION_TEXT_MAX] = "-";
+
+        if (g->has_token)
+            tw_utc_format(tw_ctime_wall_ms(g->token), date);
+        if (measured) {
+            tw_duration_words(g->measure.headroom_s > 0 ? g->measure.headroom_s * 1000 : 0,
+                              headroom);
+            if (g->state == TW_STATE_LOST)
+                snprintf(left, sizeof left, "lost");
+            else if (g->measure.unbounded)
+                snprintf(left, sizeof left, "unbounded");
+            else
+                tw_duration_words((int64_t)(g->measure.time_left_s * 1000.0), left);
+        }
+        printf("%-40s %-8s %-21s %-10s %-12s %s\n", g->key, tw_state_name(g->state), date,
+               headroom, left, g->reason);
+    }
+    if (w) {
+        char window[TW_DURATION_TEXT_MAX], oldest[TW_UTC_TEXT_MAX], newest[TW_UTC_TEXT_MAX];
+
+        tw_duration_words(tw_oplog_window_seconds(w) * 1000, window);
+        tw_utc_format(tw_ctime_wall_ms(w->oldest), oldest);
+        tw_utc_format(tw_ctime_wall_ms(w->newest), newest);
+        printf("window %s%s: %s to %s; tail rate assumed 1.0 (one probe)\n", window,
+               w->from_retention ? " (--retention)" : "", oldest, newest);
+    }
+}
+
+/* One round of the guard, for cron, Kubernetes CronJobs and Nagios/Icinga. */
+static int cmd_status(const tw_settings_t *s)
+{
+    tw_redis_url_t url;
+    tw_error_t err;
+    mongoc_client_pool_t *pool = NULL;
+    tw_monitor_t *m = NULL;
+    tw_monitor_opts_t opts;
+    const tw_guarded_t *keys;
+    tw_state_t *states;
+    size_t n;
+    int code;
+
+    if (s->positional_count > 0) {
+        fprintf(stderr, "tokenwatch status: unexpected argument '%s'\n", s->positional[0]);
+        return TW_EXIT_USAGE;
+    }
+    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        return TW_EXIT_USAGE;
+    }
+    if (s->retention_ms == 0) {
+        pool = tw_follow_pool_new(s->mongo_uri, &err);
+        if (!pool) {
+            fprintf(stderr, "tokenwatch: %s\n", err.message);
+            tw_redis_url_release(&url);
+            return TW_EXIT_USAGE;
+        }
+    }
+    memset(&opts, 0, sizeof opts);
+    opts.settings = s;
+    opts.pool = pool;
+    opts.redis_url = &url;
+    opts.unknown_after = 1;
+    opts.own_missing_is_unknown = true;
+    m = tw_monitor_new(&opts);
+    tw_monitor_tick(m);
+    n = tw_monitor_keys(m, &keys);
+    states = calloc(n, sizeof *states);
+    if (!states)
+        abort();
+    for (size_t k = 0; k < n; k++)
+        states[k] = keys[k].assessed ? keys[k].state : TW_STATE_UNKNOWN;
+    code = tw_guard_exit_code(states, n);
+    if (s->json)
+        print_status_json(m, code);
+    else
+        print_status_table(m);
+    free(states);
+    tw_monitor_free(m);
+    mongoc_client_pool_destroy(pool);
+    tw_redis_url_release(&url);
+    return code;
+}
+
 static int dispatch(const char *command, tw_settings_t *s, tw_clock_t *clock)
 {
+    if (strcmp(command, "status") == 0)
+        return cmd_status(s);
+    if (s->json) {
+        fprintf(stderr, "tokenwatch %s: --json is for status\n", command);
+        return TW_EXIT_USAGE;
+    }
     if (strcmp(command, "decode") == 0)
         return cmd_decode(s);
     if (strcmp(command, "checkpoint") == 0) {
@@ -175,7 +339,7 @@ extern char **environ;
 
 int main(int argc, char *argv[])
 {
-    static const char *const commands[] = {"run", "checkpoint", "decode", NULL};
+    static const char *const commands[] = {"run", "status", "checkpoint", "decode", NULL};
     tw_settings_t settings;
     tw_error_t err;
     tw_clock_t clock;
@@ -191,8 +355,8 @@ int main(int argc, char *argv[])
             if (strcmp(argv[1], commands[k]) == 0)
                 break;
         if (!commands[k]) {
-            fprintf(stderr, "tokenwatch: unknown command '%s' (run, checkpoint, "
-                            "decode; see --help)\n",
+            fprintf(stderr, "tokenwatch: unknown command '%s' (run, status, "
+                            "checkpoint, decode; see --help)\n",
                     argv[1]);
             return TW_EXIT_USAGE;
         }

@@ -186,6 +186,24 @@ bool tw_redis_read_password_file(const char *path, char **out,
     return true;
 }
 
+bool tw_redis_url_load(const char *text, const char *password_file,
+                       tw_redis_url_t *out, tw_error_t *err)
+{
+    char *password;
+
+    if (!tw_redis_url_parse(text, out, err))
+        return false;
+    if (!password_file)
+        return true;
+    if (!tw_redis_read_password_file(password_file, &password, err)) {
+        tw_redis_url_release(out);
+        return false;
+    }
+    free_secret(out->password);
+    out->password = password;
+    return true;
+}
+
 void tw_redis_error_from_context(const redisContext *c, tw_error_t *err,
                                  const char *what)
 {

@@ -9,9 +9,12 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/metrics.h"
+#include "tokenwatch/monitor.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/sink.h"
+#include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
 
 #define REDIS_TIMEOUT_MS 5000
@@ -19,8 +22,10 @@
 #define RETRY_CAP_MS 30000
 /* After a stop request, how long to keep trying to write the last checkpoint. */
 #define FINAL_COMMIT_GRACE_MS 10000
-/* Keeps the watcher responsive to signals when the URI sets no timeout. */
-#define DEFAULT_SELECTION_TIMEOUT_MS 5000
+/* /healthz fails when the loop has not come round for this long. */
+#define HEALTH_STALL_MS 60000
+/* On the way out, how long queued alerts may take to be delivered. */
+#define ALERT_GRACE_MS 3000
 
 typedef struct {
     const tw_settings_t *s;
@@ -51,12 +56,22 @@ typedef struct {
 
     bool has_until;
     tw_ctime_t until;
+
+    tw_metrics_t *metrics;
+    tw_http_t *http;
+    tw_slack_t *slack;
+    tw_clock_t slack_clock; /* the sender thread's own */
+    tw_monitor_t *monitor;
 } runner_t;
 
+/* Called from every loop, so it is also where /healthz learns we run. */
 static bool stop_requested(runner_t *r)
 {
+    int64_t now = tw_clock_mono_ms(r->clock);
+
+    tw_metrics_heartbeat(r->metrics, now);
     if (*r->stop && r->stop_seen_ms == 0)
-        r->stop_seen_ms = tw_clock_mono_ms(r->clock);
+        r->stop_seen_ms = now;
     return *r->stop != 0;
 }
 
@@ -92,6 +107,7 @@ static void redis_failed(runner_t *r, const tw_error_t *err)
 {
     redisFree(r->redis);
     r->redis = NULL;
+    tw_metrics_set_ready(r->metrics, "redis", false);
     if (tw_outage_fail(&r->redis_outage, tw_clock_mono_ms(r->clock)))
         TW_ERROR("Redis unavailable: %s; holding events and retrying with "
                  "backoff",
@@ -106,6 +122,7 @@ static void redis_ok(runner_t *r)
     unsigned failures = r->redis_outage.failures;
 
     tw_backoff_reset(&r->redis_backoff);
+    tw_metrics_set_ready(r->metrics, "redis", true);
     if (tw_outage_ok(&r->redis_outage, tw_clock_mono_ms(r->clock))) {
         tw_duration_words(r->redis_outage.ended_after_ms, took);
         TW_INFO("Redis available again after %s (%u failed attempts)", took,
@@ -187,6 +204,8 @@ static bool commit(runner_t *r)
         }
     }
     redis_ok(r);
+    if (result.written)
+        tw_metrics_add(r->metrics, "tokenwatch_checkpoints_total", NULL, 1);
     if (!result.written) {
         char mine[96], stored[TW_CTIME_TEXT_MAX];
         describe_position(&r->position, mine, sizeof mine);
@@ -242,6 +261,7 @@ static int load_checkpoint(runner_t *r)
 
 static void mongo_failed(runner_t *r, const tw_error_t *err)
 {
+    tw_metrics_set_ready(r->metrics, "mongo", false);
     if (tw_outage_fail(&r->mongo_outage, tw_clock_mono_ms(r->clock)))
         TW_ERROR("MongoDB unavailable: %s; reconnecting with backoff and "
                  "resuming from the last checkpoint",
@@ -256,6 +276,7 @@ static void mongo_ok(runner_t *r)
     unsigned failures = r->mongo_outage.failures;
 
     tw_backoff_reset(&r->mongo_backoff);
+    tw_metrics_set_ready(r->metrics, "mongo", true);
     if (tw_outage_ok(&r->mongo_outage, tw_clock_mono_ms(r->clock))) {
         tw_duration_words(r->mongo_outage.ended_after_ms, took);
         TW_INFO("MongoDB available again after %s (%u failed attempts)", took,
@@ -287,27 +308,14 @@ static int report_lost(runner_t *r, const tw_error_t *err)
 /* Connects to the deployment and learns the scope, waiting out outages. */
 static int connect_mongo(runner_t *r)
 {
-    bson_error_t berr;
-    mongoc_uri_t *uri = mongoc_uri_new_with_error(r->s->mongo_uri, &berr);
     tw_error_t err;
     tw_failure_t failure;
 
-    if (!uri) {
-        TW_ERROR("--mongo-uri is not a connection string");
-        return TW_EXIT_USAGE;
-    }
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-                                       DEFAULT_SELECTION_TIMEOUT_MS);
-    r->pool = mongoc_client_pool_new(uri);
-    mongoc_uri_destroy(uri);
+    r->pool = tw_follow_pool_new(r->s->mongo_uri, &err);
     if (!r->pool) {
-        TW_ERROR("cannot create a MongoDB client for --mongo-uri (TLS "
-                 "options?)");
+        TW_ERROR("%s", err.message);
         return TW_EXIT_USAGE;
     }
-    mongoc_client_pool_set_error_api(r->pool, MONGOC_ERROR_API_VERSION_2);
-    mongoc_client_pool_set_appname(r->pool, "tokenwatch");
     r->client = mongoc_client_pool_pop(r->pool);
     for (;;) {
         if (tw_follow_scope(r->client, &r->follow_opts, &r->scope, &failure, &err))
@@ -407,6 +415,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
             }
             r->events_this_run++;
             r->events_since_commit++;
+            tw_metrics_add(r->metrics, "tokenwatch_events_total", NULL, 1);
             if (invalidate) {
                 TW_WARN("the change stream was invalidated (collection "
                         "dropped or renamed); reopening after the invalidate "
@@ -530,6 +539,7 @@ static int follow_loop(runner_t *r)
                                         tw_clock_random01(r->clock)));
             continue;
         }
+        mongo_ok(r);
         if (follow_stream(r, f, &code) == FOLLOW_DONE) {
             tw_follow_close(f);
             return code;
@@ -571,21 +581,101 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
         }
         tw_spec_clear(&spec);
     }
-    if (!tw_redis_url_parse(s->redis_url, &r->redis_url, err))
+    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &r->redis_url, err))
         return false;
-    if (s->redis_password_file) {
-        char *password;
-        if (!tw_redis_read_password_file(s->redis_password_file, &password, err))
-            return false;
-        free(r->redis_url.password);
-        r->redis_url.password = password;
-    }
     r->last_commit_mono = tw_clock_mono_ms(clock);
     return true;
 }
 
+static void slack_result(void *ctx, bool delivered)
+{
+    runner_t *r = ctx;
+
+    tw_metrics_add(r->metrics, delivered ? "tokenwatch_alerts_sent_total"
+                                         : "tokenwatch_alerts_failed_total",
+                   NULL, 1);
+}
+
+/* The metrics endpoint and the Slack sender: up before following starts. */
+static bool start_services(runner_t *r, tw_error_t *err)
+{
+    const tw_settings_t *s = r->s;
+    char *webhook = NULL;
+    bool ok = false;
+
+    r->metrics = tw_metrics_new();
+    tw_monitor_declare_metrics(r->metrics);
+    tw_metrics_set_ready(r->metrics, "mongo", false);
+    tw_metrics_set_ready(r->metrics, "redis", false);
+    tw_metrics_heartbeat(r->metrics, tw_clock_mono_ms(r->clock));
+    if (strcmp(s->metrics_addr, "off") != 0) {
+        r->http = tw_http_start(r->metrics, s->metrics_addr, r->clock, HEALTH_STALL_MS, err);
+        if (!r->http)
+            return false;
+    }
+    if (s->slack_webhook_file) {
+        if (!tw_slack_read_webhook_file(s->slack_webhook_file, &webhook, err))
+            return false;
+    } else if (s->slack_webhook) {
+        webhook = strdup(s->slack_webhook);
+    }
+    if (webhook) {
+        tw_slack_opts_t opts;
+        char shown[256];
+
+        memset(&opts, 0, sizeof opts);
+        tw_clock_init_system(&r->slack_clock);
+        opts.webhook_url = webhook;
+        opts.queue_max = 64;
+        opts.request_timeout_ms = 10000;
+        opts.retry_base_ms = 1000;
+        opts.retry_cap_ms = 60000;
+        opts.max_attempts = 10;
+        opts.clock = &r->slack_clock;
+        opts.on_result = slack_result;
+        opts.ctx = r;
+        r->slack = tw_slack_start(&opts, err);
+        if (!r->slack)
+            goto out;
+        tw_slack_redact(webhook, shown, sizeof shown);
+        TW_INFO("alerts go to the Slack webhook %s", shown);
+    } else {
+        TW_INFO("no Slack webhook: alerts are only logged");
+    }
+    ok = true;
+out:
+    if (webhook) {
+        for (volatile char *p = webhook; *p; p++)
+            *p = '\0';
+        free(webhook);
+    }
+    return ok;
+}
+
+static bool start_monitor(runner_t *r, tw_error_t *err)
+{
+    tw_monitor_opts_t opts;
+
+    memset(&opts, 0, sizeof opts);
+    opts.settings = r->s;
+    opts.pool = r->pool;
+    opts.redis_url = &r->redis_url;
+    opts.metrics = r->metrics;
+    opts.slack = r->slack;
+    opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
+    opts.own_missing_is_unknown = false;
+    opts.alerts = true;
+    r->monitor = tw_monitor_new(&opts);
+    return tw_monitor_start(r->monitor, err);
+}
+
 static void teardown(runner_t *r)
 {
+    /* The guard first: it holds a client of the pool and may be alerting. */
+    tw_monitor_free(r->monitor);
+    tw_slack_stop(r->slack, ALERT_GRACE_MS);
+    tw_http_stop(r->http);
+    tw_metrics_free(r->metrics);
     if (r->client)
         mongoc_client_pool_push(r->pool, r->client);
     mongoc_client_pool_destroy(r->pool);
@@ -610,6 +700,11 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         teardown(&r);
         return TW_EXIT_USAGE;
     }
+    if (!start_services(&r, &err)) {
+        TW_ERROR("%s", err.message);
+        teardown(&r);
+        return TW_EXIT_FAILURE;
+    }
     tw_redact_url(settings->redis_url, redacted, sizeof redacted);
     TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
             r.checkpoint_key, tw_sink_kind_name((tw_sink_kind_t)settings->sink));
@@ -619,6 +714,11 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         goto out;
     if ((code = check_scope(&r)) >= 0)
         goto out;
+    if (!start_monitor(&r, &err)) {
+        TW_ERROR("%s", err.message);
+        code = TW_EXIT_FAILURE;
+        goto out;
+    }
     if (r.committed.has_token) {
         tw_checkpoint_set_token(&r.position, &r.committed.token, NULL);
         memcpy(r.position.source, r.committed.source, sizeof r.position.source);

@@ -2,6 +2,7 @@
 
 #include <bson/bson.h>
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "tokenwatch/duration.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/metrics.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/spec.h"
 
@@ -16,7 +18,10 @@ typedef enum {
     TYPE_STRING,   /* char *, checked by `check` when set */
     TYPE_INT,      /* int64_t within [min, max] */
     TYPE_DURATION, /* int64_t ms within [min, max] */
-    TYPE_ENUM      /* int: index into choices */
+    TYPE_ENUM,     /* int: index into choices */
+    TYPE_LIST,     /* char **field, size_t count right after it: comma-separated,
+                      flags repeatable; a higher source replaces the list */
+    TYPE_LIMIT     /* tw_limit_t: a share (20%) or a duration (2h) */
 } setting_type_t;
 
 /* May hold a password: its check redacts what it quotes, help says so. */
@@ -44,6 +49,9 @@ static bool check_pipeline(const char *value, tw_error_t *err);
 static bool check_redis_url(const char *value, tw_error_t *err);
 static bool check_until(const char *value, tw_error_t *err);
 static bool check_not_empty(const char *value, tw_error_t *err);
+static bool check_webhook(const char *value, tw_error_t *err);
+static void add_string(char ***list, size_t *count, const char *text);
+static bool check_metrics_addr(const char *value, tw_error_t *err);
 
 static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
 static const char *const full_document_choices[] = {
@@ -113,6 +121,40 @@ static const setting_def_t table[] = {
     {"until", NULL, TYPE_STRING, 0, 0, NULL, NULL, "SPEC",
      "stop cleanly once the stream passes this cluster time", 0,
      F(until), check_until},
+    {"guard", "TOKENWATCH_GUARD", TYPE_LIST, 0, 0, NULL, NULL, "KEY",
+     "another consumer's checkpoint in Redis to guard (repeatable; the "
+     "environment takes a comma-separated list)",
+     0, F(guard), check_not_empty},
+    {"warn-at", "TOKENWATCH_WARN_AT", TYPE_LIMIT, 0, 0, NULL, "50%", "LIMIT",
+     "warn when a token's time left falls under this: a share of the oplog "
+     "window or a duration",
+     0, F(warn_at), NULL},
+    {"crit-at", "TOKENWATCH_CRIT_AT", TYPE_LIMIT, 0, 0, NULL, "20%", "LIMIT",
+     "critical under this share of the window or duration", 0, F(crit_at),
+     NULL},
+    {"monitor-interval", "TOKENWATCH_MONITOR_INTERVAL", TYPE_DURATION, 100,
+     DAY_MS, NULL, "30s", "DUR",
+     "how often the oplog window and the guarded tokens are measured", 0,
+     F(monitor_interval_ms), NULL},
+    {"retention", "TOKENWATCH_RETENTION", TYPE_DURATION, 1000, 3650 * DAY_MS,
+     NULL, NULL, "DUR",
+     "the window when the oplog cannot be read (Amazon DocumentDB's change "
+     "stream log retention: 3h by default)",
+     0, F(retention_ms), NULL},
+    {"slack-webhook", "TOKENWATCH_SLACK_WEBHOOK", TYPE_STRING, 0, 0, NULL,
+     NULL, "URL", "Slack incoming webhook; without one alerts are only logged",
+     SECRET, F(slack_webhook), check_webhook},
+    {"slack-webhook-file", "TOKENWATCH_SLACK_WEBHOOK_FILE", TYPE_STRING, 0, 0,
+     NULL, NULL, "FILE", "read the Slack webhook URL from this file", 0,
+     F(slack_webhook_file), check_not_empty},
+    {"alert-repeat", "TOKENWATCH_ALERT_REPEAT", TYPE_DURATION, 1000,
+     365 * DAY_MS, NULL, "24h", "DUR",
+     "while a token is not OK, repeat its alert this often", 0,
+     F(alert_repeat_ms), NULL},
+    {"metrics-addr", "TOKENWATCH_METRICS_ADDR", TYPE_STRING, 0, 0, NULL,
+     "127.0.0.1:9470", "HOST:PORT",
+     "serve /healthz, /readyz and Prometheus /metrics here; off disables", 0,
+     F(metrics_addr), check_metrics_addr},
     {"log-format", "TOKENWATCH_LOG_FORMAT", TYPE_ENUM, 0, 0,
      log_format_choices, "text", "FMT", "text, or json (one object per line)",
      0, F(log_format), NULL},
@@ -122,6 +164,9 @@ static const setting_def_t table[] = {
 
 #define TABLE_SIZE (sizeof table / sizeof table[0])
 
+_Static_assert(offsetof(tw_settings_t, guard_count) ==
+                   offsetof(tw_settings_t, guard) + sizeof(char **),
+               "a TYPE_LIST field must be followed by its count");
 _Static_assert(TABLE_SIZE <= sizeof((tw_settings_t *)0)->sources /
                                  sizeof(tw_setting_source_t),
                "tw_settings_t.sources is too small for the table");
@@ -246,6 +291,33 @@ static bool check_until(const char *value, tw_error_t *err)
     return true;
 }
 
+static bool check_webhook(const char *value, tw_error_t *err)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL;
+    bool ok = u && curl_url_set(u, CURLUPART_URL, value, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+              (strcmp(scheme, "https") == 0 || strcmp(scheme, "http") == 0);
+
+    /* The URL is the secret: the message never quotes it. */
+    if (!ok)
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "not an http(s) URL (expected "
+                     "https://hooks.slack.com/services/...)");
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+static bool check_metrics_addr(const char *value, tw_error_t *err)
+{
+    char host[256];
+    int port;
+
+    return strcmp(value, "off") == 0 ||
+           tw_http_parse_addr(value, host, sizeof host, &port, err);
+}
+
 static void describe_source(const setting_def_t *def,
                             tw_setting_source_t source, const char *where,
                             char *out, size_t n)
@@ -264,6 +336,46 @@ static void describe_source(const setting_def_t *def,
         snprintf(out, n, "default of --%s", def->name);
         break;
     }
+}
+
+static void list_clear(char ***items, size_t *count)
+{
+    for (size_t k = 0; k < *count; k++)
+        free((*items)[k]);
+    free(*items);
+    *items = NULL;
+    *count = 0;
+}
+
+/* Appends comma-separated items; a list set by a lower source is replaced,
+ * so flags override the environment instead of adding to it. */
+static bool apply_list(tw_settings_t *s, size_t index, const char *value,
+                       tw_setting_source_t source, tw_error_t *err)
+{
+    const setting_def_t *def = &table[index];
+    char ***items = (char ***)((char *)s + def->offset);
+    size_t *count = (size_t *)((char *)s + def->offset + sizeof(char **));
+    const char *p = value;
+
+    if (s->sources[index] != source)
+        list_clear(items, count);
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        char *item = strndup(p, len);
+
+        if (!item)
+            abort();
+        if (def->check && !def->check(item, err)) {
+            free(item);
+            return false;
+        }
+        add_string(items, count, item);
+        free(item);
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return true;
 }
 
 /* The one parser every source goes through. */
@@ -340,6 +452,14 @@ static bool apply(tw_settings_t *s, size_t index, const char *value,
         *(int *)field = (int)k;
         break;
     }
+    case TYPE_LIST:
+        if (!apply_list(s, index, value, source, &inner))
+            goto bad;
+        break;
+    case TYPE_LIMIT:
+        if (!tw_limit_parse(value, (tw_limit_t *)field, &inner))
+            goto bad;
+        break;
     }
     s->sources[index] = source;
     return true;
@@ -559,6 +679,10 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
             s->version = true;
             continue;
         }
+        if (strcmp(arg, "--json") == 0) {
+            s->json = true;
+            continue;
+        }
         if (arg[1] != '-') {
             tw_error_set(err, TW_ERR_USAGE, 0,
                          "unknown option %s (see tokenwatch --help)", arg);
@@ -574,6 +698,14 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
                      "--collection (TOKENWATCH_COLLECTION) needs --db "
                      "(TOKENWATCH_DB): which database holds '%s'?",
                      s->collection);
+        return false;
+    }
+    if (s->crit_at.kind == s->warn_at.kind &&
+        ((s->crit_at.kind == TW_LIMIT_SHARE && s->crit_at.share > s->warn_at.share) ||
+         (s->crit_at.kind == TW_LIMIT_DURATION && s->crit_at.ms > s->warn_at.ms))) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "--crit-at must not be above --warn-at: a token is critical "
+                     "after it is warned about");
         return false;
     }
     if (!s->stream_key) {
@@ -595,6 +727,9 @@ void tw_settings_release(tw_settings_t *s)
         if (table[k].type == TYPE_STRING) {
             char **field = (char **)((char *)s + table[k].offset);
             free(*field);
+        } else if (table[k].type == TYPE_LIST) {
+            list_clear((char ***)((char *)s + table[k].offset),
+                       (size_t *)((char *)s + table[k].offset + sizeof(char **)));
         }
     }
     for (size_t k = 0; k < s->positional_count; k++)

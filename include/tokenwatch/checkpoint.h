@@ -73,6 +73,15 @@ bool tw_checkpoint_decode(const char *const names[], const char *const values[],
 bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
                         bool *found, tw_error_t *err);
 
+/*
+ * Reads the position a guarded key holds: a checkpoint hash, or a string
+ * with a token (JSON or hex) or a SPEC time. found is false (and true
+ * returned) when the key does not exist; a value that is none of these
+ * fails with TW_ERR_USAGE and the reason, a Redis failure with TW_ERR_REDIS.
+ */
+bool tw_checkpoint_read_position(redisContext *c, const char *key,
+                                 tw_ctime_t *out, bool *found, tw_error_t *err);
+
 typedef struct {
     const char *checkpoint_key;
     const tw_checkpoint_t *record;

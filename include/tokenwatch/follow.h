@@ -51,6 +51,13 @@ typedef enum { TW_FOLLOW_EVENT, TW_FOLLOW_IDLE, TW_FOLLOW_FAILED } tw_follow_sta
 typedef struct tw_follow tw_follow_t;
 
 /*
+ * A client pool for uri, with error API 2 and the appname set. Without a
+ * serverSelectionTimeoutMS in the URI it uses 5 s instead of libmongoc's
+ * 30 s, so a watcher stays responsive to signals during an outage.
+ */
+mongoc_client_pool_t *tw_follow_pool_new(const char *uri, tw_error_t *err);
+
+/*
  * Sends the aggregate. On failure returns NULL, fills err (code = the
  * server's code, 0 for a client-side error) and *failure.
  */

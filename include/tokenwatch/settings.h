@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tokenwatch/duration.h"
 #include "tokenwatch/error.h"
 
 typedef enum { TW_SINK_NONE = 0, TW_SINK_STDOUT, TW_SINK_REDIS } tw_sink_kind_t;
@@ -48,15 +49,26 @@ typedef struct {
     char *until;        /* a SPEC, validated */
     int log_format;     /* tw_log_format_t */
     int log_level;      /* tw_log_level_t */
+    char **guard;       /* more checkpoint keys to guard */
+    size_t guard_count;
+    tw_limit_t warn_at;
+    tw_limit_t crit_at;
+    int64_t monitor_interval_ms;
+    int64_t retention_ms; /* 0: read the oplog */
+    char *slack_webhook;  /* secret */
+    char *slack_webhook_file;
+    int64_t alert_repeat_ms;
+    char *metrics_addr; /* "off" disables */
 
     /* Not settings: what parsing found besides them. */
     bool help;
     bool version;
+    bool json; /* --json: status prints JSON */
     char **positional; /* arguments that are not options, in order */
     size_t positional_count;
     char **warnings; /* for the log, once it is configured */
     size_t warning_count;
-    tw_setting_source_t sources[32]; /* by table index */
+    tw_setting_source_t sources[48]; /* by table index */
 } tw_settings_t;
 
 /*

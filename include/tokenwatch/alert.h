@@ -1,0 +1,50 @@
+/*
+ * alert.h - what an alert says. Pure: values in, text out.
+ *
+ * Each message names the environment, the stream and key, the state, the
+ * token's time (UTC), the window and the time left in words; for WARN,
+ * CRIT and LOST the exact command that recovers, and how to widen the
+ * window. The Slack payload is Block Kit with a plain `text` fallback; the
+ * same text is what the log shows.
+ */
+#ifndef TOKENWATCH_ALERT_H
+#define TOKENWATCH_ALERT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tokenwatch/guard.h"
+#include "tokenwatch/oplog.h"
+#include "tokenwatch/token.h"
+
+typedef struct {
+    const char *environment;
+    const char *name; /* the stream */
+    const char *key;
+    bool own; /* the watcher's own checkpoint (recoverable by tokenwatch) */
+    tw_state_t state;
+    tw_state_t previous;
+    tw_notify_t notify;
+    bool has_token;
+    tw_ctime_t token;
+    bool has_measure;
+    tw_measure_t measure;
+    tw_oplog_window_t window;
+    const char *reason; /* why UNKNOWN, or what happened (may be NULL) */
+    int64_t now_ms;     /* wall clock, to say when a token will be lost */
+} tw_alert_t;
+
+/* One line for the log and Slack's fallback (bson_free). */
+char *tw_alert_text(const tw_alert_t *a);
+
+/* The incoming-webhook payload, JSON (bson_free). */
+char *tw_alert_slack_payload(const tw_alert_t *a);
+
+/* The command that recovers, or NULL when there is nothing to recover
+ * (bson_free). */
+char *tw_alert_recovery(const tw_alert_t *a);
+
+/* How to widen the window on this kind of deployment (bson_free). */
+char *tw_alert_widen_hint(const tw_alert_t *a);
+
+#endif

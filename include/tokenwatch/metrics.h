@@ -1,0 +1,142 @@
+/*
+ * metrics.h - Prometheus metrics, liveness and readiness, served over HTTP.
+ *
+ * A tw_metrics_t is a registry of metric families (counters and gauges),
+ * each holding series keyed by their label set, plus the state /healthz and
+ * /readyz report. One mutex guards all of it: the follower, guard and alert
+ * threads update it while the HTTP thread renders it. An update is a lock, a
+ * few string compares and an unlock, so calling tw_metrics_add once per
+ * change event is fine.
+ *
+ * Misuse (an undeclared family, a counter set or decreased, a malformed
+ * label set) is a bug in the caller, not an operator's problem: the update
+ * is dropped, the call returns false and a warning is logged once per
+ * family, so a hot path cannot flood the log.
+ *
+ * tw_http_t serves the registry with libmicrohttpd on one internal thread:
+ * GET (or HEAD) /metrics, /healthz and /readyz; other paths 404, other
+ * methods 405.
+ */
+#ifndef TOKENWATCH_METRICS_H
+#define TOKENWATCH_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenwatch/clock.h"
+#include "tokenwatch/error.h"
+
+typedef enum { TW_METRIC_COUNTER = 0, TW_METRIC_GAUGE } tw_metric_type_t;
+
+/* Room for a label set of two labels whose values are Redis keys, escaped. */
+#define TW_METRICS_LABELS_MAX 1024
+
+typedef struct tw_metrics tw_metrics_t;
+
+/* NULL when out of memory. */
+tw_metrics_t *tw_metrics_new(void);
+/* NULL is fine. Stop any tw_http_t serving m first. */
+void tw_metrics_free(tw_metrics_t *m);
+
+/*
+ * Declares a family before any update to it; render lists families in the
+ * order they were declared. name must match [a-zA-Z_:][a-zA-Z0-9_:]*; name
+ * and help are copied. Declaring the same name again with the same type is
+ * harmless (the help text is replaced); with another type it is refused.
+ */
+bool tw_metrics_declare(tw_metrics_t *m, const char *name,
+                        tw_metric_type_t type, const char *help);
+
+/*
+ * labels: NULL or "" for the series without labels, else the body of a
+ * Prometheus label set, `key="tokenwatch:{a}:checkpoint",state="OK"`, built
+ * with tw_metrics_label / tw_metrics_label_append so values are escaped. The
+ * string is copied when the series is created and then compared byte for
+ * byte: write the labels of a family in the same order every time.
+ */
+
+/* Counter or gauge: adds delta (>= 0 for a counter). A delta of 0 creates the
+ * series at 0, so it shows in a scrape before the first event. */
+bool tw_metrics_add(tw_metrics_t *m, const char *name, const char *labels,
+                    double delta);
+/* Gauge only. */
+bool tw_metrics_set(tw_metrics_t *m, const char *name, const char *labels,
+                    double value);
+/* Drops one series (a key no longer guarded); false when there was none. */
+bool tw_metrics_remove(tw_metrics_t *m, const char *name, const char *labels);
+/* The series' value; NAN when the family or the series does not exist. */
+double tw_metrics_get(tw_metrics_t *m, const char *name, const char *labels);
+
+/*
+ * Writes `name="value"` into out (n bytes), the value escaped as the
+ * exposition format wants (\\, \", \n). false (and out "") when name is not
+ * a valid label name or the result does not fit: a cut label would merge
+ * series or break the scrape, so nothing partial is ever written.
+ */
+bool tw_metrics_label(char *out, size_t n, const char *name,
+                      const char *value);
+/* The same, appended to the label set already in out, after a comma when
+ * out is not empty. On false, out is left as it was. */
+bool tw_metrics_label_append(char *out, size_t n, const char *name,
+                             const char *value);
+
+/*
+ * The whole registry in the Prometheus text format 0.0.4: per family, in
+ * declaration order, `# HELP`, `# TYPE`, then one line per series in the
+ * order they were created. Integral values print without a decimal point,
+ * others in the shortest form that reads back exactly, and non-finite ones
+ * as +Inf, -Inf, NaN. The caller frees the result with free(); NULL when out
+ * of memory.
+ */
+char *tw_metrics_render(tw_metrics_t *m);
+
+/* The main loop calls this often, with tw_clock_mono_ms(). */
+void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms);
+
+/*
+ * Readiness is the AND of named parts ("mongo", "redis"); part is copied.
+ * Declare every part (as false) at start-up: /readyz is not ready while no
+ * part has been reported at all.
+ */
+void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready);
+
+typedef struct tw_http tw_http_t;
+
+#define TW_HTTP_HOST_MAX 256
+
+/*
+ * Parses "HOST:PORT" where HOST is an IPv4 address (0.0.0.0 for every
+ * interface), "localhost" or an IPv6 address in brackets ("[::1]:9470"),
+ * and PORT is 0..65535 (0: any free port). host receives the address
+ * without brackets. false, with a message naming the value, on anything
+ * else.
+ */
+bool tw_http_parse_addr(const char *addr, char *host, size_t host_size,
+                        int *port, tw_error_t *err);
+
+/*
+ * Starts serving m on addr, on a thread of its own. m and clock are
+ * borrowed and must outlive the server (until tw_http_stop returns); clock
+ * is read from the server thread, so its mono_ms must be safe to call from
+ * there.
+ *
+ * /healthz is 200 while the last heartbeat is younger than stall_ms (> 0),
+ * 503 naming the age otherwise; before the first heartbeat the age counts
+ * from this call. /readyz is 200 when every part is ready, 503 listing
+ * those that are not.
+ *
+ * NULL on error: a bad addr (TW_ERR_USAGE) or one that cannot be bound, a
+ * port in use (TW_ERR_SYSTEM); the message names the address.
+ */
+tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
+                         const tw_clock_t *clock, int64_t stall_ms,
+                         tw_error_t *err);
+
+/* The port bound (useful after asking for port 0). */
+int tw_http_port(const tw_http_t *h);
+
+/* Stops the server thread and closes the socket. NULL is fine. */
+void tw_http_stop(tw_http_t *h);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * monitor.h - the guard, as a loop: every --monitor-interval it measures the
+ * oplog window and every guarded token, decides each token's state, alerts
+ * on changes and keeps the metrics. It runs on its own thread with its own
+ * MongoDB client and Redis connection, so a slow probe never stalls
+ * following; `tokenwatch status` runs one round of it.
+ */
+#ifndef TOKENWATCH_MONITOR_H
+#define TOKENWATCH_MONITOR_H
+
+#include <mongoc/mongoc.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tokenwatch/clock.h"
+#include "tokenwatch/error.h"
+#include "tokenwatch/guard.h"
+#include "tokenwatch/metrics.h"
+#include "tokenwatch/oplog.h"
+#include "tokenwatch/redis.h"
+#include "tokenwatch/settings.h"
+#include "tokenwatch/slack.h"
+
+#define TW_REASON_MAX (TW_ERROR_MESSAGE_MAX + 128)
+
+/* One guarded token as last measured. */
+typedef struct {
+    char *key;
+    bool own; /* the watcher's own checkpoint */
+    bool assessed;
+    tw_state_t state;
+    bool has_token;
+    tw_ctime_t token;
+    bool has_measure;
+    tw_measure_t measure;
+    char reason[TW_REASON_MAX]; /* why UNKNOWN */
+    tw_tracker_t tracker;
+} tw_guarded_t;
+
+typedef struct {
+    const tw_settings_t *settings;  /* borrowed, outlives the monitor */
+    mongoc_client_pool_t *pool;     /* a client is popped for the monitor */
+    const tw_redis_url_t *redis_url;
+    tw_metrics_t *metrics; /* may be NULL */
+    tw_slack_t *slack;     /* may be NULL: alerts are only logged */
+    /* Failed rounds in a row before tokens are UNKNOWN: 3 for the watcher,
+     * 1 for a one-shot status. */
+    unsigned unknown_after;
+    /* A missing own checkpoint: UNKNOWN (status) or not assessed yet (run,
+     * which writes it within a second of starting). */
+    bool own_missing_is_unknown;
+    bool alerts; /* log and send alerts on state changes */
+} tw_monitor_opts_t;
+
+typedef struct tw_monitor tw_monitor_t;
+
+tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts);
+
+/* One round: measure, assess, alert, update metrics. */
+void tw_monitor_tick(tw_monitor_t *m);
+
+/* The guarded tokens, in order: the own checkpoint first. Borrowed. */
+size_t tw_monitor_keys(const tw_monitor_t *m, const tw_guarded_t **keys);
+
+/* The last window read, or NULL when none was. Borrowed. */
+const tw_oplog_window_t *tw_monitor_window(const tw_monitor_t *m);
+double tw_monitor_tail_rate(const tw_monitor_t *m);
+
+/* Runs rounds on a thread of its own, every --monitor-interval. */
+bool tw_monitor_start(tw_monitor_t *m, tw_error_t *err);
+
+/* Stops the thread (if any) and frees; NULL is fine. */
+void tw_monitor_free(tw_monitor_t *m);
+
+/* Declares every tokenwatch metric family, so /metrics shows them all
+ * from the first scrape. */
+void tw_monitor_declare_metrics(tw_metrics_t *metrics);
+
+#endif

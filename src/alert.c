@@ -1,0 +1,235 @@
+#include "tokenwatch/alert.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "tokenwatch/duration.h"
+
+static const char *state_emoji(const tw_alert_t *a)
+{
+    if (a->notify == TW_NOTIFY_RESOLVED)
+        return ":white_check_mark:";
+    switch (a->state) {
+    case TW_STATE_OK: return ":white_check_mark:";
+    case TW_STATE_WARN: return ":warning:";
+    case TW_STATE_CRIT: return ":rotating_light:";
+    case TW_STATE_LOST: return ":x:";
+    case TW_STATE_UNKNOWN: return ":grey_question:";
+    }
+    return "";
+}
+
+static void seconds_words(double seconds, char out[TW_DURATION_TEXT_MAX])
+{
+    tw_duration_words(seconds > 0 ? (int64_t)llround(seconds * 1000.0) : 0, out);
+}
+
+static void time_left_words(const tw_alert_t *a, char out[TW_DURATION_TEXT_MAX])
+{
+    if (a->state == TW_STATE_LOST)
+        snprintf(out, TW_DURATION_TEXT_MAX, "none (lost)");
+    else if (a->measure.unbounded)
+        snprintf(out, TW_DURATION_TEXT_MAX, "unbounded (oplog not truncating)");
+    else
+        seconds_words(a->measure.time_left_s, out);
+}
+
+char *tw_alert_widen_hint(const tw_alert_t *a)
+{
+    int64_t hours;
+
+    if (a->window.from_retention)
+        return bson_strdup("raise the change stream log retention "
+                           "(Amazon DocumentDB: the cluster parameter "
+                           "change_stream_log_retention_duration, up to 7 days)");
+    /* Twice the window seen, at least a day: room for a stalled weekend. */
+    hours = (2 * (a->has_measure ? a->measure.window_s : 0) + 3599) / 3600;
+    if (hours < 24)
+        hours = 24;
+    return bson_strdup_printf(
+        "db.adminCommand({replSetResizeOplog: 1, minRetentionHours: %lld}) on "
+        "each member (Atlas: the cluster's minimum oplog window)",
+        (long long)hours);
+}
+
+char *tw_alert_recovery(const tw_alert_t *a)
+{
+    if (a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT &&
+        a->state != TW_STATE_LOST)
+        return NULL;
+    if (!a->own) {
+        if (a->state == TW_STATE_LOST)
+            return bson_strdup_printf(
+                "the consumer whose checkpoint is %s cannot resume: restart it "
+                "from a new position (the oldest entry still in the oplog, "
+                "cluster time %u:%u) and reconcile what it missed",
+                a->key, a->window.oldest.t, a->window.oldest.i);
+        return bson_strdup_printf(
+            "get the consumer whose checkpoint is %s moving again before the "
+            "time left runs out",
+            a->key);
+    }
+    if (a->state == TW_STATE_LOST)
+        return bson_strdup_printf(
+            "tokenwatch run --name %s --environment %s --resume-from oldest "
+            "--dry-run, then the same with --confirm %s instead of --dry-run "
+            "(the skipped stretch is recorded in tokenwatch:{%s}:gaps)",
+            a->name, a->environment, a->environment, a->name);
+    return bson_strdup_printf(
+        "restart tokenwatch --name %s so it resumes before the time left "
+        "runs out (check its log for why it stalled); if it is lost: "
+        "tokenwatch run --name %s --environment %s --resume-from oldest "
+        "--dry-run",
+        a->name, a->name, a->environment);
+}
+
+char *tw_alert_text(const tw_alert_t *a)
+{
+    char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX];
+    char left[TW_DURATION_TEXT_MAX], when[TW_UTC_TEXT_MAX];
+    char *recovery = tw_alert_recovery(a);
+    char *widen = NULL;
+    char *text;
+    const char *lead;
+    char detail[512] = "";
+
+    if (a->notify == TW_NOTIFY_RESOLVED)
+        lead = "resolved";
+    else if (a->notify == TW_NOTIFY_REPEAT)
+        lead = "still";
+    else
+        lead = "now";
+    if (a->has_token)
+        tw_utc_format(tw_ctime_wall_ms(a->token), token_date);
+    if (a->has_measure) {
+        seconds_words((double)a->measure.window_s, window);
+        time_left_words(a, left);
+        if (a->state != TW_STATE_LOST && !a->measure.unbounded) {
+            tw_utc_format(a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0), when);
+            snprintf(detail, sizeof detail,
+                     "; token from %s, %s left (%.0f%% of a %s window; lost "
+                     "around %s)",
+                     token_date, left, a->measure.share * 100.0, window, when);
+        } else {
+            snprintf(detail, sizeof detail, "; token from %s, time left %s, window %s",
+                     a->has_token ? token_date : "?", left, window);
+        }
+    } else if (a->has_token) {
+        snprintf(detail, sizeof detail, "; token from %s", token_date);
+    }
+    if (a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT || a->state == TW_STATE_LOST)
+        widen = tw_alert_widen_hint(a);
+    text = bson_strdup_printf(
+        "[%s] tokenwatch %s: %s is %s %s%s%s%s%s%s%s%s%s", a->environment, a->name, a->key,
+        lead, tw_state_name(a->state),
+        a->notify == TW_NOTIFY_RESOLVED ? " (was " : "",
+        a->notify == TW_NOTIFY_RESOLVED ? tw_state_name(a->previous) : "",
+        a->notify == TW_NOTIFY_RESOLVED ? ")" : "", detail,
+        a->reason ? ": " : "", a->reason ? a->reason : "",
+        recovery ? ". Recover: " : "", recovery ? recovery : "");
+    if (widen) {
+        char *longer = bson_strdup_printf("%s. Widen the window: %s", text, widen);
+        bson_free(text);
+        text = longer;
+    }
+    bson_free(recovery);
+    bson_free(widen);
+    return text;
+}
+
+static void append_text_block(bson_t *blocks, int *n, const char *type,
+                              const char *text_type, const char *text)
+{
+    bson_t block, body;
+    char key[16];
+
+    snprintf(key, sizeof key, "%d", (*n)++);
+    BSON_APPEND_DOCUMENT_BEGIN(blocks, key, &block);
+    BSON_APPEND_UTF8(&block, "type", type);
+    BSON_APPEND_DOCUMENT_BEGIN(&block, "text", &body);
+    BSON_APPEND_UTF8(&body, "type", text_type);
+    BSON_APPEND_UTF8(&body, "text", text);
+    bson_append_document_end(&block, &body);
+    bson_append_document_end(blocks, &block);
+}
+
+static void append_field(bson_t *fields, int *n, const char *label, const char *value)
+{
+    bson_t field;
+    char key[16];
+    char *text = bson_strdup_printf("*%s*\n%s", label, value);
+
+    snprintf(key, sizeof key, "%d", (*n)++);
+    BSON_APPEND_DOCUMENT_BEGIN(fields, key, &field);
+    BSON_APPEND_UTF8(&field, "type", "mrkdwn");
+    BSON_APPEND_UTF8(&field, "text", text);
+    bson_append_document_end(fields, &field);
+    bson_free(text);
+}
+
+char *tw_alert_slack_payload(const tw_alert_t *a)
+{
+    bson_t payload = BSON_INITIALIZER;
+    bson_t blocks, section, fields;
+    char *text = tw_alert_text(a);
+    char *recovery = tw_alert_recovery(a);
+    char *header;
+    char *json;
+    char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX];
+    char left[TW_DURATION_TEXT_MAX], ct[TW_CTIME_TEXT_MAX];
+    char *token_field;
+    int nblocks = 0, nfields = 0;
+
+    header = bson_strdup_printf("%s %s%s · %s · %s", state_emoji(a),
+                                a->notify == TW_NOTIFY_RESOLVED ? "resolved: " : "",
+                                tw_state_name(a->state), a->environment, a->name);
+    BSON_APPEND_UTF8(&payload, "text", text);
+    BSON_APPEND_ARRAY_BEGIN(&payload, "blocks", &blocks);
+    append_text_block(&blocks, &nblocks, "header", "plain_text", header);
+
+    {
+        char key[16];
+        snprintf(key, sizeof key, "%d", nblocks++);
+        BSON_APPEND_DOCUMENT_BEGIN(&blocks, key, &section);
+        BSON_APPEND_UTF8(&section, "type", "section");
+        BSON_APPEND_ARRAY_BEGIN(&section, "fields", &fields);
+        append_field(&fields, &nfields, "Environment", a->environment);
+        append_field(&fields, &nfields, "Stream", a->name);
+        append_field(&fields, &nfields, "Key", a->key);
+        append_field(&fields, &nfields, "State", tw_state_name(a->state));
+        if (a->has_token) {
+            tw_utc_format(tw_ctime_wall_ms(a->token), token_date);
+            tw_ctime_format(a->token, ct);
+            token_field = bson_strdup_printf("%s (%s)", token_date, ct);
+            append_field(&fields, &nfields, "Token time (UTC)", token_field);
+            bson_free(token_field);
+        }
+        if (a->has_measure) {
+            seconds_words((double)a->measure.window_s, window);
+            time_left_words(a, left);
+            append_field(&fields, &nfields,
+                         a->window.from_retention ? "Window (--retention)" : "Oplog window",
+                         window);
+            append_field(&fields, &nfields, "Time left", left);
+        }
+        bson_append_array_end(&section, &fields);
+        bson_append_document_end(&blocks, &section);
+    }
+    if (a->reason)
+        append_text_block(&blocks, &nblocks, "section", "mrkdwn", a->reason);
+    if (recovery) {
+        char *widen = tw_alert_widen_hint(a);
+        char *how = bson_strdup_printf("*Recover:* `%s`\n*Widen the window:* `%s`",
+                                       recovery, widen);
+        append_text_block(&blocks, &nblocks, "section", "mrkdwn", how);
+        bson_free(how);
+        bson_free(widen);
+    }
+    bson_append_array_end(&payload, &blocks);
+    json = bson_as_relaxed_extended_json(&payload, NULL);
+    bson_destroy(&payload);
+    bson_free(header);
+    bson_free(text);
+    bson_free(recovery);
+    return json;
+}

@@ -1,0 +1,410 @@
+#include "tokenwatch/monitor.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tokenwatch/alert.h"
+#include "tokenwatch/checkpoint.h"
+#include "tokenwatch/duration.h"
+#include "tokenwatch/log.h"
+#include "tokenwatch/retry.h"
+
+struct tw_monitor {
+    tw_monitor_opts_t opts;
+    tw_clock_t clock; /* the monitor thread's own */
+    mongoc_client_t *client;
+    redisContext *redis;
+    tw_guarded_t *keys;
+    size_t key_count;
+
+    tw_tail_t tail;
+    tw_oplog_window_t window;
+    bool has_window;
+    unsigned mongo_failures;
+    unsigned redis_failures;
+    tw_error_t mongo_error;
+    tw_error_t redis_error;
+    tw_outage_t mongo_outage;
+    tw_outage_t redis_outage;
+    bool told_unauthorized;
+
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stopping;
+};
+
+void tw_monitor_declare_metrics(tw_metrics_t *metrics)
+{
+    static const struct {
+        const char *name;
+        tw_metric_type_t type;
+        const char *help;
+    } families[] = {
+        {"tokenwatch_events_total", TW_METRIC_COUNTER, "Change events handed on."},
+        {"tokenwatch_checkpoints_total", TW_METRIC_COUNTER, "Checkpoints written to Redis."},
+        {"tokenwatch_checkpoint_age_seconds", TW_METRIC_GAUGE,
+         "Wall time now minus the stored checkpoint's cluster time."},
+        {"tokenwatch_oplog_window_seconds", TW_METRIC_GAUGE,
+         "Newest oplog entry's time minus the oldest's (or --retention)."},
+        {"tokenwatch_oplog_tail_rate", TW_METRIC_GAUGE,
+         "Oplog seconds the oldest entry advances per wall second."},
+        {"tokenwatch_token_headroom_seconds", TW_METRIC_GAUGE,
+         "A guarded token's cluster time minus the oldest oplog entry's."},
+        {"tokenwatch_token_time_left_seconds", TW_METRIC_GAUGE,
+         "Headroom divided by the tail rate: wall seconds until the token is lost."},
+        {"tokenwatch_token_state", TW_METRIC_GAUGE,
+         "1 for a guarded token's current state (OK, WARN, CRIT, LOST, UNKNOWN)."},
+        {"tokenwatch_alerts_sent_total", TW_METRIC_COUNTER, "Alerts delivered to Slack."},
+        {"tokenwatch_alerts_failed_total", TW_METRIC_COUNTER,
+         "Alerts Slack refused or that were given up after retries."},
+        {"tokenwatch_alerts_dropped_total", TW_METRIC_COUNTER,
+         "Alerts dropped because the send queue was full."},
+        {"tokenwatch_fallbacks_total", TW_METRIC_COUNTER,
+         "Fallback replays after a lost resume point."},
+    };
+
+    for (size_t k = 0; k < sizeof families / sizeof families[0]; k++) {
+        tw_metrics_declare(metrics, families[k].name, families[k].type, families[k].help);
+        /* A counter exists from the start: rate() needs its first 0. */
+        if (families[k].type == TW_METRIC_COUNTER)
+            tw_metrics_add(metrics, families[k].name, NULL, 0);
+    }
+}
+
+static void add_key(tw_monitor_t *m, const char *key, bool own)
+{
+    tw_guarded_t *grown = realloc(m->keys, (m->key_count + 1) * sizeof *grown);
+
+    if (!grown)
+        abort();
+    m->keys = grown;
+    memset(&grown[m->key_count], 0, sizeof grown[0]);
+    grown[m->key_count].key = strdup(key);
+    grown[m->key_count].own = own;
+    m->key_count++;
+}
+
+tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
+{
+    tw_monitor_t *m = calloc(1, sizeof *m);
+    char own[TW_KEY_MAX];
+
+    if (!m)
+        abort();
+    m->opts = *opts;
+    if (m->opts.unknown_after == 0)
+        m->opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
+    tw_clock_init_system(&m->clock);
+    tw_tail_init(&m->tail);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->wake, NULL);
+    tw_checkpoint_key(opts->settings->name, "checkpoint", own);
+    add_key(m, own, true);
+    for (size_t k = 0; k < opts->settings->guard_count; k++)
+        if (strcmp(opts->settings->guard[k], own) != 0)
+            add_key(m, opts->settings->guard[k], false);
+    return m;
+}
+
+static void probe_window(tw_monitor_t *m, int64_t now_wall, int64_t now_mono)
+{
+    tw_error_t err;
+
+    if (m->opts.settings->retention_ms > 0) {
+        tw_oplog_from_retention(now_wall, m->opts.settings->retention_ms, &m->window);
+        m->has_window = true;
+        m->mongo_failures = 0;
+        return;
+    }
+    if (!m->client)
+        m->client = mongoc_client_pool_pop(m->opts.pool);
+    if (tw_oplog_probe(m->client, &m->window, &err)) {
+        m->has_window = true;
+        m->mongo_failures = 0;
+        tw_tail_observe(&m->tail, m->window.oldest, now_mono);
+        if (tw_outage_ok(&m->mongo_outage, now_mono))
+            TW_INFO("guard: the oplog window can be read again");
+        return;
+    }
+    m->mongo_failures++;
+    m->mongo_error = err;
+    if (err.code == TW_OPLOG_UNAUTHORIZED) {
+        if (!m->told_unauthorized)
+            TW_ERROR("guard: %s", err.message);
+        m->told_unauthorized = true;
+    } else if (tw_outage_fail(&m->mongo_outage, now_mono)) {
+        TW_WARN("guard: cannot read the oplog window: %s", err.message);
+    }
+}
+
+/* Reads every guarded key; false when Redis itself failed. */
+static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
+                      bool *found, tw_ctime_t *positions)
+{
+    tw_error_t err;
+
+    if (!m->redis)
+        m->redis = tw_redis_connect(m->opts.redis_url, 5000, &err);
+    if (!m->redis)
+        goto failed;
+    for (size_t k = 0; k < m->key_count; k++) {
+        tw_error_clear(&results[k]);
+        if (!tw_checkpoint_read_position(m->redis, m->keys[k].key, &positions[k],
+                                         &found[k], &results[k]) &&
+            results[k].domain == TW_ERR_REDIS &&
+            results[k].code != TW_REDIS_REPLY_ERROR) {
+            err = results[k];
+            redisFree(m->redis);
+            m->redis = NULL;
+            goto failed;
+        }
+    }
+    m->redis_failures = 0;
+    if (tw_outage_ok(&m->redis_outage, now_mono))
+        TW_INFO("guard: Redis can be read again");
+    return true;
+failed:
+    m->redis_failures++;
+    m->redis_error = err;
+    if (tw_outage_fail(&m->redis_outage, now_mono))
+        TW_WARN("guard: cannot read the guarded keys: %s", err.message);
+    return false;
+}
+
+static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g, int64_t now_wall)
+{
+    char labels[TW_METRICS_LABELS_MAX];
+
+    if (!m->opts.metrics)
+        return;
+    tw_metrics_label(labels, sizeof labels, "key", g->key);
+    if (g->has_measure && g->state != TW_STATE_UNKNOWN) {
+        tw_metrics_set(m->opts.metrics, "tokenwatch_token_headroom_seconds", labels,
+                       (double)g->measure.headroom_s);
+        tw_metrics_set(m->opts.metrics, "tokenwatch_token_time_left_seconds", labels,
+                       g->measure.unbounded ? INFINITY : g->measure.time_left_s);
+    }
+    for (int s = 0; s < TW_STATE_COUNT; s++) {
+        char with_state[TW_METRICS_LABELS_MAX];
+
+        memcpy(with_state, labels, sizeof labels);
+        tw_metrics_label_append(with_state, sizeof with_state, "state",
+                                tw_state_name((tw_state_t)s));
+        tw_metrics_set(m->opts.metrics, "tokenwatch_token_state", with_state,
+                       g->assessed && g->state == (tw_state_t)s ? 1.0 : 0.0);
+    }
+    if (g->own && g->has_token)
+        tw_metrics_set(m->opts.metrics, "tokenwatch_checkpoint_age_seconds", NULL,
+                       (double)(now_wall - tw_ctime_wall_ms(g->token)) / 1000.0);
+}
+
+static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify,
+                  int64_t now_wall)
+{
+    tw_alert_t a;
+    char *text;
+
+    memset(&a, 0, sizeof a);
+    a.environment = m->opts.settings->environment;
+    a.name = m->opts.settings->name;
+    a.key = g->key;
+    a.own = g->own;
+    a.state = g->state;
+    a.previous = g->tracker.previous;
+    a.notify = notify;
+    a.has_token = g->has_token;
+    a.token = g->token;
+    a.has_measure = g->has_measure && g->state != TW_STATE_UNKNOWN;
+    a.measure = g->measure;
+    a.window = m->window;
+    a.reason = g->reason[0] ? g->reason : NULL;
+    a.now_ms = now_wall;
+    text = tw_alert_text(&a);
+    if (g->state == TW_STATE_OK)
+        TW_INFO("alert: %s", text);
+    else
+        TW_WARN("alert: %s", text);
+    if (m->opts.slack) {
+        char *payload = tw_alert_slack_payload(&a);
+        char summary[TW_KEY_MAX + 32];
+
+        snprintf(summary, sizeof summary, "%s %s", g->key, tw_state_name(g->state));
+        tw_slack_enqueue(m->opts.slack, payload, summary);
+        bson_free(payload);
+    }
+    bson_free(text);
+}
+
+static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
+                   bool read_ok, bool found, tw_ctime_t position)
+{
+    double rate = m->opts.settings->retention_ms > 0 ? 1.0 : tw_tail_rate(&m->tail);
+    unsigned after = m->opts.unknown_after;
+
+    g->reason[0] = '\0';
+    if (m->mongo_failures >= after || m->redis_failures >= after) {
+        const tw_error_t *e = m->mongo_failures >= after ? &m->mongo_error : &m->redis_error;
+
+        g->state = TW_STATE_UNKNOWN;
+        snprintf(g->reason, sizeof g->reason, "%s unreadable for %u rounds: %s",
+                 m->mongo_failures >= after ? "MongoDB" : "Redis",
+                 m->mongo_failures >= after ? m->mongo_failures : m->redis_failures,
+                 e->message);
+        g->assessed = true;
+        return;
+    }
+    if (m->mongo_failures > 0 || m->redis_failures > 0 || !m->has_window)
+        return; /* a blip: keep the last state until it lasts */
+    if (!read_ok) {
+        g->state = TW_STATE_UNKNOWN;
+        g->has_token = false;
+        snprintf(g->reason, sizeof g->reason, "%s", read_err->message);
+        g->assessed = true;
+        return;
+    }
+    if (!found) {
+        if (g->own && !m->opts.own_missing_is_unknown)
+            return;
+        g->state = TW_STATE_UNKNOWN;
+        g->has_token = false;
+        snprintf(g->reason, sizeof g->reason, "%s does not exist%s", g->key,
+                 g->own ? " (no checkpoint yet)" : "");
+        g->assessed = true;
+        return;
+    }
+    g->has_token = true;
+    g->token = position;
+    g->has_measure = true;
+    tw_guard_measure(&m->window, position, rate, &g->measure);
+    g->state = tw_guard_state(position, &m->window, &g->measure,
+                              &m->opts.settings->warn_at, &m->opts.settings->crit_at);
+    g->assessed = true;
+}
+
+void tw_monitor_tick(tw_monitor_t *m)
+{
+    int64_t now_wall = tw_clock_wall_ms(&m->clock);
+    int64_t now_mono = tw_clock_mono_ms(&m->clock);
+    size_t n = m->key_count;
+    tw_error_t *errors = calloc(n, sizeof *errors);
+    bool *found = calloc(n, sizeof *found);
+    tw_ctime_t *positions = calloc(n, sizeof *positions);
+    bool redis_ok;
+
+    if (!errors || !found || !positions)
+        abort();
+    probe_window(m, now_wall, now_mono);
+    redis_ok = read_keys(m, now_mono, errors, found, positions);
+    if (m->opts.metrics && m->has_window && m->mongo_failures == 0) {
+        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_window_seconds", NULL,
+                       (double)tw_oplog_window_seconds(&m->window));
+        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_tail_rate", NULL,
+                       tw_monitor_tail_rate(m));
+    }
+    for (size_t k = 0; k < n; k++) {
+        tw_guarded_t *g = &m->keys[k];
+        bool read_ok = redis_ok && errors[k].domain == TW_ERR_NONE;
+
+        assess(m, g, &errors[k], read_ok, found[k], positions[k]);
+        if (!g->assessed)
+            continue;
+        if (m->opts.alerts) {
+            tw_notify_t notify = tw_tracker_update(&g->tracker, g->state, now_wall,
+                                                   m->opts.settings->alert_repeat_ms);
+            if (notify != TW_NOTIFY_NONE)
+                alert(m, g, notify, now_wall);
+        }
+        update_metrics(m, g, now_wall);
+    }
+    free(errors);
+    free(found);
+    free(positions);
+}
+
+size_t tw_monitor_keys(const tw_monitor_t *m, const tw_guarded_t **keys)
+{
+    *keys = m->keys;
+    return m->key_count;
+}
+
+const tw_oplog_window_t *tw_monitor_window(const tw_monitor_t *m)
+{
+    return m->has_window ? &m->window : NULL;
+}
+
+double tw_monitor_tail_rate(const tw_monitor_t *m)
+{
+    return m->opts.settings->retention_ms > 0 ? 1.0 : tw_tail_rate(&m->tail);
+}
+
+static void *monitor_main(void *arg)
+{
+    tw_monitor_t *m = arg;
+
+    pthread_mutex_lock(&m->lock);
+    while (!m->stopping) {
+        struct timespec until;
+        int64_t interval = m->opts.settings->monitor_interval_ms;
+
+        pthread_mutex_unlock(&m->lock);
+        tw_monitor_tick(m);
+        pthread_mutex_lock(&m->lock);
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += interval / 1000;
+        until.tv_nsec += (interval % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!m->stopping &&
+               pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+bool tw_monitor_start(tw_monitor_t *m, tw_error_t *err)
+{
+    pthread_condattr_t attr;
+
+    /* Sleep on the monotonic clock: a wall clock step must not stall it. */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&m->wake);
+    pthread_cond_init(&m->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&m->thread, NULL, monitor_main, m) != 0) {
+        tw_error_set(err, TW_ERR_SYSTEM, 0, "cannot start the guard thread");
+        return false;
+    }
+    m->running = true;
+    return true;
+}
+
+void tw_monitor_free(tw_monitor_t *m)
+{
+    if (!m)
+        return;
+    if (m->running) {
+        pthread_mutex_lock(&m->lock);
+        m->stopping = true;
+        pthread_cond_signal(&m->wake);
+        pthread_mutex_unlock(&m->lock);
+        pthread_join(m->thread, NULL);
+    }
+    if (m->client)
+        mongoc_client_pool_push(m->opts.pool, m->client);
+    redisFree(m->redis);
+    for (size_t k = 0; k < m->key_count; k++)
+        free(m->keys[k].key);
+    free(m->keys);
+    pthread_cond_destroy(&m->wake);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}

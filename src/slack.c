@@ -1,0 +1,916 @@
+#include "tokenwatch/slack.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "tokenwatch/log.h"
+#include "tokenwatch/retry.h"
+
+#define DEFAULT_QUEUE_MAX 64
+#define DEFAULT_REQUEST_TIMEOUT_MS 10000
+#define DEFAULT_RETRY_BASE_MS 1000
+#define DEFAULT_RETRY_CAP_MS 60000
+#define DEFAULT_MAX_ATTEMPTS 10
+/* A queue this long is a configuration mistake, not a need. */
+#define QUEUE_MAX_LIMIT 100000
+#define ENDPOINT_MAX 256
+#define SUMMARY_MAX 128
+/* Slack's error replies are one word ("invalid_payload", "no_service"). */
+#define REPLY_MAX 200
+/* A webhook URL is ~80 bytes; a bigger file is not a webhook file. */
+#define WEBHOOK_FILE_MAX 8192
+/* Waits re-read the clock at least this often, so an injected clock that
+ * runs faster or slower than the real one is still followed. */
+#define WAIT_SLICE_MS 250
+/* How long one curl_multi_poll may sleep before the sender looks again. */
+#define POLL_MS 1000
+#define ELLIPSIS "\xe2\x80\xa6" /* U+2026 */
+
+typedef struct {
+    char *payload;
+    size_t payload_len;
+    char summary[SUMMARY_MAX];
+} message_t;
+
+typedef enum {
+    SEND_DELIVERED,
+    SEND_REJECTED, /* 4xx: Slack will refuse it again */
+    SEND_GAVE_UP,  /* max_attempts used up */
+    SEND_ABANDONED /* stopping: the grace ended first */
+} outcome_t;
+
+/* What one POST came back with. */
+typedef struct {
+    bool done;     /* curl finished the transfer (rc is its result) */
+    bool aborted;  /* tw_slack_stop's grace ended while it ran */
+    CURLcode rc;
+    long status;
+    int64_t retry_after_ms; /* -1: no usable Retry-After */
+    char reply[REPLY_MAX + 1];
+    size_t reply_len;
+    char error[CURL_ERROR_SIZE];
+} attempt_t;
+
+struct tw_slack {
+    char *url;                   /* secret; zeroed before it is freed */
+    const char *secret;          /* url's path and query: never printed */
+    char endpoint[ENDPOINT_MAX]; /* url as tw_slack_redact shows it */
+    size_t queue_max;
+    long request_timeout_ms;
+    int64_t retry_base_ms;
+    int64_t retry_cap_ms;
+    unsigned max_attempts;
+    const tw_clock_t *clock;
+    tw_clock_t own_clock;
+    void (*on_result)(void *ctx, bool delivered);
+    void *ctx;
+
+    /* Used by the sender thread only (curl_multi_wakeup excepted). */
+    CURL *curl;
+    CURLM *multi;
+    struct curl_slist *headers;
+    tw_outage_t outage;
+
+    bool sync_ready; /* lock and conditions initialised */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* to the sender: a message came, or stop */
+    pthread_cond_t idle; /* to flushers: nothing queued or in flight */
+
+    /* Guarded by lock. */
+    message_t **ring; /* queue_max slots, oldest at head */
+    size_t head;
+    size_t count;
+    bool busy; /* the sender holds a message (posting or backing off) */
+    bool stopping;
+    int64_t stop_deadline_ms;
+    tw_slack_stats_t stats;
+};
+
+static int64_t now_ms(const tw_slack_t *s)
+{
+    return tw_clock_mono_ms(s->clock);
+}
+
+/* Waits on cond for up to ms (at most one slice); the caller loops. */
+static void wait_slice(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t ms)
+{
+    struct timespec ts;
+
+    if (ms > WAIT_SLICE_MS)
+        ms = WAIT_SLICE_MS;
+    if (ms < 1)
+        ms = 1;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/* Copies text into out (n bytes), cutting it before a UTF-8 sequence that
+ * would not fit whole. */
+static void copy_utf8(char *out, size_t n, const char *text)
+{
+    size_t len = strlen(text);
+    size_t lead;
+    size_t need;
+    unsigned char c;
+
+    if (n == 0)
+        return;
+    if (len < n) {
+        memcpy(out, text, len + 1);
+        return;
+    }
+    len = n - 1;
+    lead = len;
+    while (lead > 0 && ((unsigned char)text[lead] & 0xC0) == 0x80)
+        lead--;
+    /* text[lead] starts the sequence the cut falls in (or after). */
+    c = (unsigned char)text[lead];
+    need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    if (lead < len && lead + need > len)
+        len = lead;
+    memcpy(out, text, len);
+    out[len] = '\0';
+}
+
+/* Control characters (a reply's newlines) would break a text log line. */
+static void make_printable(char *text)
+{
+    size_t len;
+
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    len = strlen(text);
+    while (len > 0 && text[len - 1] == ' ')
+        text[--len] = '\0';
+}
+
+/*
+ * libcurl's messages name the host, never the path, and Slack's replies are
+ * one word; still, anything that came from outside is cut where the secret
+ * part of the URL would start, so no future message can leak it.
+ */
+static void scrub(const tw_slack_t *s, char *text, size_t size)
+{
+    char *at;
+
+    if (!s->secret[0] || !s->secret[1])
+        return;
+    at = strstr(text, s->secret);
+    if (!at)
+        return;
+    *at = '\0';
+    if ((size_t)(at - text) + sizeof ELLIPSIS <= size)
+        memcpy(at, ELLIPSIS, sizeof ELLIPSIS);
+}
+
+void tw_slack_redact(const char *url, char *out, size_t n)
+{
+    char shown[ENDPOINT_MAX];
+    CURLU *u = url ? curl_url() : NULL;
+    char *scheme = NULL;
+    char *host = NULL;
+    char *port = NULL;
+
+    if (n == 0)
+        goto out_cleanup;
+    snprintf(shown, sizeof shown, "%s", ELLIPSIS);
+    if (u && curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) ==
+                 CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        /* Only a port written in the URL: the default says nothing. */
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+            port = NULL;
+        snprintf(shown, sizeof shown, "%s://%s%s%s/" ELLIPSIS, scheme, host,
+                 port ? ":" : "", port ? port : "");
+    }
+    copy_utf8(out, n, shown);
+out_cleanup:
+    curl_free(port);
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+}
+
+static bool webhook_url_ok(const char *url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL;
+    char *host = NULL;
+    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+              (strcmp(scheme, "https") == 0 || strcmp(scheme, "http") == 0) &&
+              curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+              host[0] != '\0';
+
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+/* Where the path (or query) of url starts: what identifies the webhook. */
+static const char *secret_part(const char *url)
+{
+    const char *authority = strstr(url, "://");
+    const char *end;
+
+    if (!authority)
+        return url;
+    authority += 3;
+    end = strpbrk(authority, "/?#");
+    return end ? end : authority + strlen(authority);
+}
+
+static message_t *message_new(const char *payload, const char *summary)
+{
+    message_t *m = calloc(1, sizeof *m);
+
+    if (!m)
+        return NULL;
+    m->payload_len = strlen(payload);
+    m->payload = malloc(m->payload_len + 1);
+    if (!m->payload) {
+        free(m);
+        return NULL;
+    }
+    memcpy(m->payload, payload, m->payload_len + 1);
+    copy_utf8(m->summary, sizeof m->summary, summary ? summary : "alert");
+    make_printable(m->summary);
+    return m;
+}
+
+static void message_free(message_t *m)
+{
+    if (!m)
+        return;
+    free(m->payload);
+    free(m);
+}
+
+static message_t *pop_locked(tw_slack_t *s)
+{
+    message_t *m = s->ring[s->head];
+
+    s->ring[s->head] = NULL;
+    s->head = (s->head + 1) % s->queue_max;
+    s->count--;
+    return m;
+}
+
+static void report(const tw_slack_t *s, bool delivered)
+{
+    if (s->on_result)
+        s->on_result(s->ctx, delivered);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    attempt_t *a = ud;
+    size_t n = size * nmemb;
+    size_t room = REPLY_MAX - a->reply_len;
+    size_t take = n < room ? n : room;
+
+    /* Only the start is kept for the log; the rest is read and ignored. */
+    memcpy(a->reply + a->reply_len, data, take);
+    a->reply_len += take;
+    a->reply[a->reply_len] = '\0';
+    return n;
+}
+
+/* Retry-After in seconds (Slack's form); an HTTP date is left to backoff. */
+static int64_t parse_retry_after(const char *value, size_t len)
+{
+    char text[32];
+    char *end;
+    long long secs;
+
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+                       value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len >= sizeof text || value[0] < '0' || value[0] > '9')
+        return -1;
+    memcpy(text, value, len);
+    text[len] = '\0';
+    errno = 0;
+    secs = strtoll(text, &end, 10);
+    if (errno || *end != '\0' || secs < 0)
+        return -1;
+    /* A day is more than any cap; the caller caps it anyway. */
+    if (secs > 86400)
+        secs = 86400;
+    return (int64_t)secs * 1000;
+}
+
+static size_t on_header(char *data, size_t size, size_t nitems, void *ud)
+{
+    static const char name[] = "retry-after:";
+    attempt_t *a = ud;
+    size_t n = size * nitems;
+
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+        a->retry_after_ms = -1; /* a new response: forget an interim one's */
+    else if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
+        a->retry_after_ms = parse_retry_after(data + sizeof name - 1,
+                                              n - (sizeof name - 1));
+    return n;
+}
+
+/*
+ * True when tw_slack_stop's grace is over; otherwise shortens *wait_ms so
+ * the caller looks again when it ends.
+ */
+static bool stop_due(tw_slack_t *s, int *wait_ms)
+{
+    bool due = false;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) {
+        int64_t left = s->stop_deadline_ms - now_ms(s);
+
+        if (left <= 0)
+            due = true;
+        else if (left < *wait_ms)
+            *wait_ms = (int)left;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return due;
+}
+
+/*
+ * One POST through the multi interface, so that tw_slack_stop can wake the
+ * wait (curl_multi_wakeup) and abort a request the webhook never answers.
+ */
+static void post_once(tw_slack_t *s, const message_t *m, attempt_t *a)
+{
+    CURLMcode mc;
+    CURLMsg *msg;
+    int left;
+
+    memset(a, 0, sizeof *a);
+    a->retry_after_ms = -1;
+    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, m->payload);
+    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                     (curl_off_t)m->payload_len);
+    curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, a);
+    curl_easy_setopt(s->curl, CURLOPT_HEADERDATA, a);
+    curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, a->error);
+    mc = curl_multi_add_handle(s->multi, s->curl);
+    if (mc != CURLM_OK) {
+        a->done = true;
+        a->rc = CURLE_FAILED_INIT;
+        snprintf(a->error, sizeof a->error, "curl_multi_add_handle: %s",
+                 curl_multi_strerror(mc));
+        return;
+    }
+    for (;;) {
+        int running = 0;
+        int wait_ms = POLL_MS;
+
+        mc = curl_multi_perform(s->multi, &running);
+        if (mc != CURLM_OK || running == 0)
+            break;
+        if (stop_due(s, &wait_ms)) {
+            a->aborted = true;
+            break;
+        }
+        mc = curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
+        if (mc != CURLM_OK)
+            break;
+    }
+    while (!a->aborted && (msg = curl_multi_info_read(s->multi, &left))) {
+        if (msg->msg == CURLMSG_DONE) {
+            a->done = true;
+            a->rc = msg->data.result;
+        }
+    }
+    if (!a->aborted && !a->done) {
+        a->done = true;
+        a->rc = CURLE_FAILED_INIT;
+        snprintf(a->error, sizeof a->error, "curl multi: %s",
+                 curl_multi_strerror(mc));
+    }
+    if (a->done && a->rc == CURLE_OK)
+        curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &a->status);
+    curl_multi_remove_handle(s->multi, s->curl);
+    /* The buffer belongs to this attempt: curl must not keep it. */
+    curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
+    scrub(s, a->error, sizeof a->error);
+    make_printable(a->error);
+    scrub(s, a->reply, sizeof a->reply);
+    make_printable(a->reply);
+}
+
+static void describe(const attempt_t *a, char *out, size_t n)
+{
+    if (a->rc != CURLE_OK)
+        snprintf(out, n, "%s", a->error[0] ? a->error : curl_easy_strerror(a->rc));
+    else if (a->reply[0])
+        snprintf(out, n, "HTTP %ld (%s)", a->status, a->reply);
+    else
+        snprintf(out, n, "HTTP %ld", a->status);
+}
+
+/*
+ * Waits delay_ms before the next try. False when tw_slack_stop's grace
+ * would end first: the message is abandoned now rather than at the end.
+ */
+static bool pause_before_retry(tw_slack_t *s, int64_t delay_ms)
+{
+    int64_t until = now_ms(s) + delay_ms;
+    bool go = true;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        int64_t now = now_ms(s);
+
+        if (s->stopping && s->stop_deadline_ms < until) {
+            go = false;
+            break;
+        }
+        if (now >= until)
+            break;
+        wait_slice(&s->wake, &s->lock, until - now);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return go;
+}
+
+static void webhook_answered(tw_slack_t *s)
+{
+    unsigned failures = s->outage.failures;
+
+    if (tw_outage_ok(&s->outage, now_ms(s)))
+        TW_INFO("Slack webhook %s answering again after %.1fs (%u failed "
+                "tries)",
+                s->endpoint, (double)s->outage.ended_after_ms / 1000.0,
+                failures);
+}
+
+/* Posts m until it is delivered, refused, out of tries or stopped. */
+static outcome_t deliver(tw_slack_t *s, const message_t *m)
+{
+    tw_backoff_t backoff;
+    attempt_t a;
+    char why[CURL_ERROR_SIZE + REPLY_MAX + 32];
+
+    tw_backoff_init(&backoff, s->retry_base_ms, s->retry_cap_ms);
+    for (unsigned attempt = 1;; attempt++) {
+        int64_t delay;
+
+        post_once(s, m, &a);
+        if (a.aborted) {
+            TW_WARN("Slack alert '%s' not sent: stopping while %s did not "
+                    "answer",
+                    m->summary, s->endpoint);
+            return SEND_ABANDONED;
+        }
+        describe(&a, why, sizeof why);
+        if (a.rc == CURLE_OK && a.status >= 200 && a.status < 300) {
+            webhook_answered(s);
+            TW_DEBUG("Slack alert '%s' delivered (try %u)", m->summary, attempt);
+            return SEND_DELIVERED;
+        }
+        if (a.rc == CURLE_OK && a.status != 429 && a.status < 500) {
+            /* Slack will refuse it again: a bad payload, a revoked or
+             * mistyped webhook, an archived channel. */
+            webhook_answered(s);
+            TW_ERROR("Slack refused alert '%s' at %s: %s; dropped, not "
+                     "retried",
+                     m->summary, s->endpoint, why);
+            return SEND_REJECTED;
+        }
+        if (tw_outage_fail(&s->outage, now_ms(s)))
+            TW_WARN("Slack webhook %s failing: %s; retrying with backoff",
+                    s->endpoint, why);
+        else
+            TW_DEBUG("Slack webhook %s still failing: %s", s->endpoint, why);
+        if (attempt >= s->max_attempts) {
+            TW_WARN("Slack alert '%s' given up after %u tries: %s",
+                    m->summary, attempt, why);
+            return SEND_GAVE_UP;
+        }
+        /* The backoff advances on a 429 too, so 5xx after it wait longer. */
+        delay = tw_backoff_next(&backoff, tw_clock_random01(s->clock));
+        if (a.rc == CURLE_OK && a.status == 429 && a.retry_after_ms >= 0)
+            delay = a.retry_after_ms < s->retry_cap_ms ? a.retry_after_ms
+                                                       : s->retry_cap_ms;
+        if (!pause_before_retry(s, delay)) {
+            TW_WARN("Slack alert '%s' not sent: stopping before the next try "
+                    "(last: %s)",
+                    m->summary, why);
+            return SEND_ABANDONED;
+        }
+    }
+}
+
+static void *sender_main(void *arg)
+{
+    tw_slack_t *s = arg;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        message_t *m;
+        outcome_t outcome;
+
+        while (s->count == 0 && !s->stopping)
+            pthread_cond_wait(&s->wake, &s->lock);
+        if (s->count == 0 ||
+            (s->stopping && now_ms(s) >= s->stop_deadline_ms))
+            break;
+        m = pop_locked(s);
+        /* Set with the pop, so a flush never sees the queue empty and the
+         * sender idle while a message is in hand. */
+        s->busy = true;
+        pthread_mutex_unlock(&s->lock);
+
+        outcome = deliver(s, m);
+        report(s, outcome == SEND_DELIVERED);
+        message_free(m);
+
+        pthread_mutex_lock(&s->lock);
+        if (outcome == SEND_DELIVERED)
+            s->stats.sent++;
+        else
+            s->stats.failed++;
+        s->busy = false;
+        if (s->count == 0)
+            pthread_cond_broadcast(&s->idle);
+    }
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Frees what tw_slack_start built, however far it got. The thread is gone. */
+static void slack_free(tw_slack_t *s)
+{
+    if (!s)
+        return;
+    if (s->ring) {
+        while (s->count > 0)
+            message_free(pop_locked(s));
+        free(s->ring);
+    }
+    if (s->sync_ready) {
+        pthread_cond_destroy(&s->idle);
+        pthread_cond_destroy(&s->wake);
+        pthread_mutex_destroy(&s->lock);
+    }
+    curl_easy_cleanup(s->curl);
+    curl_multi_cleanup(s->multi);
+    curl_slist_free_all(s->headers);
+    if (s->url) {
+        explicit_bzero(s->url, strlen(s->url));
+        free(s->url);
+    }
+    free(s);
+}
+
+static bool init_sync(tw_slack_t *s)
+{
+    pthread_condattr_t attr;
+    bool ok = false;
+
+    if (pthread_condattr_init(&attr) != 0)
+        return false;
+    /* Timed waits must not jump with the wall clock. */
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0)
+        goto out_destroy_attr;
+    if (pthread_mutex_init(&s->lock, NULL) != 0)
+        goto out_destroy_attr;
+    if (pthread_cond_init(&s->wake, &attr) != 0)
+        goto out_destroy_lock;
+    if (pthread_cond_init(&s->idle, &attr) != 0)
+        goto out_destroy_wake;
+    s->sync_ready = true;
+    ok = true;
+    goto out_destroy_attr;
+out_destroy_wake:
+    pthread_cond_destroy(&s->wake);
+out_destroy_lock:
+    pthread_mutex_destroy(&s->lock);
+out_destroy_attr:
+    pthread_condattr_destroy(&attr);
+    return ok;
+}
+
+static bool init_curl(tw_slack_t *s)
+{
+    struct curl_slist *h;
+    bool ok;
+
+    s->curl = curl_easy_init();
+    s->multi = curl_multi_init();
+    if (!s->curl || !s->multi)
+        return false;
+    h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!h)
+        return false;
+    s->headers = h;
+    /* No "Expect: 100-continue" round trip before the body. */
+    h = curl_slist_append(s->headers, "Expect:");
+    if (!h)
+        return false;
+    s->headers = h;
+    ok = curl_easy_setopt(s->curl, CURLOPT_URL, s->url) == CURLE_OK &&
+         curl_easy_setopt(s->curl, CURLOPT_POST, 1L) == CURLE_OK &&
+         curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, s->headers) == CURLE_OK &&
+         /* Threads: no alarm() around name lookups. */
+         curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+         curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, s->request_timeout_ms) ==
+             CURLE_OK &&
+         curl_easy_setopt(s->curl, CURLOPT_USERAGENT, "tokenwatch") == CURLE_OK &&
+         curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
+         curl_easy_setopt(s->curl, CURLOPT_HEADERFUNCTION, on_header) ==
+             CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075500
+    ok = ok && curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https") ==
+                   CURLE_OK;
+#else
+    ok = ok && curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS,
+                                (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) ==
+                   CURLE_OK;
+#endif
+    return ok;
+}
+
+/* The sender leaves signals to the main thread, whose handler sets the stop
+ * flag and whose waits they are meant to interrupt. */
+static int start_thread(tw_slack_t *s)
+{
+    sigset_t all, old;
+    int rc;
+
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&s->thread, NULL, sender_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
+{
+    tw_slack_t *s = NULL;
+    int rc;
+
+    if (!opts || !opts->webhook_url || !opts->webhook_url[0]) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "no Slack webhook URL");
+        return NULL;
+    }
+    /* The URL is the secret: no message quotes it. */
+    if (!webhook_url_ok(opts->webhook_url)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the Slack webhook is not an http(s) URL (expected "
+                     "https://hooks.slack.com/services/...)");
+        return NULL;
+    }
+    if (opts->queue_max > QUEUE_MAX_LIMIT || opts->request_timeout_ms < 0 ||
+        opts->retry_base_ms < 0 || opts->retry_cap_ms < 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "Slack sender: queue_max must be at most %d, timeouts "
+                     "and retry delays not negative",
+                     QUEUE_MAX_LIMIT);
+        return NULL;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s)
+        goto out_no_memory;
+    s->url = strdup(opts->webhook_url);
+    if (!s->url)
+        goto out_no_memory;
+    s->secret = secret_part(s->url);
+    tw_slack_redact(s->url, s->endpoint, sizeof s->endpoint);
+    s->queue_max = opts->queue_max ? opts->queue_max : DEFAULT_QUEUE_MAX;
+    s->request_timeout_ms = opts->request_timeout_ms ? opts->request_timeout_ms
+                                                     : DEFAULT_REQUEST_TIMEOUT_MS;
+    s->retry_base_ms = opts->retry_base_ms ? opts->retry_base_ms
+                                           : DEFAULT_RETRY_BASE_MS;
+    s->retry_cap_ms = opts->retry_cap_ms ? opts->retry_cap_ms
+                                         : DEFAULT_RETRY_CAP_MS;
+    if (s->retry_cap_ms < s->retry_base_ms)
+        s->retry_cap_ms = s->retry_base_ms;
+    s->max_attempts = opts->max_attempts ? opts->max_attempts
+                                         : DEFAULT_MAX_ATTEMPTS;
+    if (opts->clock) {
+        s->clock = opts->clock;
+    } else {
+        /* s is on the heap, so the clock's pointer to its state holds. */
+        tw_clock_init_system(&s->own_clock);
+        s->clock = &s->own_clock;
+    }
+    s->on_result = opts->on_result;
+    s->ctx = opts->ctx;
+    s->ring = calloc(s->queue_max, sizeof *s->ring);
+    if (!s->ring)
+        goto out_no_memory;
+    if (!init_sync(s)) {
+        tw_error_set(err, TW_ERR_SYSTEM, 0,
+                     "Slack sender: cannot create its lock");
+        goto out_free;
+    }
+    if (!init_curl(s)) {
+        tw_error_set(err, TW_ERR_SYSTEM, 0,
+                     "Slack sender: cannot set up libcurl (was "
+                     "curl_global_init called?)");
+        goto out_free;
+    }
+    rc = start_thread(s);
+    if (rc != 0) {
+        tw_error_set(err, TW_ERR_SYSTEM, rc,
+                     "Slack sender: cannot start its thread: %s", strerror(rc));
+        goto out_free;
+    }
+    TW_DEBUG("Slack sender started for %s (queue %zu, %u tries per alert)",
+             s->endpoint, s->queue_max, s->max_attempts);
+    return s;
+out_no_memory:
+    tw_error_set(err, TW_ERR_SYSTEM, ENOMEM, "Slack sender: out of memory");
+out_free:
+    slack_free(s);
+    return NULL;
+}
+
+void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
+                      const char *summary)
+{
+    message_t *m;
+    message_t *dropped = NULL;
+
+    if (!s || !payload_json)
+        return;
+    m = message_new(payload_json, summary);
+    if (!m) {
+        pthread_mutex_lock(&s->lock);
+        s->stats.dropped++;
+        pthread_mutex_unlock(&s->lock);
+        TW_WARN("Slack alert '%s' dropped: out of memory",
+                summary ? summary : "alert");
+        report(s, false);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->count == s->queue_max) {
+        dropped = pop_locked(s);
+        s->stats.dropped++;
+    }
+    s->ring[(s->head + s->count) % s->queue_max] = m;
+    s->count++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    if (dropped) {
+        TW_WARN("Slack queue full (%zu waiting for %s): dropped the oldest "
+                "alert '%s' for '%s'",
+                s->queue_max, s->endpoint, dropped->summary, m->summary);
+        report(s, false);
+        message_free(dropped);
+    }
+}
+
+bool tw_slack_flush(tw_slack_t *s, int64_t timeout_ms)
+{
+    int64_t until;
+    bool drained;
+
+    if (!s)
+        return true;
+    until = now_ms(s) + (timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        int64_t left;
+
+        drained = s->count == 0 && !s->busy;
+        left = until - now_ms(s);
+        if (drained || left <= 0)
+            break;
+        wait_slice(&s->idle, &s->lock, left);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return drained;
+}
+
+void tw_slack_stats(tw_slack_t *s, tw_slack_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    out->queued = s->count;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    s->stop_deadline_ms = now_ms(s) + (grace_ms > 0 ? grace_ms : 0);
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    /* Ends a curl_multi_poll now (or the next one, if none runs yet). */
+    curl_multi_wakeup(s->multi);
+    pthread_join(s->thread, NULL);
+
+    /* The thread is gone: what is left needs no lock. */
+    while (s->count > 0) {
+        message_t *m = pop_locked(s);
+
+        s->stats.failed++;
+        TW_WARN("Slack alert '%s' not sent: stopping with it still queued",
+                m->summary);
+        report(s, false);
+        message_free(m);
+    }
+    slack_free(s);
+}
+
+bool tw_slack_read_webhook_file(const char *path, char **url, tw_error_t *err)
+{
+    char buf[WEBHOOK_FILE_MAX + 1];
+    FILE *f;
+    size_t len;
+    size_t start = 0;
+    bool ok = false;
+
+    *url = NULL;
+    f = fopen(path, "r");
+    if (!f) {
+        tw_error_set(err, TW_ERR_USAGE, errno,
+                     "cannot read the Slack webhook file %s: %s", path,
+                     strerror(errno));
+        return false;
+    }
+    len = fread(buf, 1, sizeof buf, f);
+    if (ferror(f)) {
+        tw_error_set(err, TW_ERR_USAGE, errno,
+                     "cannot read the Slack webhook file %s: %s", path,
+                     strerror(errno));
+        goto out_close;
+    }
+    if (len > WEBHOOK_FILE_MAX) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the Slack webhook file %s is over %d bytes: expected "
+                     "one URL",
+                     path, WEBHOOK_FILE_MAX);
+        goto out_close;
+    }
+    /* Secret files often end in a newline (echo, editors, Kubernetes). */
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
+                       buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+        len--;
+    while (start < len && (buf[start] == ' ' || buf[start] == '\t'))
+        start++;
+    if (start == len) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the Slack webhook file %s is empty", path);
+        goto out_close;
+    }
+    /* Never quote the content: it is the secret. */
+    if (memchr(buf + start, '\n', len - start) ||
+        memchr(buf + start, '\r', len - start) ||
+        memchr(buf + start, '\0', len - start)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the Slack webhook file %s must hold one line, the "
+                     "URL, and nothing else",
+                     path);
+        goto out_close;
+    }
+    *url = malloc(len - start + 1);
+    if (!*url) {
+        tw_error_set(err, TW_ERR_SYSTEM, ENOMEM,
+                     "reading the Slack webhook file %s: out of memory", path);
+        goto out_close;
+    }
+    memcpy(*url, buf + start, len - start);
+    (*url)[len - start] = '\0';
+    ok = true;
+out_close:
+    fclose(f);
+    explicit_bzero(buf, sizeof buf);
+    return ok;
+}

@@ -1,0 +1,140 @@
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "tokenwatch/alert.h"
+
+#define T0 1700000000u
+
+static tw_alert_t example(tw_state_t state, tw_notify_t notify)
+{
+    tw_alert_t a;
+
+    memset(&a, 0, sizeof a);
+    a.environment = "prod";
+    a.name = "orders-cdc";
+    a.key = "tokenwatch:{orders-cdc}:checkpoint";
+    a.own = true;
+    a.state = state;
+    a.previous = TW_STATE_OK;
+    a.notify = notify;
+    a.has_token = true;
+    a.token = (tw_ctime_t){T0 + 8054, 3};
+    a.window.oldest = (tw_ctime_t){T0, 1};
+    a.window.newest = (tw_ctime_t){T0 + 48 * 3600, 1};
+    a.has_measure = true;
+    tw_guard_measure(&a.window, a.token, 1.0, &a.measure);
+    a.now_ms = (int64_t)(T0 + 47 * 3600) * 1000;
+    return a;
+}
+
+Test(alert, text_names_everything_an_operator_needs)
+{
+    tw_alert_t a = example(TW_STATE_CRIT, TW_NOTIFY_CHANGE);
+    char *text = tw_alert_text(&a);
+
+    cr_expect(strstr(text, "[prod]") != NULL, "%s", text);
+    cr_expect(strstr(text, "orders-cdc") != NULL);
+    cr_expect(strstr(text, "tokenwatch:{orders-cdc}:checkpoint is now CRIT") != NULL, "%s", text);
+    cr_expect(strstr(text, "2023-11-15T00:27:34Z") != NULL, "token time: %s", text);
+    cr_expect(strstr(text, "2h 14m left") != NULL, "time left in words: %s", text);
+    cr_expect(strstr(text, "2d window") != NULL, "%s", text);
+    cr_expect(strstr(text, "--resume-from oldest --dry-run") != NULL, "%s", text);
+    cr_expect(strstr(text, "replSetResizeOplog") != NULL, "%s", text);
+    cr_expect(strstr(text, "minRetentionHours: 96") != NULL, "%s", text);
+    bson_free(text);
+}
+
+Test(alert, resolved_says_what_it_was)
+{
+    tw_alert_t a = example(TW_STATE_OK, TW_NOTIFY_RESOLVED);
+    char *text, *recovery;
+
+    a.previous = TW_STATE_WARN;
+    text = tw_alert_text(&a);
+    recovery = tw_alert_recovery(&a);
+    cr_expect(strstr(text, "is resolved OK (was WARN)") != NULL, "%s", text);
+    cr_expect_null(recovery, "nothing to recover");
+    cr_expect(strstr(text, "Recover") == NULL, "%s", text);
+    bson_free(text);
+}
+
+Test(alert, lost_gives_the_confirmed_recovery)
+{
+    tw_alert_t a = example(TW_STATE_LOST, TW_NOTIFY_CHANGE);
+    char *recovery;
+
+    a.token = (tw_ctime_t){T0 - 10, 1};
+    tw_guard_measure(&a.window, a.token, 1.0, &a.measure);
+    recovery = tw_alert_recovery(&a);
+    cr_expect(strstr(recovery, "--resume-from oldest --dry-run") != NULL, "%s", recovery);
+    cr_expect(strstr(recovery, "--confirm prod") != NULL, "%s", recovery);
+    cr_expect(strstr(recovery, "tokenwatch:{orders-cdc}:gaps") != NULL, "%s", recovery);
+    bson_free(recovery);
+}
+
+Test(alert, another_consumers_key_gets_advice_not_our_command)
+{
+    tw_alert_t a = example(TW_STATE_LOST, TW_NOTIFY_CHANGE);
+    char *recovery;
+
+    a.own = false;
+    a.key = "billing:resume";
+    recovery = tw_alert_recovery(&a);
+    cr_expect(strstr(recovery, "billing:resume") != NULL, "%s", recovery);
+    cr_expect(strstr(recovery, "1700000000:1") != NULL, "the oldest entry: %s", recovery);
+    cr_expect(strstr(recovery, "--resume-from") == NULL, "%s", recovery);
+    bson_free(recovery);
+}
+
+Test(alert, retention_deployments_widen_differently)
+{
+    tw_alert_t a = example(TW_STATE_WARN, TW_NOTIFY_CHANGE);
+    char *widen;
+
+    a.window.from_retention = true;
+    widen = tw_alert_widen_hint(&a);
+    cr_expect(strstr(widen, "change_stream_log_retention_duration") != NULL, "%s", widen);
+    bson_free(widen);
+}
+
+Test(alert, slack_payload_is_block_kit_with_a_text_fallback)
+{
+    tw_alert_t a = example(TW_STATE_WARN, TW_NOTIFY_CHANGE);
+    char *json = tw_alert_slack_payload(&a);
+    bson_t doc;
+    bson_iter_t it;
+    char *text = tw_alert_text(&a);
+
+    cr_assert(bson_init_from_json(&doc, json, -1, NULL), "valid JSON: %s", json);
+    cr_expect(bson_iter_init_find(&it, &doc, "text") &&
+              strcmp(bson_iter_utf8(&it, NULL), text) == 0);
+    cr_expect(bson_iter_init(&it, &doc) &&
+              bson_iter_find_descendant(&it, "blocks.0.type", &it) &&
+              strcmp(bson_iter_utf8(&it, NULL), "header") == 0);
+    cr_expect(bson_iter_init(&it, &doc) &&
+              bson_iter_find_descendant(&it, "blocks.0.text.text", &it) &&
+              strstr(bson_iter_utf8(&it, NULL), "WARN · prod · orders-cdc") != NULL);
+    cr_expect(bson_iter_init(&it, &doc) &&
+              bson_iter_find_descendant(&it, "blocks.1.fields.6.text", &it) &&
+              strstr(bson_iter_utf8(&it, NULL), "Time left") != NULL,
+              "%s", json);
+    cr_expect(strstr(json, "*Recover:*") != NULL);
+    bson_destroy(&doc);
+    bson_free(json);
+    bson_free(text);
+}
+
+Test(alert, text_with_quotes_stays_valid_json)
+{
+    tw_alert_t a = example(TW_STATE_UNKNOWN, TW_NOTIFY_CHANGE);
+    char *json;
+    bson_t doc;
+
+    a.key = "weird\"key\\with\nnewline";
+    a.reason = "key holds \"garbage\"";
+    a.has_measure = false;
+    json = tw_alert_slack_payload(&a);
+    cr_expect(bson_init_from_json(&doc, json, -1, NULL), "%s", json);
+    bson_destroy(&doc);
+    bson_free(json);
+}
