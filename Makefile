@@ -72,7 +72,7 @@ $(UNIT_BIN): $(UNIT_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
 
-$(INTEG_BIN): $(INTEG_OBJ)
+$(INTEG_BIN): $(INTEG_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(shell pkg-config --libs libbson-1.0) $(TEST_LIBS) -o $@
 

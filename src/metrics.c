@@ -245,6 +245,8 @@ bool tw_metrics_declare(tw_metrics_t *m, const char *name,
     char *escaped;
     bool ok = false;
 
+    if (!m)
+        return false;
     if (!name || !valid_name(name, true) ||
         (type != TW_METRIC_COUNTER && type != TW_METRIC_GAUGE)) {
         TW_WARN("metrics: cannot declare '%s': not a valid metric name",
@@ -361,7 +363,7 @@ bool tw_metrics_add(tw_metrics_t *m, const char *name, const char *labels,
 {
     series_t *s;
 
-    if (!name)
+    if (!m || !name)
         return false;
     pthread_mutex_lock(&m->lock);
     s = series_for_update(m, name, labels ? labels : "", false, delta);
@@ -376,7 +378,7 @@ bool tw_metrics_set(tw_metrics_t *m, const char *name, const char *labels,
 {
     series_t *s;
 
-    if (!name)
+    if (!m || !name)
         return false;
     pthread_mutex_lock(&m->lock);
     s = series_for_update(m, name, labels ? labels : "", true, 0);
@@ -391,7 +393,7 @@ bool tw_metrics_remove(tw_metrics_t *m, const char *name, const char *labels)
     family_t *f;
     series_t *s = NULL, **link;
 
-    if (!name)
+    if (!m || !name)
         return false;
     pthread_mutex_lock(&m->lock);
     f = find_family(m, name);
@@ -410,7 +412,7 @@ double tw_metrics_get(tw_metrics_t *m, const char *name, const char *labels)
     series_t *s = NULL;
     double value = NAN;
 
-    if (!name)
+    if (!m || !name)
         return NAN;
     pthread_mutex_lock(&m->lock);
     f = find_family(m, name);
@@ -542,6 +544,8 @@ char *tw_metrics_render(tw_metrics_t *m)
     const family_t *f;
     const series_t *s;
 
+    if (!m)
+        return NULL;
     pthread_mutex_lock(&m->lock);
     for (f = m->families; f; f = f->next) {
         if (!f->declared)
@@ -567,6 +571,8 @@ char *tw_metrics_render(tw_metrics_t *m)
 
 void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms)
 {
+    if (!m)
+        return;
     pthread_mutex_lock(&m->lock);
     m->has_beat = true;
     m->beat_ms = mono_ms;
@@ -578,7 +584,7 @@ void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready)
     part_t *p, **tail;
     size_t len;
 
-    if (!part)
+    if (!m || !part)
         return;
     pthread_mutex_lock(&m->lock);
     for (tail = &m->parts; *tail; tail = &(*tail)->next)
@@ -878,9 +884,11 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
 
     if (!tw_http_parse_addr(addr, host, sizeof host, &port, err))
         return NULL;
-    if (stall_ms <= 0) {
+    if (!m || !clock || stall_ms <= 0) {
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the stall limit for /healthz must be positive");
+                     "serving %s needs a registry, a clock and a positive "
+                     "stall limit",
+                     addr);
         return NULL;
     }
     h = calloc(1, sizeof *h);
@@ -916,7 +924,8 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
             continue;
         h->starting = true;
         h->daemon = MHD_start_daemon(
-            flags, 0, NULL, NULL, handle_request, h,
+            /* The port only names the socket in MHD's messages. */
+            flags, (uint16_t)port, NULL, NULL, handle_request, h,
             /* first, so that start-up messages already go through it */
             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
             MHD_OPTION_SOCK_ADDR, ai->ai_addr,

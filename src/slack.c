@@ -759,6 +759,7 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
 {
     message_t *m;
     message_t *dropped = NULL;
+    char newest[SUMMARY_MAX];
 
     if (!s || !payload_json)
         return;
@@ -772,6 +773,8 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
         report(s, false);
         return;
     }
+    /* Once queued, m is the sender's (or the next enqueue's) to free. */
+    memcpy(newest, m->summary, sizeof newest);
     pthread_mutex_lock(&s->lock);
     if (s->count == s->queue_max) {
         dropped = pop_locked(s);
@@ -784,7 +787,7 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
     if (dropped) {
         TW_WARN("Slack queue full (%zu waiting for %s): dropped the oldest "
                 "alert '%s' for '%s'",
-                s->queue_max, s->endpoint, dropped->summary, m->summary);
+                s->queue_max, s->endpoint, dropped->summary, newest);
         report(s, false);
         message_free(dropped);
     }

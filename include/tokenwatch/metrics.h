@@ -8,6 +8,9 @@
  * few string compares and an unlock, so calling tw_metrics_add once per
  * change event is fine.
  *
+ * Every tw_metrics_* call accepts m == NULL and does nothing (get gives
+ * NAN, render NULL), so a module can be handed "no metrics".
+ *
  * Misuse (an undeclared family, a counter set or decreased, a malformed
  * label set) is a bug in the caller, not an operator's problem: the update
  * is dropped, the call returns false and a warning is logged once per

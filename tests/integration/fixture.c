@@ -1,6 +1,7 @@
 #include "fixture.h"
 
 #include <criterion/criterion.h>
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,10 @@ void fx_stop(fx_t *fx)
 static size_t build_argv(fx_t *fx, const char *argv[], size_t max,
                          const char *const extra[])
 {
+    /* Tests run side by side: no fixed metrics port unless a test asks. */
     static const char *const base[] = {"run", "--db", "shop", "--collection",
-                                       "orders", "--checkpoint-interval", "100ms"};
+                                       "orders", "--checkpoint-interval", "100ms",
+                                       "--metrics-addr", "off"};
     size_t n = 0;
 
     argv[n++] = th_binary();
@@ -298,5 +301,139 @@ int fx_count(const char *haystack, const char *needle)
 
     for (const char *p = haystack; p && (p = strstr(p, needle)); p += strlen(needle))
         n++;
+    return n;
+}
+
+static size_t collect(char *data, size_t size, size_t n, void *ctx)
+{
+    FILE *out = ctx;
+
+    return fwrite(data, size, n, out) * size;
+}
+
+char *fx_http(int port, const char *method, const char *path, const char *body,
+              long *status)
+{
+    CURL *curl = curl_easy_init();
+    char url[256];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    CURLcode rc;
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    if (body)
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
+    rc = curl_easy_perform(curl);
+    fclose(out);
+    *status = 0;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    return text;
+}
+
+void fx_webhook_start(fx_t *fx, fx_webhook_t *w)
+{
+    char script[PATH_MAX], port_file[PATH_MAX];
+    const char *argv[] = {"/usr/bin/python3", script, "--port-file", port_file, NULL};
+    char *ports = NULL;
+    long long deadline = th_now_ms() + 10000;
+
+    memset(w, 0, sizeof *w);
+    snprintf(script, sizeof script, "%s/tests/support/webhook.py", th_source_dir());
+    cr_assert(th_path(port_file, sizeof port_file, fx->dir, "webhook-port.json"));
+    cr_assert(th_proc_spawn(&w->proc, fx->dir, argv, NULL), "webhook.py starts");
+    while (!(ports = th_read_file(port_file)) && th_now_ms() < deadline)
+        th_sleep_ms(20);
+    cr_assert(ports, "webhook.py wrote its port");
+    {
+        bson_t doc;
+        bson_iter_t it;
+        cr_assert(bson_init_from_json(&doc, ports, -1, NULL));
+        cr_assert(bson_iter_init_find(&it, &doc, "port"));
+        w->port = (int)bson_iter_as_int64(&it);
+        bson_destroy(&doc);
+    }
+    free(ports);
+    snprintf(w->url, sizeof w->url, "http://127.0.0.1:%d/services/T0/B0/%s", w->port,
+             FX_WEBHOOK_SECRET);
+}
+
+void fx_webhook_stop(fx_webhook_t *w)
+{
+    th_proc_stop(&w->proc, 5000);
+}
+
+void fx_webhook_script(fx_webhook_t *w, const char *script)
+{
+    long status;
+    char *reply = fx_http(w->port, "POST", "/control/script", script, &status);
+
+    cr_assert_eq(status, 200, "%s", reply ? reply : "");
+    free(reply);
+}
+
+void fx_webhook_received(fx_webhook_t *w, bson_t *out)
+{
+    long status;
+    char *reply = fx_http(w->port, "GET", "/control/received", NULL, &status);
+    char *json;
+
+    cr_assert_eq(status, 200);
+    json = bson_strdup_printf("{\"a\": %s}", reply);
+    cr_assert(bson_init_from_json(out, json, -1, NULL), "%s", reply);
+    bson_free(json);
+    free(reply);
+}
+
+size_t fx_webhook_texts(fx_webhook_t *w, char ***texts)
+{
+    bson_t got;
+    bson_iter_t it, list;
+    size_t n = 0;
+
+    fx_webhook_received(w, &got);
+    *texts = NULL;
+    cr_assert(bson_iter_init_find(&it, &got, "a") && bson_iter_recurse(&it, &list));
+    while (bson_iter_next(&list)) {
+        bson_iter_t field;
+        int64_t status = 0;
+
+        bson_iter_recurse(&list, &field);
+        if (bson_iter_find(&field, "status"))
+            status = bson_iter_as_int64(&field);
+        if (status < 200 || status >= 300)
+            continue;
+        bson_iter_recurse(&list, &field);
+        if (!bson_iter_find_descendant(&field, "body.text", &field))
+            continue;
+        *texts = realloc(*texts, (n + 1) * sizeof **texts);
+        (*texts)[n++] = strdup(bson_iter_utf8(&field, NULL));
+    }
+    bson_destroy(&got);
+    return n;
+}
+
+size_t fx_webhook_count(fx_webhook_t *w)
+{
+    bson_t got;
+    bson_iter_t it, list;
+    size_t n = 0;
+
+    fx_webhook_received(w, &got);
+    cr_assert(bson_iter_init_find(&it, &got, "a") && bson_iter_recurse(&it, &list));
+    while (bson_iter_next(&list))
+        n++;
+    bson_destroy(&got);
     return n;
 }

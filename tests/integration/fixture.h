@@ -66,6 +66,30 @@ void fx_seed_checkpoint(fx_t *fx, const char *data, const char *scope);
 /* A token's _data for a cluster time, as the simulator writes high-water marks. */
 char *fx_hwm_data(uint32_t t, uint32_t i);
 
+/* A local Slack stand-in (tests/support/webhook.py). */
+typedef struct {
+    th_proc_t proc;
+    int port;
+    char url[256]; /* with a secret path, which must never be printed */
+} fx_webhook_t;
+
+#define FX_WEBHOOK_SECRET "SeCrEtWeBhOoKpAtH"
+
+void fx_webhook_start(fx_t *fx, fx_webhook_t *w);
+void fx_webhook_stop(fx_webhook_t *w);
+/* Scripts the answers: a JSON object for POST /control/script. */
+void fx_webhook_script(fx_webhook_t *w, const char *script);
+/* The deliveries so far, as {"a": [...]}. */
+void fx_webhook_received(fx_webhook_t *w, bson_t *out);
+/* The `text` of each delivery answered 2xx, in order (free each and the array). */
+size_t fx_webhook_texts(fx_webhook_t *w, char ***texts);
+/* Every delivery, whatever its answer. */
+size_t fx_webhook_count(fx_webhook_t *w);
+
+/* An HTTP request to 127.0.0.1:port; the body (free) and the status. */
+char *fx_http(int port, const char *method, const char *path, const char *body,
+              long *status);
+
 /* Counts occurrences of needle in haystack. */
 int fx_count(const char *haystack, const char *needle);
 

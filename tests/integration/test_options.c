@@ -43,7 +43,7 @@ Test(options, each_scope_watches_what_it_names)
     fx_start(&fx, NULL);
     {
         const char *argv[] = {bin, "--mongo-uri", fx.sim.uri, "--redis-url", fx.redis_url,
-                              "--db", "shop", NULL};
+                              "--db", "shop", "--metrics-addr", "off", NULL};
         run_scope(argv, &command, db, sizeof db);
         cr_expect_str_eq(db, "shop");
         cr_expect(bson_iter_init_find(&it, &command, "aggregate") &&
@@ -57,7 +57,7 @@ Test(options, each_scope_watches_what_it_names)
     freeReplyObject(th_redis_cmd(&fx.redis, "DEL %s", FX_CHECKPOINT));
     {
         const char *argv[] = {bin, "--mongo-uri", fx.sim.uri, "--redis-url", fx.redis_url,
-                              NULL};
+                              "--metrics-addr", "off", NULL};
         bson_t stage;
         bson_iter_t all;
 
@@ -122,7 +122,8 @@ Test(options, json_logs_are_one_object_per_line_without_secrets)
     {
         const char *argv[] = {th_binary(), "--mongo-uri", fx.sim.uri, "--redis-url", url,
                               "--log-format", "json", "--log-level", "debug",
-                              "--environment", "stage", "--name", "orders", NULL};
+                              "--environment", "stage", "--name", "orders",
+                              "--metrics-addr", "off", NULL};
         cr_assert(th_proc_spawn(&p, fx.dir, argv, NULL));
     }
     th_sleep_ms(1500);

@@ -350,6 +350,19 @@ Test(metrics, get_and_remove)
     tw_metrics_free(NULL);
 }
 
+Test(metrics, null_registry_is_a_no_op)
+{
+    cr_expect_not(tw_metrics_declare(NULL, "c_total", TW_METRIC_COUNTER, "C."));
+    cr_expect_not(tw_metrics_add(NULL, "c_total", NULL, 1));
+    cr_expect_not(tw_metrics_set(NULL, "g", NULL, 1));
+    cr_expect_not(tw_metrics_remove(NULL, "g", NULL));
+    cr_expect(isnan(tw_metrics_get(NULL, "g", NULL)));
+    cr_expect_null(tw_metrics_render(NULL));
+    tw_metrics_heartbeat(NULL, 1);
+    tw_metrics_set_ready(NULL, "mongo", true);
+    tw_metrics_free(NULL);
+}
+
 /* ------------------------------------------------------------ labels */
 
 typedef struct {
@@ -828,6 +841,8 @@ Test(http, start_refuses_bad_arguments)
     cr_expect_null(tw_http_start(m, "127.0.0.1:0", &fake_clock, 0, &err));
     cr_expect_eq(err.domain, TW_ERR_USAGE);
     cr_expect_null(tw_http_start(m, "127.0.0.1:0", &fake_clock, 0, NULL));
+    cr_expect_null(tw_http_start(NULL, "127.0.0.1:0", &fake_clock, 1000, NULL));
+    cr_expect_null(tw_http_start(m, "127.0.0.1:0", NULL, 1000, NULL));
     tw_http_stop(NULL);
     tw_metrics_free(m);
 }

@@ -1,0 +1,402 @@
+/*
+ * The guard end to end: a quiet weekend in fast time, alerts to a local
+ * webhook, `status` for cron and Nagios, and /metrics.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fixture.h"
+
+#define T0 1700000000u
+#define HOUR 3600
+#define OTHER_KEY "billing:resume-token"
+
+/* 48 h of oplog, kept 48 h; the clock stands still until a test starts it. */
+#define WEEKEND "{\"rate\": 0, \"retention\": 172800, \"initial_oplog_span\": 172800, " \
+                "\"background_every\": 60}"
+
+static fx_t fx;
+static fx_webhook_t hook;
+
+static void teardown(void)
+{
+    fx_webhook_stop(&hook);
+    fx_stop(&fx);
+}
+
+TestSuite(guard, .fini = teardown, .timeout = 90);
+
+static void set_key(const char *key, const char *value)
+{
+    freeReplyObject(th_redis_cmd(&fx.redis, "SET %s %s", key, value));
+}
+
+static void set_key_time(const char *key, uint32_t t)
+{
+    char value[32];
+
+    snprintf(value, sizeof value, "%u:1", t);
+    set_key(key, value);
+}
+
+static double metric(int port, const char *series)
+{
+    long status;
+    char *text = fx_http(port, "GET", "/metrics", NULL, &status);
+    double value = NAN;
+
+    for (char *line = text; line && *line;) {
+        char *end = strchr(line, '\n');
+        size_t len = strlen(series);
+
+        if (strncmp(line, series, len) == 0 && line[len] == ' ')
+            value = strtod(line + len + 1, NULL);
+        if (!end)
+            break;
+        line = end + 1;
+    }
+    free(text);
+    return value;
+}
+
+typedef struct {
+    int port;
+    const char *series;
+    double want;
+} metric_wait_t;
+
+static bool metric_is(void *ctx)
+{
+    metric_wait_t *w = ctx;
+
+    return metric(w->port, w->series) == w->want;
+}
+
+static bool wait_metric(int port, const char *series, double want, int timeout_ms)
+{
+    metric_wait_t w = {port, series, want};
+
+    return th_wait_until(metric_is, &w, timeout_ms);
+}
+
+typedef struct {
+    size_t at_least;
+} texts_wait_t;
+
+static bool has_texts(void *ctx)
+{
+    char **texts;
+    size_t n = fx_webhook_texts(&hook, &texts);
+
+    for (size_t k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
+    return n >= ((texts_wait_t *)ctx)->at_least;
+}
+
+static bool wait_texts(size_t at_least, int timeout_ms)
+{
+    texts_wait_t w = {at_least};
+
+    return th_wait_until(has_texts, &w, timeout_ms);
+}
+
+static void spawn_guarding(th_proc_t *p, int metrics_port, const char *const more[])
+{
+    char addr[64];
+    const char *extra[24];
+    size_t n = 0;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", metrics_port);
+    extra[n++] = "--guard";
+    extra[n++] = OTHER_KEY;
+    extra[n++] = "--monitor-interval";
+    extra[n++] = "100ms";
+    extra[n++] = "--metrics-addr";
+    extra[n++] = addr;
+    extra[n++] = "--slack-webhook";
+    extra[n++] = hook.url;
+    extra[n++] = "--environment";
+    extra[n++] = "stage";
+    for (size_t k = 0; more && more[k]; k++)
+        extra[n++] = more[k];
+    extra[n] = NULL;
+    fx_spawn(&fx, p, extra);
+}
+
+static void expect_no_secret(th_proc_t *p)
+{
+    char *out = th_proc_stdout(p);
+    char *err = th_proc_stderr(p);
+
+    cr_expect(strstr(err, FX_WEBHOOK_SECRET) == NULL, "the webhook leaked:\n%s", err);
+    cr_expect(strstr(out, FX_WEBHOOK_SECRET) == NULL, "the webhook leaked:\n%s", out);
+    free(out);
+    free(err);
+}
+
+Test(guard, a_quiet_weekend_goes_warn_crit_lost_each_once_then_resolves)
+{
+    th_proc_t p;
+    int port = th_free_port();
+    char series[256];
+    char **texts;
+    size_t n;
+    bson_t reply;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    /* 28 h of headroom in a 48 h window: 58%, OK. */
+    set_key_time(OTHER_KEY, T0 - 20 * HOUR);
+    spawn_guarding(&p, port, NULL);
+    snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
+    th_assert_dump(wait_metric(port, series, 1, 10000), p.err_path, "first probe: OK");
+
+    /* The weekend: ten hours of cluster writes per second, the token frozen. */
+    fx_sim(&fx, "POST", "/clock", "{\"rate\": 36000}", &reply);
+    bson_destroy(&reply);
+    th_assert_dump(wait_texts(3, 20000), p.err_path, "WARN, CRIT and LOST alerts");
+    fx_sim(&fx, "POST", "/clock", "{\"rate\": 0}", &reply);
+    bson_destroy(&reply);
+    th_sleep_ms(1000); /* room for a duplicate to show up */
+
+    /* The consumer catches up: a fresh token. */
+    {
+        bson_t state;
+        bson_iter_t it;
+        fx_sim(&fx, "GET", "/state", NULL, &state);
+        cr_assert(bson_iter_init(&it, &state) &&
+                  bson_iter_find_descendant(&it, "newest.t", &it));
+        set_key_time(OTHER_KEY, (uint32_t)bson_iter_as_int64(&it));
+        bson_destroy(&state);
+    }
+    th_assert_dump(wait_texts(4, 10000), p.err_path, "resolved");
+    th_sleep_ms(500);
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+
+    n = fx_webhook_texts(&hook, &texts);
+    cr_assert_eq(n, 4, "exactly four alerts, got %zu", n);
+    cr_expect(strstr(texts[0], OTHER_KEY " is now WARN") != NULL, "%s", texts[0]);
+    cr_expect(strstr(texts[1], OTHER_KEY " is now CRIT") != NULL, "%s", texts[1]);
+    cr_expect(strstr(texts[2], OTHER_KEY " is now LOST") != NULL, "%s", texts[2]);
+    cr_expect(strstr(texts[3], OTHER_KEY " is resolved OK (was LOST)") != NULL, "%s", texts[3]);
+    for (size_t k = 0; k < n; k++) {
+        cr_expect(strstr(texts[k], "[stage]") != NULL, "%s", texts[k]);
+        cr_expect(strstr(texts[k], "tokenwatch:{default}:checkpoint") == NULL,
+                  "the watcher's own fresh checkpoint never alerts: %s", texts[k]);
+        free(texts[k]);
+    }
+    free(texts);
+    expect_no_secret(&p);
+}
+
+Test(guard, a_webhook_failing_twice_delivers_once)
+{
+    th_proc_t p;
+    int port = th_free_port();
+    char **texts;
+    size_t n;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    fx_webhook_script(&hook, "{\"responses\": [{\"status\": 500}, {\"status\": 500}], "
+                             "\"then\": 200}");
+    set_key_time(OTHER_KEY, T0 - 60 * HOUR); /* already lost */
+    spawn_guarding(&p, port, NULL);
+    th_assert_dump(wait_texts(1, 20000), p.err_path, "delivered after two 500s");
+    th_assert_dump(wait_metric(port, "tokenwatch_alerts_sent_total", 1, 5000), p.err_path,
+                   "counted once");
+    th_sleep_ms(500);
+    cr_expect_eq(fx_webhook_count(&hook), 3, "two failures and one delivery");
+    cr_expect_eq(metric(port, "tokenwatch_alerts_failed_total"), 0);
+    n = fx_webhook_texts(&hook, &texts);
+    cr_expect_eq(n, 1);
+    for (size_t k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
+    th_proc_stop(&p, 10000);
+    expect_no_secret(&p);
+}
+
+static bool webhook_called(void *ctx)
+{
+    return fx_webhook_count(ctx) >= 1;
+}
+
+static bool stream_has(void *ctx)
+{
+    return th_redis_xlen(&fx.redis, FX_STREAM) >= *(long long *)ctx;
+}
+
+Test(guard, a_hanging_webhook_leaves_following_at_full_speed)
+{
+    static const char *const more[] = {"--sink", "redis", NULL};
+    th_proc_t p;
+    int port = th_free_port();
+    long long want = 500;
+    long long started;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    fx_webhook_script(&hook, "{\"responses\": [{\"hang\": 60}], \"then\": 200}");
+    set_key_time(OTHER_KEY, T0 - 60 * HOUR);
+    spawn_guarding(&p, port, more);
+    cr_assert(fx_wait_checkpoint(&fx, 10000));
+    th_assert_dump(th_wait_until(webhook_called, &hook, 10000), p.err_path,
+                   "the alert reached the hanging webhook");
+    started = th_now_ms();
+    for (int k = 0; k < 10; k++)
+        bson_free(fx_post_events(&fx, 50));
+    th_assert_dump(th_wait_until(stream_has, &want, 10000), p.err_path,
+                   "500 events flow while the webhook hangs");
+    cr_log_info("500 events in %lld ms with a hanging webhook", th_now_ms() - started);
+    cr_expect_eq(fx_webhook_count(&hook), 1, "one request, still hanging");
+    th_proc_signal(&p, SIGTERM);
+    th_assert_dump(th_proc_wait(&p, 15000), p.err_path, "stops despite the hang");
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+    cr_expect(fx_wait_checkpoint_events(&fx, 500, 1000));
+    expect_no_secret(&p);
+}
+
+typedef struct {
+    uint32_t other; /* the guarded key's time; 0: garbage */
+    int want_code;
+    const char *want_state;
+} status_case_t;
+
+Test(guard, status_exit_codes_in_each_state)
+{
+    static const status_case_t cases[] = {
+        {T0 - 10 * HOUR, 0, "OK"},   /* 79% of the window left */
+        {T0 - 30 * HOUR, 1, "WARN"}, /* 37% */
+        {T0 - 40 * HOUR, 2, "CRIT"}, /* 17% */
+        {T0 - 60 * HOUR, 2, "LOST"}, /* older than the oldest entry */
+        {0, 3, "UNKNOWN"},           /* garbage */
+    };
+    char *own = fx_hwm_data(T0, 1);
+
+    fx_start(&fx, WEEKEND);
+    fx_seed_checkpoint(&fx, own, NULL);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *argv[] = {th_binary(), "status", "--mongo-uri", fx.sim.uri, "--redis-url",
+                              fx.redis_url, "--guard", OTHER_KEY, NULL, NULL};
+        char *out, *err;
+        int code;
+
+        if (cases[k].other)
+            set_key_time(OTHER_KEY, cases[k].other);
+        else
+            set_key(OTHER_KEY, "not a token");
+        code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+        cr_expect_eq(code, cases[k].want_code, "case %zu: exit %d\n%s%s", k, code, out, err);
+        cr_expect(strstr(out, cases[k].want_state) != NULL, "case %zu:\n%s", k, out);
+        free(out);
+        free(err);
+
+        argv[8] = "--json";
+        code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+        cr_expect_eq(code, cases[k].want_code, "case %zu --json", k);
+        {
+            bson_t doc;
+            bson_iter_t it;
+            cr_assert(bson_init_from_json(&doc, out, -1, NULL), "JSON: %s", out);
+            cr_expect(bson_iter_init(&it, &doc) &&
+                      bson_iter_find_descendant(&it, "keys.1.state", &it) &&
+                      strcmp(bson_iter_utf8(&it, NULL), cases[k].want_state) == 0,
+                      "case %zu: %s", k, out);
+            cr_expect(bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, "keys.0.state", &it) &&
+                      strcmp(bson_iter_utf8(&it, NULL), "OK") == 0, "own checkpoint OK: %s", out);
+            bson_destroy(&doc);
+        }
+        free(out);
+        free(err);
+    }
+    bson_free(own);
+}
+
+Test(guard, an_unreadable_oplog_names_the_role_and_retention_stands_in)
+{
+    char *out, *err;
+    bson_t reply;
+    char recent[32];
+    int code;
+
+    fx_start(&fx, WEEKEND);
+    fx_sim(&fx, "POST", "/fault",
+           "{\"command\": \"find\", \"kind\": \"error\", \"code\": 13, \"count\": 100}", &reply);
+    bson_destroy(&reply);
+    {
+        const char *argv[] = {th_binary(), "status", "--mongo-uri", fx.sim.uri, "--redis-url",
+                              fx.redis_url, NULL};
+        code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+        cr_expect_eq(code, 3, "UNKNOWN: %s", out);
+        cr_expect(strstr(out, "clusterMonitor") != NULL, "%s", out);
+        cr_expect(strstr(out, "--retention") != NULL, "%s", out);
+        free(out);
+        free(err);
+    }
+    /* With --retention the window is [now - 3h, now] by the local clock. */
+    snprintf(recent, sizeof recent, "%lld:1", (long long)time(NULL) - 1800);
+    {
+        char *data = NULL;
+        const char *argv[] = {th_binary(), "status", "--mongo-uri", fx.sim.uri, "--redis-url",
+                              fx.redis_url, "--retention", "3h", "--guard", OTHER_KEY,
+                              "--name", "docdb", NULL};
+        set_key(OTHER_KEY, recent);
+        set_key("tokenwatch:{docdb}:checkpoint", recent); /* a string works too */
+        code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+        cr_expect_eq(code, 0, "%s%s", out, err);
+        cr_expect(strstr(out, "window 3h (--retention)") != NULL, "%s", out);
+        free(out);
+        free(err);
+        free(data);
+    }
+}
+
+Test(guard, metrics_are_scraped_with_the_right_values)
+{
+    th_proc_t p;
+    int port = th_free_port();
+    char series[256];
+    double window, headroom;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    set_key_time(OTHER_KEY, T0 - 30 * HOUR);
+    spawn_guarding(&p, port, NULL);
+    snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"WARN\"}", OTHER_KEY);
+    th_assert_dump(wait_metric(port, series, 1, 10000), p.err_path, "WARN");
+    bson_free(fx_post_events(&fx, 3));
+    th_assert_dump(wait_metric(port, "tokenwatch_events_total", 3, 10000), p.err_path, "events");
+
+    window = metric(port, "tokenwatch_oplog_window_seconds");
+    cr_expect(window >= 172800 - 60 && window <= 172800, "window %f", window);
+    snprintf(series, sizeof series, "tokenwatch_token_headroom_seconds{key=\"%s\"}", OTHER_KEY);
+    headroom = metric(port, series);
+    cr_expect(headroom >= 18 * HOUR - 60 && headroom <= 18 * HOUR, "headroom %f", headroom);
+    snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
+    cr_expect_eq(metric(port, series), 0);
+    cr_assert(fx_wait_checkpoint_events(&fx, 3, 10000));
+    th_assert_dump(wait_metric(port, "tokenwatch_oplog_tail_rate", 0, 10000), p.err_path,
+                   "measured over two probes: nothing truncated");
+    cr_expect_geq(metric(port, "tokenwatch_checkpoints_total"), 1);
+    snprintf(series, sizeof series, "tokenwatch_token_time_left_seconds{key=\"%s\"}", OTHER_KEY);
+    cr_expect(isinf(metric(port, series)), "unbounded at rate 0");
+    cr_expect_eq(metric(port, "tokenwatch_fallbacks_total"), 0);
+    {
+        long status;
+        char *body = fx_http(port, "GET", "/healthz", NULL, &status);
+        cr_expect_eq(status, 200);
+        free(body);
+        body = fx_http(port, "GET", "/readyz", NULL, &status);
+        cr_expect_eq(status, 200, "%s", body);
+        free(body);
+    }
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+}
