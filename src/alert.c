@@ -34,61 +34,78 @@ static void time_left_words(const tw_alert_t *a, char out[TW_DURATION_TEXT_MAX])
         seconds_words(a->measure.time_left_s, out);
 }
 
-char *tw_alert_widen_hint(const tw_alert_t *a)
+static bool needs_action(const tw_alert_t *a)
+{
+    return a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT ||
+           a->state == TW_STATE_LOST;
+}
+
+char *tw_alert_widen_command(const tw_alert_t *a)
 {
     int64_t hours;
 
-    if (a->window.from_retention)
-        return bson_strdup("raise the change stream log retention "
-                           "(Amazon DocumentDB: the cluster parameter "
-                           "change_stream_log_retention_duration, up to 7 days)");
+    if (!needs_action(a) || a->window.from_retention)
+        return NULL;
     /* Twice the window seen, at least a day: room for a stalled weekend. */
     hours = (2 * (a->has_measure ? a->measure.window_s : 0) + 3599) / 3600;
     if (hours < 24)
         hours = 24;
     return bson_strdup_printf(
-        "db.adminCommand({replSetResizeOplog: 1, minRetentionHours: %lld}) on "
-        "each member (Atlas: the cluster's minimum oplog window)",
+        "db.adminCommand({replSetResizeOplog: 1, minRetentionHours: %lld})",
         (long long)hours);
+}
+
+const char *tw_alert_widen_note(const tw_alert_t *a)
+{
+    if (a->window.from_retention)
+        return "raise the change stream log retention (Amazon DocumentDB: the "
+               "cluster parameter change_stream_log_retention_duration, up to "
+               "7 days)";
+    return "on each replica set member (MongoDB 4.4+; on Atlas, set the "
+           "cluster's minimum oplog window instead)";
+}
+
+char *tw_alert_advice(const tw_alert_t *a)
+{
+    if (a->state == TW_STATE_LOST)
+        return a->own ? NULL
+                      : bson_strdup_printf(
+                            "the consumer whose checkpoint is %s cannot resume: "
+                            "restart it from a new position (the oldest entry "
+                            "still in the oplog is at cluster time %u:%u) and "
+                            "reconcile what it missed",
+                            a->key, a->window.oldest.t, a->window.oldest.i);
+    if (a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT)
+        return NULL;
+    if (a->own)
+        return bson_strdup_printf(
+            "this watcher's own checkpoint is ageing, so tokenwatch --name %s "
+            "is not following: check its log and get MongoDB and Redis "
+            "answering; it resumes by itself",
+            a->name);
+    return bson_strdup_printf(
+        "get the consumer whose checkpoint is %s moving again before the time "
+        "left runs out",
+        a->key);
 }
 
 char *tw_alert_recovery(const tw_alert_t *a)
 {
-    if (a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT &&
-        a->state != TW_STATE_LOST)
+    if (!a->own || !needs_action(a))
         return NULL;
-    if (!a->own) {
-        if (a->state == TW_STATE_LOST)
-            return bson_strdup_printf(
-                "the consumer whose checkpoint is %s cannot resume: restart it "
-                "from a new position (the oldest entry still in the oplog, "
-                "cluster time %u:%u) and reconcile what it missed",
-                a->key, a->window.oldest.t, a->window.oldest.i);
-        return bson_strdup_printf(
-            "get the consumer whose checkpoint is %s moving again before the "
-            "time left runs out",
-            a->key);
-    }
-    if (a->state == TW_STATE_LOST)
-        return bson_strdup_printf(
-            "tokenwatch run --name %s --environment %s --resume-from oldest "
-            "--dry-run, then the same with --confirm %s instead of --dry-run "
-            "(the skipped stretch is recorded in tokenwatch:{%s}:gaps)",
-            a->name, a->environment, a->environment, a->name);
     return bson_strdup_printf(
-        "restart tokenwatch --name %s so it resumes before the time left "
-        "runs out (check its log for why it stalled); if it is lost: "
         "tokenwatch run --name %s --environment %s --resume-from oldest "
         "--dry-run",
-        a->name, a->name, a->environment);
+        a->name, a->environment);
 }
 
 char *tw_alert_text(const tw_alert_t *a)
 {
     char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX];
     char left[TW_DURATION_TEXT_MAX], when[TW_UTC_TEXT_MAX];
+    char *advice = tw_alert_advice(a);
     char *recovery = tw_alert_recovery(a);
-    char *widen = NULL;
+    char *widen = tw_alert_widen_command(a);
     char *text;
     const char *lead;
     char detail[512] = "";
@@ -117,21 +134,24 @@ char *tw_alert_text(const tw_alert_t *a)
     } else if (a->has_token) {
         snprintf(detail, sizeof detail, "; token from %s", token_date);
     }
-    if (a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT || a->state == TW_STATE_LOST)
-        widen = tw_alert_widen_hint(a);
     text = bson_strdup_printf(
-        "[%s] tokenwatch %s: %s is %s %s%s%s%s%s%s%s%s%s", a->environment, a->name, a->key,
-        lead, tw_state_name(a->state),
+        "[%s] tokenwatch %s: %s is %s %s%s%s%s%s%s%s%s%s%s%s", a->environment, a->name,
+        a->key, lead, tw_state_name(a->state),
         a->notify == TW_NOTIFY_RESOLVED ? " (was " : "",
         a->notify == TW_NOTIFY_RESOLVED ? tw_state_name(a->previous) : "",
         a->notify == TW_NOTIFY_RESOLVED ? ")" : "", detail,
         a->reason ? ": " : "", a->reason ? a->reason : "",
-        recovery ? ". Recover: " : "", recovery ? recovery : "");
-    if (widen) {
-        char *longer = bson_strdup_printf("%s. Widen the window: %s", text, widen);
+        advice ? ". Now: " : "", advice ? advice : "",
+        recovery ? (a->state == TW_STATE_LOST ? ". Recover: " : ". If it is lost: ") : "",
+        recovery ? recovery : "");
+    if (needs_action(a)) {
+        char *longer = bson_strdup_printf("%s. Widen the window: %s%s%s", text,
+                                          widen ? widen : "", widen ? " " : "",
+                                          tw_alert_widen_note(a));
         bson_free(text);
         text = longer;
     }
+    bson_free(advice);
     bson_free(recovery);
     bson_free(widen);
     return text;
@@ -217,12 +237,21 @@ char *tw_alert_slack_payload(const tw_alert_t *a)
     }
     if (a->reason)
         append_text_block(&blocks, &nblocks, "section", "mrkdwn", a->reason);
-    if (recovery) {
-        char *widen = tw_alert_widen_hint(a);
-        char *how = bson_strdup_printf("*Recover:* `%s`\n*Widen the window:* `%s`",
-                                       recovery, widen);
+    if (needs_action(a)) {
+        char *advice = tw_alert_advice(a);
+        char *widen = tw_alert_widen_command(a);
+        char *how = bson_strdup_printf(
+            "%s%s%s%s%s%s*Widen the window:* %s%s%s%s", advice ? advice : "",
+            advice ? "\n" : "",
+            recovery ? (a->state == TW_STATE_LOST ? "*Recover* (dry run first, then "
+                                                    "--confirm ENV): `"
+                                                  : "*If it is lost:* `")
+                     : "",
+            recovery ? recovery : "", recovery ? "`" : "", recovery ? "\n" : "",
+            widen ? "`" : "", widen ? widen : "", widen ? "` " : "", tw_alert_widen_note(a));
         append_text_block(&blocks, &nblocks, "section", "mrkdwn", how);
         bson_free(how);
+        bson_free(advice);
         bson_free(widen);
     }
     bson_append_array_end(&payload, &blocks);

@@ -447,9 +447,11 @@ static bool pause_before_retry(tw_slack_t *s, int64_t delay_ms)
             go = false;
             break;
         }
-        if (now >= until)
+        /* Strictly after: the clock counts whole ms, so "now" may be up to
+         * 1 ms behind, and a Retry-After must never be cut short. */
+        if (now > until)
             break;
-        wait_slice(&s->wake, &s->lock, until - now);
+        wait_slice(&s->wake, &s->lock, until - now + 1);
     }
     pthread_mutex_unlock(&s->lock);
     return go;

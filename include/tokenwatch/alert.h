@@ -40,11 +40,16 @@ char *tw_alert_text(const tw_alert_t *a);
 /* The incoming-webhook payload, JSON (bson_free). */
 char *tw_alert_slack_payload(const tw_alert_t *a);
 
-/* The command that recovers, or NULL when there is nothing to recover
- * (bson_free). */
+/* What to do before the token is lost, in words, or NULL (bson_free). */
+char *tw_alert_advice(const tw_alert_t *a);
+
+/* The exact command that recovers a lost token, or NULL when there is no
+ * tokenwatch command for it (bson_free). */
 char *tw_alert_recovery(const tw_alert_t *a);
 
-/* How to widen the window on this kind of deployment (bson_free). */
-char *tw_alert_widen_hint(const tw_alert_t *a);
+/* The command that widens the window, or NULL where there is none to type
+ * (bson_free); tw_alert_widen_note says where to run it or what to change. */
+char *tw_alert_widen_command(const tw_alert_t *a);
+const char *tw_alert_widen_note(const tw_alert_t *a);
 
 #endif

@@ -38,9 +38,11 @@ Test(alert, text_names_everything_an_operator_needs)
     cr_expect(strstr(text, "2023-11-15T00:27:34Z") != NULL, "token time: %s", text);
     cr_expect(strstr(text, "2h 14m left") != NULL, "time left in words: %s", text);
     cr_expect(strstr(text, "2d window") != NULL, "%s", text);
-    cr_expect(strstr(text, "--resume-from oldest --dry-run") != NULL, "%s", text);
-    cr_expect(strstr(text, "replSetResizeOplog") != NULL, "%s", text);
-    cr_expect(strstr(text, "minRetentionHours: 96") != NULL, "%s", text);
+    cr_expect(strstr(text, "If it is lost: tokenwatch run --name orders-cdc --environment "
+                           "prod --resume-from oldest --dry-run") != NULL, "%s", text);
+    cr_expect(strstr(text, "is not following") != NULL, "advice for its own key: %s", text);
+    cr_expect(strstr(text, "db.adminCommand({replSetResizeOplog: 1, minRetentionHours: 96})") != NULL,
+              "%s", text);
     bson_free(text);
 }
 
@@ -66,9 +68,13 @@ Test(alert, lost_gives_the_confirmed_recovery)
     a.token = (tw_ctime_t){T0 - 10, 1};
     tw_guard_measure(&a.window, a.token, 1.0, &a.measure);
     recovery = tw_alert_recovery(&a);
-    cr_expect(strstr(recovery, "--resume-from oldest --dry-run") != NULL, "%s", recovery);
-    cr_expect(strstr(recovery, "--confirm prod") != NULL, "%s", recovery);
-    cr_expect(strstr(recovery, "tokenwatch:{orders-cdc}:gaps") != NULL, "%s", recovery);
+    cr_expect_str_eq(recovery, "tokenwatch run --name orders-cdc --environment prod "
+                               "--resume-from oldest --dry-run");
+    {
+        char *json = tw_alert_slack_payload(&a);
+        cr_expect(strstr(json, "then --confirm ENV") != NULL, "%s", json);
+        bson_free(json);
+    }
     bson_free(recovery);
 }
 
@@ -80,21 +86,19 @@ Test(alert, another_consumers_key_gets_advice_not_our_command)
     a.own = false;
     a.key = "billing:resume";
     recovery = tw_alert_recovery(&a);
+    cr_expect_null(recovery, "no tokenwatch command for another consumer's key");
+    recovery = tw_alert_advice(&a);
     cr_expect(strstr(recovery, "billing:resume") != NULL, "%s", recovery);
     cr_expect(strstr(recovery, "1700000000:1") != NULL, "the oldest entry: %s", recovery);
-    cr_expect(strstr(recovery, "--resume-from") == NULL, "%s", recovery);
     bson_free(recovery);
 }
 
 Test(alert, retention_deployments_widen_differently)
 {
     tw_alert_t a = example(TW_STATE_WARN, TW_NOTIFY_CHANGE);
-    char *widen;
-
     a.window.from_retention = true;
-    widen = tw_alert_widen_hint(&a);
-    cr_expect(strstr(widen, "change_stream_log_retention_duration") != NULL, "%s", widen);
-    bson_free(widen);
+    cr_expect_null(tw_alert_widen_command(&a), "no oplog to resize");
+    cr_expect(strstr(tw_alert_widen_note(&a), "change_stream_log_retention_duration") != NULL);
 }
 
 Test(alert, slack_payload_is_block_kit_with_a_text_fallback)
@@ -118,7 +122,8 @@ Test(alert, slack_payload_is_block_kit_with_a_text_fallback)
               bson_iter_find_descendant(&it, "blocks.1.fields.6.text", &it) &&
               strstr(bson_iter_utf8(&it, NULL), "Time left") != NULL,
               "%s", json);
-    cr_expect(strstr(json, "*Recover:*") != NULL);
+    cr_expect(strstr(json, "*If it is lost:*") != NULL, "%s", json);
+    cr_expect(strstr(json, "*Widen the window:*") != NULL, "%s", json);
     bson_destroy(&doc);
     bson_free(json);
     bson_free(text);
