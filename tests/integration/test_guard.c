@@ -400,3 +400,62 @@ Test(guard, metrics_are_scraped_with_the_right_values)
     th_proc_stop(&p, 10000);
     cr_expect_eq(th_proc_exit_code(&p), 0);
 }
+
+Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)
+{
+    th_proc_t p;
+    int port = th_free_port();
+    char series[256];
+    char **texts;
+    size_t n;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    set_key_time(OTHER_KEY, T0 - 10 * HOUR); /* OK */
+    spawn_guarding(&p, port, NULL);
+    snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
+    th_assert_dump(wait_metric(port, series, 1, 10000), p.err_path, "OK first");
+    th_redis_stop(&fx.redis);
+    th_assert_dump(wait_texts(1, 10000), p.err_path, "UNKNOWN after three rounds");
+    cr_assert(th_redis_restart(&fx.redis));
+    th_assert_dump(wait_texts(3, 20000), p.err_path, "resolved for both keys");
+    th_proc_stop(&p, 10000);
+    n = fx_webhook_texts(&hook, &texts);
+    for (size_t k = 0; k < n; k++) {
+        if (k < 2)
+            cr_expect(strstr(texts[k], "is now UNKNOWN") != NULL &&
+                          strstr(texts[k], "Redis unreadable for 3 rounds") != NULL,
+                      "%s", texts[k]);
+        else
+            cr_expect(strstr(texts[k], "is resolved OK (was UNKNOWN)") != NULL, "%s", texts[k]);
+        free(texts[k]);
+    }
+    cr_expect_eq(n, 4, "UNKNOWN and resolved, for the own key and the guarded one");
+    free(texts);
+}
+
+Test(guard, a_bad_state_repeats_every_alert_repeat_without_bursts)
+{
+    static const char *const more[] = {"--alert-repeat", "1s", NULL};
+    th_proc_t p;
+    int port = th_free_port();
+    char **texts;
+    size_t n;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    set_key_time(OTHER_KEY, T0 - 60 * HOUR); /* LOST */
+    spawn_guarding(&p, port, more);
+    th_assert_dump(wait_texts(1, 10000), p.err_path, "LOST");
+    th_sleep_ms(3300);
+    th_proc_stop(&p, 10000);
+    n = fx_webhook_texts(&hook, &texts);
+    /* One change and a repeat each second: 4, give or take a round. */
+    cr_expect(n >= 3 && n <= 5, "%zu alerts in 3.3 s with --alert-repeat 1s", n);
+    for (size_t k = 0; k < n; k++) {
+        cr_expect(strstr(texts[k], k == 0 ? "is now LOST" : "is still LOST") != NULL, "%s",
+                  texts[k]);
+        free(texts[k]);
+    }
+    free(texts);
+}
