@@ -587,13 +587,16 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
     return true;
 }
 
-static void slack_result(void *ctx, bool delivered)
+static void slack_result(void *ctx, tw_slack_outcome_t outcome)
 {
+    static const char *const counters[] = {
+        [TW_SLACK_SENT] = "tokenwatch_alerts_sent_total",
+        [TW_SLACK_FAILED] = "tokenwatch_alerts_failed_total",
+        [TW_SLACK_DROPPED] = "tokenwatch_alerts_dropped_total",
+    };
     runner_t *r = ctx;
 
-    tw_metrics_add(r->metrics, delivered ? "tokenwatch_alerts_sent_total"
-                                         : "tokenwatch_alerts_failed_total",
-                   NULL, 1);
+    tw_metrics_add(r->metrics, counters[outcome], NULL, 1);
 }
 
 /* The metrics endpoint and the Slack sender: up before following starts. */

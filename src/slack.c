@@ -69,7 +69,7 @@ struct tw_slack {
     unsigned max_attempts;
     const tw_clock_t *clock;
     tw_clock_t own_clock;
-    void (*on_result)(void *ctx, bool delivered);
+    void (*on_result)(void *ctx, tw_slack_outcome_t outcome);
     void *ctx;
 
     /* Used by the sender thread only (curl_multi_wakeup excepted). */
@@ -273,10 +273,10 @@ static message_t *pop_locked(tw_slack_t *s)
     return m;
 }
 
-static void report(const tw_slack_t *s, bool delivered)
+static void report(const tw_slack_t *s, tw_slack_outcome_t outcome)
 {
     if (s->on_result)
-        s->on_result(s->ctx, delivered);
+        s->on_result(s->ctx, outcome);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
@@ -546,7 +546,7 @@ static void *sender_main(void *arg)
         pthread_mutex_unlock(&s->lock);
 
         outcome = deliver(s, m);
-        report(s, outcome == SEND_DELIVERED);
+        report(s, outcome == SEND_DELIVERED ? TW_SLACK_SENT : TW_SLACK_FAILED);
         message_free(m);
 
         pthread_mutex_lock(&s->lock);
@@ -772,7 +772,7 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
         pthread_mutex_unlock(&s->lock);
         TW_WARN("Slack alert '%s' dropped: out of memory",
                 summary ? summary : "alert");
-        report(s, false);
+        report(s, TW_SLACK_DROPPED);
         return;
     }
     /* Once queued, m is the sender's (or the next enqueue's) to free. */
@@ -790,7 +790,7 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
         TW_WARN("Slack queue full (%zu waiting for %s): dropped the oldest "
                 "alert '%s' for '%s'",
                 s->queue_max, s->endpoint, dropped->summary, newest);
-        report(s, false);
+        report(s, TW_SLACK_DROPPED);
         message_free(dropped);
     }
 }
@@ -848,7 +848,7 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
         s->stats.failed++;
         TW_WARN("Slack alert '%s' not sent: stopping with it still queued",
                 m->summary);
-        report(s, false);
+        report(s, TW_SLACK_FAILED);
         message_free(m);
     }
     slack_free(s);

@@ -33,6 +33,13 @@
 #include "tokenwatch/error.h"
 
 /* Zero (or NULL) in any field but webhook_url means the default shown. */
+/* How a message ended; each ends exactly once. */
+typedef enum {
+    TW_SLACK_SENT = 0, /* Slack answered 2xx */
+    TW_SLACK_FAILED,   /* refused, out of tries, or unsent at stop */
+    TW_SLACK_DROPPED   /* pushed out of a full queue */
+} tw_slack_outcome_t;
+
 typedef struct {
     const char *webhook_url;  /* copied; secret; http:// or https:// */
     size_t queue_max;         /* 64: messages waiting, not counting the one
@@ -50,7 +57,7 @@ typedef struct {
      * thread, or from the thread calling tw_slack_enqueue (a drop) or
      * tw_slack_stop (messages left unsent); never with a lock held, so it
      * may call tw_slack_stats. May be NULL. */
-    void (*on_result)(void *ctx, bool delivered);
+    void (*on_result)(void *ctx, tw_slack_outcome_t outcome);
     void *ctx;
 } tw_slack_opts_t;
 

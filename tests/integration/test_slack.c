@@ -61,11 +61,11 @@ static unsigned results_not_delivered;
 /* ------------------------------------------------------------------ */
 /* Fixture                                                              */
 
-static void on_result(void *ctx, bool delivered)
+static void on_result(void *ctx, tw_slack_outcome_t outcome)
 {
     (void)ctx;
     pthread_mutex_lock(&results_lock);
-    if (delivered)
+    if (outcome == TW_SLACK_SENT)
         results_delivered++;
     else
         results_not_delivered++;
