@@ -418,7 +418,7 @@ Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)
     th_redis_stop(&fx.redis);
     th_assert_dump(wait_texts(1, 10000), p.err_path, "UNKNOWN after three rounds");
     cr_assert(th_redis_restart(&fx.redis));
-    th_assert_dump(wait_texts(3, 20000), p.err_path, "resolved for both keys");
+    th_assert_dump(wait_texts(4, 20000), p.err_path, "resolved for both keys");
     th_proc_stop(&p, 10000);
     n = fx_webhook_texts(&hook, &texts);
     for (size_t k = 0; k < n; k++) {
