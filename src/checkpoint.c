@@ -10,45 +10,97 @@
 #include "tokenwatch/spec.h"
 
 /*
- * KEYS[1] the checkpoint hash, KEYS[2] (redis sink) the event stream; ARGV:
- * token JSON, t, i, _data, wall_ms, updated_ms, events, source, scope.
- * Returns {1} when written, {0, stored cluster time} when the stored token
- * is ahead. The stored position is read from its token (the truth), or from
+ * The commit script. KEYS: the checkpoint hash, its history list, its gaps
+ * list, and (redis sink) the event stream. ARGV: token JSON, t, i, _data,
+ * wall_ms, updated_ms, events, source, scope, mode, now_ms,
+ * history_every_ms, history_reason, gap JSON ("" for none).
+ *
+ * mode "advance" writes only when the new token is not behind the stored
+ * one: the stored position is read from its token (the truth), or from
  * cluster_time when the token cannot be read; equal times fall back to
- * _data order, which is token order.
+ * _data order, which is token order. It returns {0, stored cluster time}
+ * when the stored token is ahead. Every history_every_ms it also keeps the
+ * checkpoint it replaces in the history.
+ *
+ * mode "force" (resume-from, fallback) always writes: the checkpoint it
+ * replaces goes to the history first, and the gap, when there is one, to the
+ * gaps list, unless the newest gap already starts there (a recovery that had
+ * to be tried twice).
  *
  * Redis does not roll back a transaction whose XADD fails when it runs
  * (WRONGTYPE): the script then sees the stream key is not a stream and
  * refuses, so the checkpoint never covers events that were not written.
  */
 static const char commit_script[] =
-    "if KEYS[2] then\n"
-    "  local t = redis.call('TYPE', KEYS[2])['ok']\n"
+    "local function snapshot(reason)\n"
+    "  local h = redis.call('HGETALL', KEYS[1])\n"
+    "  if #h == 0 then return nil end\n"
+    "  local t = {}\n"
+    "  for k = 1, #h, 2 do t[h[k]] = h[k + 1] end\n"
+    "  t['pushed_ms'] = ARGV[11]\n"
+    "  t['reason'] = reason\n"
+    "  return cjson.encode(t)\n"
+    "end\n"
+    "local function keep(reason)\n"
+    "  local snap = snapshot(reason)\n"
+    "  if snap then\n"
+    "    redis.call('LPUSH', KEYS[2], snap)\n"
+    "    redis.call('LTRIM', KEYS[2], 0, " TW_STR(TW_HISTORY_MAX) " - 1)\n"
+    "  end\n"
+    "end\n"
+    "if KEYS[4] then\n"
+    "  local t = redis.call('TYPE', KEYS[4])['ok']\n"
     "  if t ~= 'stream' and t ~= 'none' then\n"
-    "    return redis.error_reply('the event stream ' .. KEYS[2] ..\n"
+    "    return redis.error_reply('the event stream ' .. KEYS[4] ..\n"
     "                             ' holds a ' .. t .. ', not a stream')\n"
     "  end\n"
     "end\n"
-    "local ct, ci, cdata\n"
-    "local ok, doc = pcall(cjson.decode,\n"
-    "                      redis.call('HGET', KEYS[1], 'token') or '')\n"
-    "if ok and type(doc) == 'table' and type(doc['_data']) == 'string'\n"
-    "   and string.match(doc['_data'], '^82%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x') then\n"
-    "  cdata = string.upper(doc['_data'])\n"
-    "  ct = tonumber(string.sub(cdata, 3, 10), 16)\n"
-    "  ci = tonumber(string.sub(cdata, 11, 18), 16)\n"
-    "else\n"
-    "  local cur = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
-    "  local a, b = string.match(cur, '^(%d+):(%d+)$')\n"
-    "  ct = tonumber(a); ci = tonumber(b)\n"
-    "end\n"
-    "if ct then\n"
-    "  local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
-    "  local stored = string.format('%d:%d', ct, ci)\n"
-    "  if nt < ct or (nt == ct and ni < ci) then return {0, stored} end\n"
-    "  if nt == ct and ni == ci and cdata and string.upper(ARGV[4]) < cdata then\n"
-    "    return {0, stored}\n"
+    "if ARGV[10] == 'force' then\n"
+    "  keep(ARGV[13])\n"
+    "  if ARGV[14] ~= '' then\n"
+    "    local newest = redis.call('LINDEX', KEYS[3], 0)\n"
+    "    local same = false\n"
+    "    if newest then\n"
+    "      local ok, g = pcall(cjson.decode, newest)\n"
+    "      local ng = cjson.decode(ARGV[14])\n"
+    "      same = ok and type(g) == 'table' and g['from'] == ng['from']\n"
+    "    end\n"
+    "    if not same then\n"
+    "      redis.call('LPUSH', KEYS[3], ARGV[14])\n"
+    "      redis.call('LTRIM', KEYS[3], 0, " TW_STR(TW_GAPS_MAX) " - 1)\n"
+    "    end\n"
     "  end\n"
+    "else\n"
+    "  local ct, ci, cdata\n"
+    "  local ok, doc = pcall(cjson.decode,\n"
+    "                        redis.call('HGET', KEYS[1], 'token') or '')\n"
+    "  if ok and type(doc) == 'table' and type(doc['_data']) == 'string'\n"
+    "     and string.match(doc['_data'], '^82%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x') then\n"
+    "    cdata = string.upper(doc['_data'])\n"
+    "    ct = tonumber(string.sub(cdata, 3, 10), 16)\n"
+    "    ci = tonumber(string.sub(cdata, 11, 18), 16)\n"
+    "  else\n"
+    "    local cur = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
+    "    local a, b = string.match(cur, '^(%d+):(%d+)$')\n"
+    "    ct = tonumber(a); ci = tonumber(b)\n"
+    "  end\n"
+    "  if ct then\n"
+    "    local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
+    "    local stored = string.format('%d:%d', ct, ci)\n"
+    "    if nt < ct or (nt == ct and ni < ci) then return {0, stored} end\n"
+    "    if nt == ct and ni == ci and cdata and string.upper(ARGV[4]) < cdata then\n"
+    "      return {0, stored}\n"
+    "    end\n"
+    "  end\n"
+    "  local last = redis.call('LINDEX', KEYS[2], 0)\n"
+    "  local due = true\n"
+    "  if last then\n"
+    "    local okl, l = pcall(cjson.decode, last)\n"
+    "    if okl and type(l) == 'table' and tonumber(l['pushed_ms']) then\n"
+    "      due = tonumber(ARGV[11]) - tonumber(l['pushed_ms']) >= tonumber(ARGV[12])\n"
+    "    end\n"
+    "  end\n"
+    "  if due then keep('periodic') end\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'cluster_time',\n"
     "           ARGV[2] .. ':' .. ARGV[3], 'wall_ms', ARGV[5], 'updated_ms',\n"
@@ -292,26 +344,29 @@ out:
     return ok;
 }
 
-/* Appends the EVAL of the commit script for record to the pipeline. */
-static void append_script(redisContext *c, const char *key,
-                          const char *stream_key,
-                          const tw_checkpoint_fields_t *fields,
-                          const tw_checkpoint_t *record)
+/* Appends the EVAL of the commit script to the pipeline. */
+static void append_script(redisContext *c, const tw_commit_t *commit,
+                          const tw_checkpoint_fields_t *fields, bool with_stream)
 {
-    char t[16], i[16];
+    const tw_checkpoint_t *record = commit->record;
+    char t[16], i[16], now[24], every[24];
     const char *data = "";
-    const char *argv[15];
+    const char *argv[24];
     size_t k = 0;
 
     tw_token_data(&record->token, &data, NULL);
     snprintf(t, sizeof t, "%" PRIu32, record->cluster_time.t);
     snprintf(i, sizeof i, "%" PRIu32, record->cluster_time.i);
+    snprintf(now, sizeof now, "%" PRId64, record->updated_ms);
+    snprintf(every, sizeof every, "%d", TW_HISTORY_EVERY_MS);
     argv[k++] = "EVAL";
     argv[k++] = commit_script;
-    argv[k++] = stream_key ? "2" : "1";
-    argv[k++] = key;
-    if (stream_key)
-        argv[k++] = stream_key;
+    argv[k++] = with_stream ? "4" : "3";
+    argv[k++] = commit->checkpoint_key;
+    argv[k++] = commit->history_key;
+    argv[k++] = commit->gaps_key;
+    if (with_stream)
+        argv[k++] = commit->stream_key;
     argv[k++] = fields->values[0];
     argv[k++] = t;
     argv[k++] = i;
@@ -321,6 +376,11 @@ static void append_script(redisContext *c, const char *key,
     argv[k++] = fields->values[4];
     argv[k++] = fields->values[5];
     argv[k++] = fields->values[6];
+    argv[k++] = commit->force ? "force" : "advance";
+    argv[k++] = now;
+    argv[k++] = every;
+    argv[k++] = commit->history_reason ? commit->history_reason : "";
+    argv[k++] = commit->gap_json ? commit->gap_json : "";
     redisAppendCommandArgv(c, (int)k, argv, NULL);
 }
 
@@ -395,7 +455,7 @@ bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
     if (!tw_checkpoint_encode(commit->record, &fields, err))
         return false;
     if (nevents == 0) {
-        append_script(c, commit->checkpoint_key, NULL, &fields, commit->record);
+        append_script(c, commit, &fields, false);
         if (!read_reply(c, &reply, err))
             goto out_release_fields;
         ok = script_result(reply, result, err);
@@ -407,8 +467,7 @@ bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
     redisAppendCommand(c, "MULTI");
     for (size_t k = 0; k < nevents; k++)
         append_xadd(c, commit->stream_key, maxlen, &commit->events->items[k]);
-    append_script(c, commit->checkpoint_key, commit->stream_key, &fields,
-                  commit->record);
+    append_script(c, commit, &fields, true);
     redisAppendCommand(c, "EXEC");
     /* MULTI's OK and each QUEUED: a queueing error aborts the EXEC. */
     for (size_t k = 0; k < nevents + 2; k++) {

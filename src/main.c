@@ -16,6 +16,7 @@
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/monitor.h"
+#include "tokenwatch/recover.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/settings.h"
@@ -60,6 +61,9 @@ static void print_usage(FILE *out)
           "                                      exit 0 OK, 1 WARN, 2 CRIT or "
           "LOST, 3 UNKNOWN\n"
           "  tokenwatch checkpoint show [options] print the stored checkpoint\n"
+          "  tokenwatch checkpoint history        its earlier checkpoints, newest first\n"
+          "  tokenwatch checkpoint rollback [N]   restore the Nth previous one (--dry-run,\n"
+          "                                      --confirm ENV)\n"
           "  tokenwatch decode TOKEN             the cluster time and date "
           "inside a resume token\n"
           "  tokenwatch --version | --help\n"
@@ -93,6 +97,133 @@ static int cmd_decode(const tw_settings_t *s)
     tw_utc_format(tw_ctime_wall_ms(ct), date);
     printf("cluster_time  %s\ndate          %s\n", ct_text, date);
     return TW_EXIT_OK;
+}
+
+static redisContext *connect_redis(const tw_settings_t *s, int *code)
+{
+    tw_redis_url_t url;
+    tw_error_t err;
+    redisContext *c;
+
+    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        *code = TW_EXIT_USAGE;
+        return NULL;
+    }
+    c = tw_redis_connect(&url, 5000, &err);
+    tw_redis_url_release(&url);
+    if (!c) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        *code = TW_EXIT_FAILURE;
+    }
+    return c;
+}
+
+static int cmd_checkpoint_history(const tw_settings_t *s)
+{
+    tw_history_entry_t *entries;
+    size_t count;
+    tw_error_t err;
+    int code = TW_EXIT_FAILURE;
+    redisContext *c = connect_redis(s, &code);
+
+    if (!c)
+        return code;
+    if (!tw_history_list(c, s->name, &entries, &count, &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        redisFree(c);
+        return TW_EXIT_FAILURE;
+    }
+    printf("%-4s %-24s %-21s %-12s %-12s %-21s %s\n", "N", "CLUSTER TIME", "DATE (UTC)",
+           "SOURCE", "KEPT FOR", "KEPT AT (UTC)", "EVENTS");
+    for (size_t k = 0; k < count; k++) {
+        const tw_checkpoint_t *cp = &entries[k].checkpoint;
+        char ct[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX], pushed[TW_UTC_TEXT_MAX];
+
+        tw_ctime_format(cp->cluster_time, ct);
+        tw_utc_format(tw_ctime_wall_ms(cp->cluster_time), date);
+        tw_utc_format(entries[k].pushed_ms, pushed);
+        printf("%-4zu %-24s %-21s %-12s %-12s %-21s %" PRId64 "\n", k + 1, ct, date,
+               cp->source[0] ? cp->source : "-", entries[k].reason[0] ? entries[k].reason : "-",
+               entries[k].pushed_ms ? pushed : "-", cp->events);
+    }
+    if (count == 0)
+        printf("(no history for %s)\n", s->name);
+    tw_history_free(entries, count);
+    redisFree(c);
+    return TW_EXIT_OK;
+}
+
+static int cmd_checkpoint_rollback(const tw_settings_t *s, tw_clock_t *clock)
+{
+    tw_history_entry_t *entries = NULL;
+    size_t count = 0;
+    tw_checkpoint_t current;
+    tw_error_t err;
+    char key[TW_KEY_MAX];
+    bool found = false;
+    unsigned long n = 1;
+    int code = TW_EXIT_FAILURE;
+    redisContext *c;
+
+    if (s->positional_count > 2 ||
+        (s->positional_count == 2 &&
+         (sscanf(s->positional[1], "%lu", &n) != 1 || n == 0 || n > TW_HISTORY_MAX))) {
+        fprintf(stderr, "tokenwatch checkpoint rollback: N is a history entry, 1 to %d\n",
+                TW_HISTORY_MAX);
+        return TW_EXIT_USAGE;
+    }
+    if (!s->dry_run && !tw_recover_confirmed(s->environment, s->protect, s->protect_count,
+                                             s->confirm, &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        return TW_EXIT_USAGE;
+    }
+    c = connect_redis(s, &code);
+    if (!c)
+        return code;
+    tw_checkpoint_init(&current);
+    tw_checkpoint_key(s->name, "checkpoint", key);
+    if (!tw_history_list(c, s->name, &entries, &count, &err) ||
+        !tw_checkpoint_load(c, key, &current, &found, &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        goto out;
+    }
+    if (n > count) {
+        fprintf(stderr, "tokenwatch: there is no history entry %lu (%zu kept)\n", n, count);
+        code = TW_EXIT_USAGE;
+        goto out;
+    }
+    if (s->dry_run) {
+        tw_plan_t plan;
+
+        memset(&plan, 0, sizeof plan);
+        plan.has_current = found;
+        plan.current = current.cluster_time;
+        plan.start = entries[n - 1].checkpoint.cluster_time;
+        plan.start_how = "resumeAfter the history entry's token";
+        tw_plan_print(&plan, s->name, "rollback", stdout);
+        printf("nothing was changed (--dry-run)\n");
+        code = TW_EXIT_OK;
+        goto out;
+    }
+    if (!tw_history_rollback(c, s->name, (unsigned)n, tw_clock_wall_ms(clock), &err)) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        goto out;
+    }
+    {
+        char ct[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX];
+
+        tw_ctime_format(entries[n - 1].checkpoint.cluster_time, ct);
+        tw_utc_format(tw_ctime_wall_ms(entries[n - 1].checkpoint.cluster_time), date);
+        printf("%s rolled back to %s (%s); the checkpoint it replaced is history entry 1\n",
+               key, ct, date);
+    }
+    code = TW_EXIT_OK;
+out:
+    tw_history_free(entries, count);
+    tw_checkpoint_release(&current);
+    redisFree(c);
+    return code;
 }
 
 static int cmd_checkpoint_show(const tw_settings_t *s, tw_clock_t *clock)
@@ -321,9 +452,19 @@ static int dispatch(const char *command, tw_settings_t *s, tw_clock_t *clock)
     if (strcmp(command, "decode") == 0)
         return cmd_decode(s);
     if (strcmp(command, "checkpoint") == 0) {
-        if (s->positional_count == 1 && strcmp(s->positional[0], "show") == 0)
+        const char *what = s->positional_count > 0 ? s->positional[0] : "";
+
+        if (strcmp(what, "rollback") == 0)
+            return cmd_checkpoint_rollback(s, clock);
+        if (s->dry_run) {
+            fprintf(stderr, "tokenwatch checkpoint %s: --dry-run is for rollback\n", what);
+            return TW_EXIT_USAGE;
+        }
+        if (s->positional_count == 1 && strcmp(what, "show") == 0)
             return cmd_checkpoint_show(s, clock);
-        fprintf(stderr, "tokenwatch checkpoint: expected 'show'\n");
+        if (s->positional_count == 1 && strcmp(what, "history") == 0)
+            return cmd_checkpoint_history(s);
+        fprintf(stderr, "tokenwatch checkpoint: expected show, history or rollback [N]\n");
         return TW_EXIT_USAGE;
     }
     if (s->positional_count > 0) {

@@ -66,6 +66,8 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
          "Alerts dropped because the send queue was full."},
         {"tokenwatch_fallbacks_total", TW_METRIC_COUNTER,
          "Fallback replays after a lost resume point."},
+        {"tokenwatch_resume_attempts_total", TW_METRIC_COUNTER,
+         "Change streams opened (aggregate commands), first start and resumes."},
     };
 
     for (size_t k = 0; k < sizeof families / sizeof families[0]; k++) {
@@ -316,7 +318,10 @@ void tw_monitor_tick(tw_monitor_t *m)
         if (m->opts.alerts) {
             tw_notify_t notify = tw_tracker_update(&g->tracker, g->state, now_wall,
                                                    m->opts.settings->alert_repeat_ms);
-            if (notify != TW_NOTIFY_NONE)
+            /* The follower tells of its own lost token itself, with what it
+             * did about it (exit or replay). */
+            bool follower_tells = g->own && g->state == TW_STATE_LOST;
+            if (notify != TW_NOTIFY_NONE && !follower_tells)
                 alert(m, g, notify, now_wall);
         }
         update_metrics(m, g, now_wall);

@@ -3,14 +3,18 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "tokenwatch/alert.h"
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
+#include "tokenwatch/oplog.h"
+#include "tokenwatch/recover.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/sink.h"
@@ -26,6 +30,8 @@
 #define HEALTH_STALL_MS 60000
 /* On the way out, how long queued alerts may take to be delivered. */
 #define ALERT_GRACE_MS 3000
+/* With --on-token-lost=fail, how long the LOST alert may take before exit 3. */
+#define LOST_ALERT_WAIT_MS 10000
 
 typedef struct {
     const tw_settings_t *s;
@@ -46,6 +52,8 @@ typedef struct {
     char *scope;
 
     char checkpoint_key[TW_KEY_MAX];
+    char history_key[TW_KEY_MAX];
+    char gaps_key[TW_KEY_MAX];
     tw_checkpoint_t committed; /* what Redis holds; has_token false: nothing */
     tw_checkpoint_t position;  /* the newest position handed on */
     bool dirty;                /* position is ahead of committed */
@@ -56,6 +64,19 @@ typedef struct {
 
     bool has_until;
     tw_ctime_t until;
+
+    /* A recovery under way (resume-from, fallback): the stream starts at
+     * start_override, and the first commit after it moves the checkpoint
+     * there, keeps the old one in the history and records the gap. */
+    bool recovering;
+    char recovery_source[TW_SOURCE_MAX];
+    char *recovery_gap; /* JSON, or NULL */
+    bool has_override;
+    tw_start_t start_override;
+    bson_t override_token;
+    bool has_override_token;
+    tw_backoff_t lost_backoff;
+    unsigned losses; /* resume points lost in a row */
 
     tw_metrics_t *metrics;
     tw_http_t *http;
@@ -182,7 +203,15 @@ static bool commit(runner_t *r)
     r->position.updated_ms = tw_clock_wall_ms(r->clock);
     memset(&c, 0, sizeof c);
     c.checkpoint_key = r->checkpoint_key;
+    c.history_key = r->history_key;
+    c.gaps_key = r->gaps_key;
     c.record = &r->position;
+    if (r->recovering) {
+        snprintf(r->position.source, sizeof r->position.source, "%s", r->recovery_source);
+        c.force = true;
+        c.history_reason = r->recovery_source;
+        c.gap_json = r->recovery_gap;
+    }
     if (r->s->sink == TW_SINK_REDIS) {
         c.events = &r->sink.batch;
         c.stream_key = r->s->stream_key;
@@ -218,6 +247,17 @@ static bool commit(runner_t *r)
         describe_position(&r->position, at, sizeof at);
         TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
                  r->position.source, r->position.events, r->sink.batch.count);
+    }
+    if (r->recovering) {
+        char at[96];
+        describe_position(&r->position, at, sizeof at);
+        TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s", r->recovery_source,
+                at, r->history_key, r->recovery_gap ? ", the gap in " : "",
+                r->recovery_gap ? r->gaps_key : "");
+        r->recovering = false;
+        r->has_override = false;
+        bson_free(r->recovery_gap);
+        r->recovery_gap = NULL;
     }
     tw_event_batch_clear(&r->sink.batch);
     tw_checkpoint_release(&r->committed);
@@ -284,25 +324,254 @@ static void mongo_ok(runner_t *r)
     }
 }
 
-static int report_lost(runner_t *r, const tw_error_t *err)
+/* The oplog window, by probing with the follower's client or from --retention. */
+static bool read_window(runner_t *r, tw_oplog_window_t *w, tw_error_t *err)
+{
+    if (r->s->retention_ms > 0) {
+        tw_oplog_from_retention(tw_clock_wall_ms(r->clock), r->s->retention_ms, w);
+        return true;
+    }
+    return tw_oplog_probe(r->client, w, err);
+}
+
+/* Tells Slack (when there is one) and the log that the own token is lost. */
+static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char *reason,
+                       bool wait)
+{
+    tw_alert_t a;
+    char *text;
+
+    memset(&a, 0, sizeof a);
+    a.environment = r->s->environment;
+    a.name = r->s->name;
+    a.key = r->checkpoint_key;
+    a.own = true;
+    a.state = TW_STATE_LOST;
+    a.notify = TW_NOTIFY_CHANGE;
+    a.has_token = r->committed.has_token;
+    a.token = r->committed.cluster_time;
+    if (window)
+        a.window = *window;
+    a.reason = reason;
+    a.now_ms = tw_clock_wall_ms(r->clock);
+    text = tw_alert_text(&a);
+    TW_ERROR("alert: %s", text);
+    bson_free(text);
+    if (r->slack) {
+        char *payload = tw_alert_slack_payload(&a);
+        tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
+        bson_free(payload);
+        if (wait && !tw_slack_flush(r->slack, LOST_ALERT_WAIT_MS))
+            TW_WARN("the LOST alert could not be delivered within %d s",
+                    LOST_ALERT_WAIT_MS / 1000);
+    }
+}
+
+static int report_lost(runner_t *r, const char *why)
 {
     char at[96];
     char *token = r->committed.has_token ? tw_token_to_json(&r->committed.token)
                                          : NULL;
 
     describe_position(&r->committed, at, sizeof at);
-    TW_ERROR("the resume point is lost: the server answered %s. The "
-             "checkpoint %s holds token %s at cluster time %s, which is no "
-             "longer in the server's history; the checkpoint is left as it is. "
-             "Events after %s that the oplog no longer holds cannot be "
-             "replayed. To start again from now, accepting that gap, delete "
-             "the checkpoint (redis-cli DEL '%s') and restart; to keep the "
-             "next token from ageing out, widen the oplog window "
+    TW_ERROR("the resume point is lost: %s. The checkpoint %s holds token %s "
+             "at cluster time %s, which is no longer in the server's history; "
+             "the checkpoint is left as it is. To start again and record what "
+             "is skipped: tokenwatch run --name %s --environment %s "
+             "--resume-from oldest --dry-run, then the same with --confirm %s "
+             "instead of --dry-run; or run with --on-token-lost fallback. To "
+             "keep the next token from ageing out, widen the oplog window "
              "(replSetResizeOplog with minRetentionHours).",
-             err->message, r->checkpoint_key, token ? token : "(none)", at, at,
-             r->checkpoint_key);
+             why, r->checkpoint_key, token ? token : "(none)", at, r->s->name,
+             r->s->environment, r->s->environment);
     bson_free(token);
     return TW_EXIT_LOST;
+}
+
+static void clear_override(runner_t *r)
+{
+    if (r->has_override_token)
+        bson_destroy(&r->override_token);
+    r->has_override_token = false;
+    r->has_override = false;
+}
+
+/* Starts a recovery: where to start, and what to record when it lands. */
+static void begin_recovery(runner_t *r, const char *source, tw_start_kind_t kind,
+                           const bson_t *token, tw_ctime_t at, char *gap_json)
+{
+    clear_override(r);
+    r->has_override = true;
+    r->start_override.kind = kind;
+    r->start_override.time = at;
+    r->start_override.token = NULL;
+    if (token) {
+        bson_copy_to(token, &r->override_token);
+        r->has_override_token = true;
+        r->start_override.token = &r->override_token;
+    }
+    r->recovering = true;
+    snprintf(r->recovery_source, sizeof r->recovery_source, "%s", source);
+    bson_free(r->recovery_gap);
+    r->recovery_gap = gap_json;
+    /* The new position is wherever the new stream says: forget the old one,
+     * which may be ahead of it. Events already handed on are committed. */
+    tw_checkpoint_release(&r->position);
+    tw_checkpoint_init(&r->position);
+    r->position.events = r->committed.events;
+    r->position.scope = strdup(r->scope);
+    r->dirty = false;
+}
+
+typedef struct {
+    tw_start_kind_t kind;
+    tw_ctime_t at;
+    bson_t token;
+    bool has_token;
+    bool clamped;
+    bool window_known;
+    tw_oplog_window_t window;
+} resolved_start_t;
+
+/*
+ * Turns a SPEC into a start the server still has: `oldest` is the oldest
+ * entry (or now minus --retention), `now` the newest, and a time or a token
+ * older than the oldest entry becomes the oldest entry, since a start the
+ * server no longer has would lose events silently.
+ */
+static bool resolve_start(runner_t *r, const char *text, resolved_start_t *out,
+                          tw_error_t *err)
+{
+    tw_spec_t spec;
+    tw_error_t werr;
+    bool ok = false;
+
+    memset(out, 0, sizeof *out);
+    if (!tw_spec_parse(text, &spec, err))
+        return false;
+    out->window_known = read_window(r, &out->window, &werr);
+    if (!out->window_known && (spec.kind == TW_SPEC_OLDEST || spec.kind == TW_SPEC_NOW)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "cannot resolve '%s': %s (give --retention, or a time)", text,
+                     werr.message);
+        goto out;
+    }
+    switch (spec.kind) {
+    case TW_SPEC_OLDEST:
+        out->kind = TW_START_AT_TIME;
+        out->at = out->window.oldest;
+        break;
+    case TW_SPEC_NOW:
+        out->kind = TW_START_AT_TIME;
+        out->at = out->window.newest;
+        break;
+    case TW_SPEC_TIME:
+        out->kind = TW_START_AT_TIME;
+        out->at = spec.time;
+        break;
+    case TW_SPEC_TOKEN:
+        out->kind = TW_START_RESUME_AFTER;
+        out->at = spec.time;
+        bson_copy_to(&spec.token, &out->token);
+        out->has_token = true;
+        break;
+    case TW_SPEC_CHECKPOINT:
+        tw_error_set(err, TW_ERR_USAGE, 0, "'checkpoint' is where a normal start begins");
+        goto out;
+    }
+    if (out->window_known && tw_ctime_cmp(out->at, out->window.oldest) < 0) {
+        out->clamped = true;
+        out->kind = TW_START_AT_TIME;
+        out->at = out->window.oldest;
+    }
+    ok = true;
+out:
+    tw_spec_clear(&spec);
+    return ok;
+}
+
+static void resolved_release(resolved_start_t *rs)
+{
+    if (rs->has_token)
+        bson_destroy(&rs->token);
+    rs->has_token = false;
+}
+
+static const char *start_how(const resolved_start_t *rs)
+{
+    return rs->kind == TW_START_RESUME_AFTER ? "resumeAfter the given token"
+                                             : "startAtOperationTime";
+}
+
+/*
+ * The resume point is gone. `fail`: alert, leave the checkpoint, exit 3.
+ * `fallback`: replay from --fallback-from with the gap recorded; returns -1
+ * to go on following.
+ */
+static int handle_lost(runner_t *r, const char *why)
+{
+    resolved_start_t rs;
+    tw_error_t err;
+    char reason[TW_ERROR_MESSAGE_MAX + 160], skipped[TW_DURATION_TEXT_MAX];
+    char from[TW_CTIME_TEXT_MAX], to[TW_CTIME_TEXT_MAX], to_date[TW_UTC_TEXT_MAX];
+    int64_t skipped_s;
+
+    r->losses++;
+    tw_metrics_set_ready(r->metrics, "mongo", false);
+    if (r->s->on_token_lost == TW_ON_LOST_FAIL) {
+        tw_oplog_window_t w;
+        bool known = read_window(r, &w, &err);
+        alert_lost(r, known ? &w : NULL, why, true);
+        return report_lost(r, why);
+    }
+    if (!resolve_start(r, r->s->fallback_from, &rs, &err)) {
+        char fallback_failed[TW_ERROR_MESSAGE_MAX + 64];
+        snprintf(fallback_failed, sizeof fallback_failed, "%s; no fallback: %s", why,
+                 err.message);
+        alert_lost(r, NULL, fallback_failed, true);
+        return report_lost(r, fallback_failed);
+    }
+    /* A replay that keeps losing its start must not become a storm. */
+    if (r->losses > 1)
+        pause_ms(r, tw_backoff_next(&r->lost_backoff, tw_clock_random01(r->clock)));
+    skipped_s = r->committed.has_token
+                    ? (int64_t)rs.at.t - (int64_t)r->committed.cluster_time.t
+                    : 0;
+    tw_duration_words(skipped_s > 0 ? skipped_s * 1000 : 0, skipped);
+    tw_ctime_format(r->committed.cluster_time, from);
+    tw_ctime_format(rs.at, to);
+    tw_utc_format(tw_ctime_wall_ms(rs.at), to_date);
+    snprintf(reason, sizeof reason, "%s; replayed from %s (%s)%s; %s of history skipped",
+             why, to, to_date,
+             rs.clamped ? ", the oldest entry, since --fallback-from is older" : "", skipped);
+    alert_lost(r, rs.window_known ? &rs.window : NULL, reason, false);
+    tw_metrics_add(r->metrics, "tokenwatch_fallbacks_total", NULL, 1);
+    TW_WARN("fallback: replaying from %s %s; the gap %s..%s is recorded in %s", start_how(&rs),
+            to, from, to, r->gaps_key);
+    begin_recovery(r, "fallback", rs.kind, rs.has_token ? &rs.token : NULL, rs.at,
+                   r->committed.has_token && skipped_s > 0
+                       ? tw_gap_json(r->committed.cluster_time, rs.at, why,
+                                     tw_clock_wall_ms(r->clock))
+                       : NULL);
+    resolved_release(&rs);
+    return -1;
+}
+
+/* Before any resume is tried: is the stored token older than the oplog? */
+static int precheck_lost(runner_t *r)
+{
+    tw_oplog_window_t w;
+    tw_error_t err;
+    char why[160], oldest[TW_CTIME_TEXT_MAX];
+
+    if (!r->committed.has_token || !read_window(r, &w, &err))
+        return -1;
+    if (tw_ctime_cmp(r->committed.cluster_time, w.oldest) >= 0)
+        return -1;
+    tw_ctime_format(w.oldest, oldest);
+    snprintf(why, sizeof why, "the checkpoint is older than the oldest oplog entry (%s%s)",
+             oldest, w.from_retention ? ", from --retention" : "");
+    return handle_lost(r, why);
 }
 
 /* Connects to the deployment and learns the scope, waiting out outages. */
@@ -341,6 +610,12 @@ static int check_scope(runner_t *r)
         TW_WARN("the checkpoint %s names no scope (written by hand or by "
                 "another tool); using it for %s",
                 r->checkpoint_key, r->scope);
+        return -1;
+    }
+    if (strcmp(r->committed.scope, r->scope) != 0 && r->s->resume_from) {
+        TW_WARN("the checkpoint %s was written for \"%s\"; --resume-from replaces it "
+                "for \"%s\" (the old one goes to %s)",
+                r->checkpoint_key, r->committed.scope, r->scope, r->history_key);
         return -1;
     }
     if (strcmp(r->committed.scope, r->scope) != 0) {
@@ -397,6 +672,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
             bool invalidate;
 
             mongo_ok(r);
+            r->losses = 0;
             if (!tw_event_from_bson(doc, &event, &err)) {
                 TW_ERROR("%s", err.message);
                 *code = TW_EXIT_FAILURE;
@@ -442,21 +718,27 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
             const bson_t *mine = r->position.has_token ? &r->position.token : NULL;
 
             mongo_ok(r);
+            r->losses = 0;
             if (token && tw_token_cluster_time(token, &ct, NULL) &&
                 (!mine || tw_token_cmp(token, mine) > 0)) {
                 if (past_until(r, ct))
                     goto reached_until;
                 advance(r, token, "pbrt", 0);
-                /* A first start has no checkpoint at all: take one at once. */
-                if (!r->committed.has_token && !commit(r)) {
+                /* A first start has no checkpoint, a recovery a lost one:
+                 * take the new one at once. */
+                if ((!r->committed.has_token || r->recovering) && !commit(r)) {
                     *code = TW_EXIT_FAILURE;
                     return FOLLOW_DONE;
                 }
             }
         } else {
             if (failure == TW_FAILURE_LOST) {
-                *code = commit(r) ? report_lost(r, &err) : TW_EXIT_FAILURE;
-                return FOLLOW_DONE;
+                if (!commit(r)) {
+                    *code = TW_EXIT_FAILURE;
+                    return FOLLOW_DONE;
+                }
+                *code = handle_lost(r, err.message);
+                return *code < 0 ? FOLLOW_REOPEN : FOLLOW_DONE;
             }
             if (failure == TW_FAILURE_FATAL) {
                 commit(r);
@@ -520,16 +802,22 @@ static int follow_loop(runner_t *r)
 
         if (stop_requested(r))
             return commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
-        if (r->committed.has_token) {
+        if (r->has_override) {
+            start = r->start_override;
+        } else if (r->committed.has_token) {
             start.kind = strcmp(r->committed.source, "invalidate") == 0
                              ? TW_START_START_AFTER
                              : TW_START_RESUME_AFTER;
             start.token = &r->committed.token;
         }
+        tw_metrics_add(r->metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, &err);
         if (!f) {
-            if (failure == TW_FAILURE_LOST)
-                return report_lost(r, &err);
+            if (failure == TW_FAILURE_LOST) {
+                if ((code = handle_lost(r, err.message)) >= 0)
+                    return code;
+                continue;
+            }
             if (failure == TW_FAILURE_FATAL) {
                 TW_ERROR("MongoDB: %s", err.message);
                 return TW_EXIT_FAILURE;
@@ -560,7 +848,10 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
     r->stop = stop;
     tw_backoff_init(&r->redis_backoff, RETRY_BASE_MS, RETRY_CAP_MS);
     tw_backoff_init(&r->mongo_backoff, RETRY_BASE_MS, RETRY_CAP_MS);
+    tw_backoff_init(&r->lost_backoff, RETRY_BASE_MS * 4, RETRY_CAP_MS);
     tw_checkpoint_key(s->name, "checkpoint", r->checkpoint_key);
+    tw_checkpoint_key(s->name, "history", r->history_key);
+    tw_checkpoint_key(s->name, "gaps", r->gaps_key);
     tw_sink_init(&r->sink, (tw_sink_kind_t)s->sink, out);
     r->follow_opts.db = s->db;
     r->follow_opts.collection = s->collection;
@@ -688,6 +979,74 @@ static void teardown(runner_t *r)
     tw_checkpoint_release(&r->position);
     tw_sink_release(&r->sink);
     free(r->scope);
+    clear_override(r);
+    bson_free(r->recovery_gap);
+}
+
+/*
+ * --resume-from: plan the move, print it for --dry-run, or start it. The
+ * checkpoint moves at the first token after the new start, with the old one
+ * kept in the history and a skipped stretch recorded as a gap.
+ */
+static int resume_from(runner_t *r, FILE *out)
+{
+    resolved_start_t rs;
+    tw_plan_t plan;
+    tw_error_t err;
+    int64_t delta;
+
+    if (strcasecmp(r->s->resume_from, "checkpoint") == 0) {
+        TW_INFO("--resume-from checkpoint: the normal start");
+        return -1;
+    }
+    if (!r->s->dry_run &&
+        !tw_recover_confirmed(r->s->environment, r->s->protect, r->s->protect_count,
+                              r->s->confirm, &err)) {
+        TW_ERROR("%s", err.message);
+        return TW_EXIT_USAGE;
+    }
+    if (!resolve_start(r, r->s->resume_from, &rs, &err)) {
+        TW_ERROR("--resume-from: %s", err.message);
+        return TW_EXIT_USAGE;
+    }
+    memset(&plan, 0, sizeof plan);
+    plan.has_current = r->committed.has_token;
+    plan.current = r->committed.cluster_time;
+    plan.start = rs.at;
+    plan.start_how = start_how(&rs);
+    plan.window_known = rs.window_known;
+    plan.oldest = rs.window.oldest;
+    plan.clamped = rs.clamped;
+    delta = tw_plan_delta_s(&plan);
+    if (r->s->dry_run) {
+        tw_plan_print(&plan, r->s->name, "resume-from", out);
+        fprintf(out, "nothing was changed (--dry-run)\n");
+        fflush(out);
+        resolved_release(&rs);
+        return TW_EXIT_OK;
+    }
+    if (rs.clamped) {
+        char asked[TW_UTC_TEXT_MAX];
+        tw_utc_format(tw_ctime_wall_ms(rs.window.oldest), asked);
+        TW_WARN("--resume-from %s is older than the oldest oplog entry: starting at the "
+                "oldest entry (%s) instead",
+                r->s->resume_from, asked);
+    }
+    {
+        char from[96], to[TW_CTIME_TEXT_MAX];
+        describe_position(&r->committed, from, sizeof from);
+        tw_ctime_format(rs.at, to);
+        TW_WARN("resume-from: moving %s from %s to %s (%s)%s", r->checkpoint_key,
+                r->committed.has_token ? from : "nothing", to, start_how(&rs),
+                delta > 0 ? "; the skipped stretch is recorded as a gap" : "");
+    }
+    begin_recovery(r, "resume-from", rs.kind, rs.has_token ? &rs.token : NULL, rs.at,
+                   plan.has_current && delta > 0
+                       ? tw_gap_json(r->committed.cluster_time, rs.at, "resume-from",
+                                     tw_clock_wall_ms(r->clock))
+                       : NULL);
+    resolved_release(&rs);
+    return -1;
 }
 
 int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
@@ -703,11 +1062,19 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         teardown(&r);
         return TW_EXIT_USAGE;
     }
-    if (!start_services(&r, &err)) {
+    if (settings->dry_run && !settings->resume_from) {
+        TW_ERROR("--dry-run goes with --resume-from (or checkpoint rollback)");
+        teardown(&r);
+        return TW_EXIT_USAGE;
+    }
+    /* A dry run only reads: no metrics port, no alerts, no guard. */
+    if (!settings->dry_run && !start_services(&r, &err)) {
         TW_ERROR("%s", err.message);
         teardown(&r);
         return TW_EXIT_FAILURE;
     }
+    if (settings->dry_run)
+        r.metrics = tw_metrics_new();
     tw_redact_url(settings->redis_url, redacted, sizeof redacted);
     TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
             r.checkpoint_key, tw_sink_kind_name((tw_sink_kind_t)settings->sink));
@@ -717,17 +1084,24 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         goto out;
     if ((code = check_scope(&r)) >= 0)
         goto out;
+    if (settings->resume_from) {
+        if ((code = resume_from(&r, out)) >= 0)
+            goto out;
+    } else if ((code = precheck_lost(&r)) >= 0) {
+        goto out;
+    }
     if (!start_monitor(&r, &err)) {
         TW_ERROR("%s", err.message);
         code = TW_EXIT_FAILURE;
         goto out;
     }
-    if (r.committed.has_token) {
+    if (r.committed.has_token && !r.recovering) {
         tw_checkpoint_set_token(&r.position, &r.committed.token, NULL);
         memcpy(r.position.source, r.committed.source, sizeof r.position.source);
         r.position.events = r.committed.events;
     }
-    r.position.scope = strdup(r.scope);
+    if (!r.position.scope)
+        r.position.scope = strdup(r.scope);
     log_start(&r);
     code = follow_loop(&r);
 out:

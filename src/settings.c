@@ -7,6 +7,7 @@
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tokenwatch/duration.h"
 #include "tokenwatch/log.h"
@@ -21,7 +22,8 @@ typedef enum {
     TYPE_ENUM,     /* int: index into choices */
     TYPE_LIST,     /* char **field, size_t count right after it: comma-separated,
                       flags repeatable; a higher source replaces the list */
-    TYPE_LIMIT     /* tw_limit_t: a share (20%) or a duration (2h) */
+    TYPE_LIMIT,    /* tw_limit_t: a share (20%) or a duration (2h) */
+    TYPE_BOOL      /* bool: a flag without a value (or =true / =false) */
 } setting_type_t;
 
 /* May hold a password: its check redacts what it quotes, help says so. */
@@ -52,11 +54,14 @@ static bool check_not_empty(const char *value, tw_error_t *err);
 static bool check_webhook(const char *value, tw_error_t *err);
 static void add_string(char ***list, size_t *count, const char *text);
 static bool check_metrics_addr(const char *value, tw_error_t *err);
+static bool check_spec(const char *value, tw_error_t *err);
+static bool check_fallback_spec(const char *value, tw_error_t *err);
 
 static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
 static const char *const full_document_choices[] = {
     "updateLookup", "whenAvailable", "required", NULL};
 static const char *const log_format_choices[] = {"text", "json", NULL};
+static const char *const on_lost_choices[] = {"fail", "fallback", NULL};
 static const char *const log_level_choices[] = {"debug", "info", "warn",
                                                 "error", NULL};
 
@@ -155,6 +160,28 @@ static const setting_def_t table[] = {
      "127.0.0.1:9470", "HOST:PORT",
      "serve /healthz, /readyz and Prometheus /metrics here; off disables", 0,
      F(metrics_addr), check_metrics_addr},
+    {"on-token-lost", "TOKENWATCH_ON_TOKEN_LOST", TYPE_ENUM, 0, 0, on_lost_choices,
+     "fail", "POLICY",
+     "when the resume point is gone: fail (alert, exit 3) or fallback (alert, "
+     "record the gap, replay from --fallback-from)",
+     0, F(on_token_lost), NULL},
+    {"fallback-from", "TOKENWATCH_FALLBACK_FROM", TYPE_STRING, 0, 0, NULL, "oldest",
+     "SPEC", "where a fallback replay starts (never before the oldest oplog entry)",
+     0, F(fallback_from), check_fallback_spec},
+    {"resume-from", NULL, TYPE_STRING, 0, 0, NULL, NULL, "SPEC",
+     "manual recovery: start from SPEC instead of the checkpoint (the current "
+     "one goes to history first)",
+     0, F(resume_from), check_spec},
+    {"dry-run", NULL, TYPE_BOOL, 0, 0, NULL, NULL, "",
+     "with --resume-from or checkpoint rollback: print the plan, change nothing",
+     0, F(dry_run), NULL},
+    {"confirm", NULL, TYPE_STRING, 0, 0, NULL, NULL, "ENV",
+     "required with --resume-from and checkpoint rollback in a protected "
+     "environment: the --environment again",
+     0, F(confirm), check_not_empty},
+    {"protect", "TOKENWATCH_PROTECT", TYPE_LIST, 0, 0, NULL, "prod,production,live",
+     "LIST", "environments where manual recovery needs --confirm", 0, F(protect),
+     check_not_empty},
     {"log-format", "TOKENWATCH_LOG_FORMAT", TYPE_ENUM, 0, 0,
      log_format_choices, "text", "FMT", "text, or json (one object per line)",
      0, F(log_format), NULL},
@@ -165,7 +192,9 @@ static const setting_def_t table[] = {
 #define TABLE_SIZE (sizeof table / sizeof table[0])
 
 _Static_assert(offsetof(tw_settings_t, guard_count) ==
-                   offsetof(tw_settings_t, guard) + sizeof(char **),
+                       offsetof(tw_settings_t, guard) + sizeof(char **) &&
+                   offsetof(tw_settings_t, protect_count) ==
+                       offsetof(tw_settings_t, protect) + sizeof(char **),
                "a TYPE_LIST field must be followed by its count");
 _Static_assert(TABLE_SIZE <= sizeof((tw_settings_t *)0)->sources /
                                  sizeof(tw_setting_source_t),
@@ -318,6 +347,30 @@ static bool check_metrics_addr(const char *value, tw_error_t *err)
            tw_http_parse_addr(value, host, sizeof host, &port, err);
 }
 
+static bool check_spec(const char *value, tw_error_t *err)
+{
+    tw_spec_t spec;
+
+    if (!tw_spec_parse(value, &spec, err))
+        return false;
+    tw_spec_clear(&spec);
+    return true;
+}
+
+/* Any SPEC but `checkpoint`: that is the position that was lost. */
+static bool check_fallback_spec(const char *value, tw_error_t *err)
+{
+    if (!check_spec(value, err))
+        return false;
+    if (strcasecmp(value, "checkpoint") == 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "a fallback cannot start at the checkpoint it replaces: "
+                     "give oldest, now, a time or a token");
+        return false;
+    }
+    return true;
+}
+
 static void describe_source(const setting_def_t *def,
                             tw_setting_source_t source, const char *where,
                             char *out, size_t n)
@@ -459,6 +512,16 @@ static bool apply(tw_settings_t *s, size_t index, const char *value,
     case TYPE_LIMIT:
         if (!tw_limit_parse(value, (tw_limit_t *)field, &inner))
             goto bad;
+        break;
+    case TYPE_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            *(bool *)field = false;
+        else {
+            tw_error_set(&inner, TW_ERR_USAGE, 0, "'%s' is not true or false", value);
+            goto bad;
+        }
         break;
     }
     s->sources[index] = source;
@@ -610,6 +673,10 @@ static bool next_flag(int argc, const char *const argv[], int *k, ssize_t *index
     }
     if (eq) {
         *value = eq + 1;
+        return true;
+    }
+    if (table[*index].type == TYPE_BOOL) {
+        *value = "true";
         return true;
     }
     if (*k + 1 >= argc) {
@@ -768,7 +835,8 @@ void tw_settings_print_help(FILE *out)
         const setting_def_t *def = &table[k];
         char flag[64];
 
-        snprintf(flag, sizeof flag, "--%s %s", def->name, def->metavar);
+        snprintf(flag, sizeof flag, "--%s%s%s", def->name, def->metavar[0] ? " " : "",
+                 def->metavar);
         fprintf(out, "  %-28s %s", flag, def->help);
         if (def->def)
             fprintf(out, " [default: %s]", def->def);

@@ -27,6 +27,14 @@
 #define TW_KEY_MAX 256
 #define TW_SOURCE_MAX 16
 
+/* The history keeps this many earlier checkpoints, newest first: one before
+ * every manual change, fallback or rollback, and one every few minutes. */
+#define TW_HISTORY_MAX 100
+#define TW_HISTORY_EVERY_MS (5 * 60 * 1000)
+#define TW_GAPS_MAX 1000
+#define TW_STR_(x) #x
+#define TW_STR(x) TW_STR_(x)
+
 typedef struct {
     bson_t token;
     bool has_token;
@@ -84,11 +92,18 @@ bool tw_checkpoint_read_position(redisContext *c, const char *key,
 
 typedef struct {
     const char *checkpoint_key;
-    const tw_checkpoint_t *record;
+    const char *history_key;
+    const char *gaps_key;
+    const tw_checkpoint_t *record; /* its updated_ms is the time of the commit */
     /* For the redis sink; NULL or empty otherwise. */
     const tw_event_batch_t *events;
     const char *stream_key;
     long long stream_maxlen;
+    /* A recovery (resume-from, fallback): write whatever is stored, keep it
+     * in the history with history_reason, and record gap_json (or NULL). */
+    bool force;
+    const char *history_reason;
+    const char *gap_json;
 } tw_commit_t;
 
 typedef struct {

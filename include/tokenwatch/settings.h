@@ -21,6 +21,8 @@
 
 typedef enum { TW_SINK_NONE = 0, TW_SINK_STDOUT, TW_SINK_REDIS } tw_sink_kind_t;
 
+typedef enum { TW_ON_LOST_FAIL = 0, TW_ON_LOST_FALLBACK } tw_on_lost_t;
+
 typedef enum {
     TW_SOURCE_DEFAULT = 0,
     TW_SOURCE_FILE,
@@ -59,6 +61,13 @@ typedef struct {
     char *slack_webhook_file;
     int64_t alert_repeat_ms;
     char *metrics_addr; /* "off" disables */
+    int on_token_lost;  /* tw_on_lost_t */
+    char *fallback_from; /* a SPEC */
+    char *resume_from;   /* a SPEC, or NULL */
+    bool dry_run;
+    char *confirm;
+    char **protect; /* environments where manual recovery needs --confirm */
+    size_t protect_count;
 
     /* Not settings: what parsing found besides them. */
     bool help;

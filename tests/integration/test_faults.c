@@ -155,6 +155,7 @@ Test(faults, mongodb_away_then_back_resumes_from_the_checkpoint)
     free(err);
 }
 
+
 static void expect_unchanged(const char *before_token, const char *what)
 {
     char *now = fx_checkpoint(&fx, "token");
@@ -162,7 +163,7 @@ static void expect_unchanged(const char *before_token, const char *what)
     free(now);
 }
 
-Test(faults, a_token_older_than_the_oplog_exits_3)
+Test(faults, a_token_older_than_the_oplog_exits_3_before_any_resume)
 {
     char *old = fx_hwm_data(1700000000 - 86400, 1);
     char *token, *err = NULL;
@@ -174,13 +175,41 @@ Test(faults, a_token_older_than_the_oplog_exits_3)
     token = fx_checkpoint(&fx, "token");
     code = fx_run(&fx, NULL, 20000, &err);
     cr_expect_eq(code, 3, "exit code %d: %s", code, err);
-    cr_expect(strstr(err, "286") != NULL, "names the code: %s", err);
+    cr_expect(strstr(err, "older than the oldest oplog entry") != NULL, "%s", err);
     cr_expect(strstr(err, old) != NULL, "names the token: %s", err);
     cr_expect(strstr(err, "1699913600:1") != NULL, "names its cluster time: %s", err);
-    expect_unchanged(token, "lost at resume");
+    cr_expect(strstr(err, "--resume-from oldest --dry-run") != NULL, "says what to do: %s", err);
+    cr_expect_eq(fx_count_commands(&fx, "aggregate"), 0, "no resume was tried");
+    expect_unchanged(token, "lost before resuming");
     free(token);
     free(err);
     bson_free(old);
+}
+
+Test(faults, a_286_at_resume_exits_3)
+{
+    char *data = fx_hwm_data(1700000000, 1);
+    char *token, *err = NULL;
+    bson_t reply;
+    int code;
+
+    /* The oplog cannot be read (no pre-check), the server answers 286. */
+    fx_start(&fx, "{\"rate\": 0}");
+    fx_seed_checkpoint(&fx, data, NULL);
+    token = fx_checkpoint(&fx, "token");
+    fx_sim(&fx, "POST", "/fault", "{\"command\": \"find\", \"kind\": \"error\", \"code\": 13, "
+                                  "\"count\": 1000}", &reply);
+    bson_destroy(&reply);
+    fx_sim(&fx, "POST", "/fault", "{\"command\": \"aggregate\", \"kind\": \"error\", "
+                                  "\"code\": 286, \"count\": 1000}", &reply);
+    bson_destroy(&reply);
+    code = fx_run(&fx, NULL, 20000, &err);
+    cr_expect_eq(code, 3, "exit code %d: %s", code, err);
+    cr_expect(strstr(err, "286") != NULL, "names the code: %s", err);
+    expect_unchanged(token, "lost at resume");
+    free(token);
+    free(err);
+    bson_free(data);
 }
 
 Test(faults, history_lost_mid_stream_exits_3)

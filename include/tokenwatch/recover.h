@@ -1,0 +1,73 @@
+/*
+ * recover.h - moving a checkpoint on purpose: plans, gaps, history and
+ * rollback.
+ *
+ * Every such move keeps the checkpoint it replaces in
+ * tokenwatch:{NAME}:history first, and a move that skips history records
+ * the stretch in tokenwatch:{NAME}:gaps as {from, to, reason, detected_ms},
+ * so what was lost is on record.
+ */
+#ifndef TOKENWATCH_RECOVER_H
+#define TOKENWATCH_RECOVER_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tokenwatch/checkpoint.h"
+#include "tokenwatch/error.h"
+#include "tokenwatch/token.h"
+
+/* What a move would do (pure). */
+typedef struct {
+    bool has_current;
+    tw_ctime_t current;
+    tw_ctime_t start;
+    const char *start_how; /* "resumeAfter the token", "startAtOperationTime", ... */
+    bool window_known;
+    tw_ctime_t oldest;
+    bool clamped; /* the asked-for start was older than the oldest entry */
+} tw_plan_t;
+
+/* Seconds from the current checkpoint to the new start: above 0 a gap
+ * (history skipped), below 0 an overlap (history handed on again). */
+int64_t tw_plan_delta_s(const tw_plan_t *plan);
+
+/* The start is still in the oplog (true when the window is unknown). */
+bool tw_plan_inside(const tw_plan_t *plan);
+
+/* Prints the plan: positions, gap or overlap, the oplog, the keys. */
+void tw_plan_print(const tw_plan_t *plan, const char *name, const char *source,
+                   FILE *out);
+
+/* {"from": "T:I", "to": "T:I", "reason": ..., "detected_ms": ...} (bson_free). */
+char *tw_gap_json(tw_ctime_t from, tw_ctime_t to, const char *reason,
+                  int64_t detected_ms);
+
+/* Manual recovery in a protected environment needs --confirm ENV. */
+bool tw_recover_confirmed(const char *environment, char *const *protect,
+                          size_t protect_count, const char *confirm,
+                          tw_error_t *err);
+
+typedef struct {
+    tw_checkpoint_t checkpoint; /* token, cluster time, events, source, scope */
+    int64_t pushed_ms;
+    char reason[TW_SOURCE_MAX];
+} tw_history_entry_t;
+
+/* The history, newest first. */
+bool tw_history_list(redisContext *c, const char *name,
+                     tw_history_entry_t **entries, size_t *count,
+                     tw_error_t *err);
+void tw_history_free(tw_history_entry_t *entries, size_t count);
+
+/*
+ * Restores the nth (1 = newest) history entry as the checkpoint, with
+ * source=rollback; the current checkpoint goes to the history first. One
+ * script: nothing changes unless all of it does.
+ */
+bool tw_history_rollback(redisContext *c, const char *name, unsigned n,
+                         int64_t now_ms, tw_error_t *err);
+
+#endif

@@ -1,0 +1,247 @@
+#include "tokenwatch/recover.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenwatch/duration.h"
+#include "tokenwatch/redis.h"
+
+int64_t tw_plan_delta_s(const tw_plan_t *plan)
+{
+    return plan->has_current ? (int64_t)plan->start.t - (int64_t)plan->current.t : 0;
+}
+
+bool tw_plan_inside(const tw_plan_t *plan)
+{
+    return !plan->window_known || tw_ctime_cmp(plan->start, plan->oldest) >= 0;
+}
+
+static void print_time(FILE *out, const char *label, tw_ctime_t ct)
+{
+    char text[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX];
+
+    tw_ctime_format(ct, text);
+    tw_utc_format(tw_ctime_wall_ms(ct), date);
+    fprintf(out, "  %-18s %s (%s)", label, text, date);
+}
+
+void tw_plan_print(const tw_plan_t *plan, const char *name, const char *source,
+                   FILE *out)
+{
+    char checkpoint[TW_KEY_MAX], history[TW_KEY_MAX], gaps[TW_KEY_MAX];
+    char words[TW_DURATION_TEXT_MAX];
+    int64_t delta = tw_plan_delta_s(plan);
+
+    tw_checkpoint_key(name, "checkpoint", checkpoint);
+    tw_checkpoint_key(name, "history", history);
+    tw_checkpoint_key(name, "gaps", gaps);
+    fprintf(out, "plan (%s) for %s:\n", source, checkpoint);
+    if (plan->has_current) {
+        print_time(out, "current checkpoint", plan->current);
+        fputc('\n', out);
+    } else {
+        fprintf(out, "  %-18s none\n", "current checkpoint");
+    }
+    print_time(out, "new start", plan->start);
+    fprintf(out, ", %s\n", plan->start_how);
+    if (plan->clamped)
+        fprintf(out, "  %-18s the asked-for start is older than the oldest oplog "
+                     "entry: starting at the oldest entry instead\n", "note");
+    tw_duration_words((delta < 0 ? -delta : delta) * 1000, words);
+    if (!plan->has_current)
+        fprintf(out, "  %-18s nothing to compare with\n", "effect");
+    else if (delta > 0)
+        fprintf(out, "  %-18s a gap: %s of history skipped, recorded in %s\n", "effect",
+                words, gaps);
+    else if (delta < 0)
+        fprintf(out, "  %-18s an overlap: %s of history handed on again\n", "effect", words);
+    else
+        fprintf(out, "  %-18s none: the same cluster time\n", "effect");
+    if (!plan->window_known)
+        fprintf(out, "  %-18s unknown (the oplog could not be read)\n", "oplog");
+    else {
+        print_time(out, "oldest oplog entry", plan->oldest);
+        fprintf(out, ": the start is %s\n",
+                tw_plan_inside(plan) ? "inside the oplog"
+                                     : "NOT in the oplog any more: the server would refuse it");
+    }
+    fprintf(out, "  %-18s %s (written at the first token after the start, source=%s)\n",
+            "keys that change", checkpoint, source);
+    if (plan->has_current)
+        fprintf(out, "  %-18s %s (the current checkpoint is kept)\n", "", history);
+    if (plan->has_current && delta > 0)
+        fprintf(out, "  %-18s %s (the gap)\n", "", gaps);
+}
+
+char *tw_gap_json(tw_ctime_t from, tw_ctime_t to, const char *reason,
+                  int64_t detected_ms)
+{
+    bson_t doc = BSON_INITIALIZER;
+    char f[TW_CTIME_TEXT_MAX], t[TW_CTIME_TEXT_MAX];
+    char *json;
+
+    tw_ctime_format(from, f);
+    tw_ctime_format(to, t);
+    BSON_APPEND_UTF8(&doc, "from", f);
+    BSON_APPEND_UTF8(&doc, "to", t);
+    BSON_APPEND_UTF8(&doc, "reason", reason);
+    BSON_APPEND_INT64(&doc, "detected_ms", detected_ms);
+    json = bson_as_relaxed_extended_json(&doc, NULL);
+    bson_destroy(&doc);
+    return json;
+}
+
+bool tw_recover_confirmed(const char *environment, char *const *protect,
+                          size_t protect_count, const char *confirm,
+                          tw_error_t *err)
+{
+    bool protected_env = false;
+
+    for (size_t k = 0; k < protect_count; k++)
+        protected_env = protected_env || strcmp(protect[k], environment) == 0;
+    if (confirm && strcmp(confirm, environment) != 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "--confirm %s does not match --environment %s: nothing was "
+                     "changed",
+                     confirm, environment);
+        return false;
+    }
+    if (protected_env && !confirm) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "environment %s is protected (--protect): moving its "
+                     "checkpoint needs --confirm %s; nothing was changed (try "
+                     "--dry-run first)",
+                     environment, environment);
+        return false;
+    }
+    return true;
+}
+
+/* An entry is the checkpoint hash as JSON, plus pushed_ms and reason. */
+static bool decode_entry(const char *json, tw_history_entry_t *out, tw_error_t *err)
+{
+    static const char *const fields[] = {"token", "cluster_time", "wall_ms", "updated_ms",
+                                         "events", "source", "scope"};
+    const char *names[7], *values[7];
+    bson_t doc;
+    bson_iter_t it;
+    size_t n = 0;
+    bool ok;
+
+    memset(out, 0, sizeof *out);
+    if (!bson_init_from_json(&doc, json, -1, NULL)) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "a history entry is not JSON");
+        return false;
+    }
+    for (size_t k = 0; k < 7; k++) {
+        if (bson_iter_init_find(&it, &doc, fields[k]) && BSON_ITER_HOLDS_UTF8(&it)) {
+            names[n] = fields[k];
+            values[n++] = bson_iter_utf8(&it, NULL);
+        }
+    }
+    ok = tw_checkpoint_decode(names, values, n, &out->checkpoint, err);
+    if (ok && bson_iter_init_find(&it, &doc, "pushed_ms") && BSON_ITER_HOLDS_UTF8(&it))
+        out->pushed_ms = strtoll(bson_iter_utf8(&it, NULL), NULL, 10);
+    if (ok && bson_iter_init_find(&it, &doc, "reason") && BSON_ITER_HOLDS_UTF8(&it))
+        snprintf(out->reason, sizeof out->reason, "%s", bson_iter_utf8(&it, NULL));
+    bson_destroy(&doc);
+    return ok;
+}
+
+bool tw_history_list(redisContext *c, const char *name,
+                     tw_history_entry_t **entries, size_t *count,
+                     tw_error_t *err)
+{
+    char key[TW_KEY_MAX];
+    redisReply *reply;
+    bool ok = true;
+
+    *entries = NULL;
+    *count = 0;
+    tw_checkpoint_key(name, "history", key);
+    reply = tw_redis_command(c, err, "LRANGE %s 0 -1", key);
+    if (!reply)
+        return false;
+    if (reply->elements > 0) {
+        *entries = calloc(reply->elements, sizeof **entries);
+        if (!*entries)
+            abort();
+    }
+    for (size_t k = 0; k < reply->elements && ok; k++) {
+        ok = decode_entry(reply->element[k]->str, &(*entries)[k], err);
+        if (ok)
+            (*count)++;
+        else
+            tw_error_prefix(err, "%s entry %zu", key, k + 1);
+    }
+    freeReplyObject(reply);
+    if (!ok) {
+        tw_history_free(*entries, *count);
+        *entries = NULL;
+        *count = 0;
+    }
+    return ok;
+}
+
+void tw_history_free(tw_history_entry_t *entries, size_t count)
+{
+    for (size_t k = 0; k < count; k++)
+        tw_checkpoint_release(&entries[k].checkpoint);
+    free(entries);
+}
+
+/* KEYS: checkpoint, history. ARGV: n, now_ms. */
+static const char rollback_script[] =
+    "local entry = redis.call('LINDEX', KEYS[2], tonumber(ARGV[1]) - 1)\n"
+    "if not entry then\n"
+    "  return redis.error_reply('there is no history entry ' .. ARGV[1])\n"
+    "end\n"
+    "local e = cjson.decode(entry)\n"
+    "if type(e['token']) ~= 'string' then\n"
+    "  return redis.error_reply('history entry ' .. ARGV[1] .. ' has no token')\n"
+    "end\n"
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "if #h > 0 then\n"
+    "  local t = {}\n"
+    "  for k = 1, #h, 2 do t[h[k]] = h[k + 1] end\n"
+    "  t['pushed_ms'] = ARGV[2]\n"
+    "  t['reason'] = 'rollback'\n"
+    "  redis.call('LPUSH', KEYS[2], cjson.encode(t))\n"
+    "  redis.call('LTRIM', KEYS[2], 0, " TW_STR(TW_HISTORY_MAX) " - 1)\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "redis.call('HSET', KEYS[1], 'token', e['token'], 'updated_ms', ARGV[2],\n"
+    "           'source', 'rollback')\n"
+    "for _, f in ipairs({'cluster_time', 'wall_ms', 'events', 'scope'}) do\n"
+    "  if type(e[f]) == 'string' then redis.call('HSET', KEYS[1], f, e[f]) end\n"
+    "end\n"
+    "return 1\n";
+
+bool tw_history_rollback(redisContext *c, const char *name, unsigned n,
+                         int64_t now_ms, tw_error_t *err)
+{
+    char checkpoint[TW_KEY_MAX], history[TW_KEY_MAX], nth[16], now[24];
+    const char *argv[] = {"EVAL", rollback_script, "2", checkpoint, history, nth, now};
+    redisReply *reply;
+
+    tw_checkpoint_key(name, "checkpoint", checkpoint);
+    tw_checkpoint_key(name, "history", history);
+    snprintf(nth, sizeof nth, "%u", n);
+    snprintf(now, sizeof now, "%" PRId64, now_ms);
+    reply = redisCommandArgv(c, 7, argv, NULL);
+    if (!reply) {
+        tw_redis_error_from_context(c, err, "redis");
+        return false;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* The script's own message comes after Redis's prefix. */
+        const char *msg = strstr(reply->str, "there is no") ? strstr(reply->str, "there is no")
+                                                            : reply->str;
+        tw_error_set(err, TW_ERR_USAGE, TW_REDIS_REPLY_ERROR, "rollback: %s", msg);
+        freeReplyObject(reply);
+        return false;
+    }
+    freeReplyObject(reply);
+    return true;
+}
