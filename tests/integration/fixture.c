@@ -437,3 +437,93 @@ size_t fx_webhook_count(fx_webhook_t *w)
     bson_destroy(&got);
     return n;
 }
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void append_reply(FILE *out, const redisReply *r)
+{
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        fprintf(out, "%s\n", r->str);
+        break;
+    case REDIS_REPLY_INTEGER:
+        fprintf(out, "%lld\n", r->integer);
+        break;
+    case REDIS_REPLY_ARRAY:
+        for (size_t k = 0; k < r->elements; k++)
+            append_reply(out, r->element[k]);
+        break;
+    default:
+        fprintf(out, "(nil)\n");
+    }
+}
+
+char *fx_redis_state(fx_t *fx)
+{
+    redisReply *keys = th_redis_cmd(&fx->redis, "KEYS tokenwatch:*");
+    char **names;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+
+    cr_assert(keys && keys->type == REDIS_REPLY_ARRAY);
+    names = calloc(keys->elements + 1, sizeof *names);
+    for (size_t k = 0; k < keys->elements; k++)
+        names[k] = keys->element[k]->str;
+    qsort(names, keys->elements, sizeof *names, compare_strings);
+    for (size_t k = 0; k < keys->elements; k++) {
+        redisReply *type = th_redis_cmd(&fx->redis, "TYPE %s", names[k]);
+        redisReply *content = NULL;
+
+        fprintf(out, "== %s (%s)\n", names[k], type->str);
+        if (strcmp(type->str, "hash") == 0) {
+            /* HGETALL order is not stable across rewrites: sort the pairs. */
+            redisReply *fields = th_redis_cmd(&fx->redis, "HKEYS %s", names[k]);
+            char **f = calloc(fields->elements + 1, sizeof *f);
+            for (size_t i = 0; i < fields->elements; i++)
+                f[i] = fields->element[i]->str;
+            qsort(f, fields->elements, sizeof *f, compare_strings);
+            for (size_t i = 0; i < fields->elements; i++) {
+                redisReply *v = th_redis_cmd(&fx->redis, "HGET %s %s", names[k], f[i]);
+                fprintf(out, "%s=%s\n", f[i], v->str);
+                freeReplyObject(v);
+            }
+            free(f);
+            freeReplyObject(fields);
+        } else if (strcmp(type->str, "list") == 0) {
+            content = th_redis_cmd(&fx->redis, "LRANGE %s 0 -1", names[k]);
+        } else if (strcmp(type->str, "stream") == 0) {
+            content = th_redis_cmd(&fx->redis, "XRANGE %s - +", names[k]);
+        } else {
+            content = th_redis_cmd(&fx->redis, "GET %s", names[k]);
+        }
+        if (content)
+            append_reply(out, content);
+        freeReplyObject(content);
+        freeReplyObject(type);
+    }
+    fclose(out);
+    free(names);
+    freeReplyObject(keys);
+    return text;
+}
+
+int fx_cli(fx_t *fx, const char *const args[], char **out, char **err)
+{
+    const char *argv[48];
+    size_t n = 0;
+
+    argv[n++] = th_binary();
+    for (size_t k = 0; args[k]; k++)
+        argv[n++] = args[k];
+    argv[n++] = "--mongo-uri";
+    argv[n++] = fx->sim.uri;
+    argv[n++] = "--redis-url";
+    argv[n++] = fx->redis_url;
+    argv[n] = NULL;
+    return th_run(fx->dir, argv, NULL, 30000, out, err);
+}

@@ -90,6 +90,14 @@ size_t fx_webhook_count(fx_webhook_t *w);
 char *fx_http(int port, const char *method, const char *path, const char *body,
               long *status);
 
+/* Every tokenwatch:* key and its content, sorted, as text (free): two
+ * snapshots are equal when nothing changed. */
+char *fx_redis_state(fx_t *fx);
+
+/* The tokenwatch binary against the fixture with the given arguments only
+ * (no defaults but --mongo-uri and --redis-url). */
+int fx_cli(fx_t *fx, const char *const args[], char **out, char **err);
+
 /* Counts occurrences of needle in haystack. */
 int fx_count(const char *haystack, const char *needle);
 
