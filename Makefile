@@ -49,7 +49,7 @@ CRITERION_ARGS ?= --jobs 2
 TEST_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=fast_unwind_on_malloc=0
 
-.PHONY: all deps test unit integration sim-selftest asan clean
+.PHONY: all deps test unit integration sim-selftest demo demo-check asan clean
 
 all: $(BINARY)
 
@@ -77,7 +77,7 @@ $(INTEG_BIN): $(INTEG_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(shell pkg-config --libs libbson-1.0) $(TEST_LIBS) -o $@
 
 test: deps
-	$(MAKE) unit integration sim-selftest
+	$(MAKE) unit integration sim-selftest demo-check
 
 unit: $(UNIT_BIN)
 	$(TEST_ENV) sh scripts/run-tests.sh $(BUILD)/unit.log $(UNIT_BIN) $(CRITERION_ARGS)
@@ -89,6 +89,14 @@ integration: $(BINARY) $(INTEG_BIN)
 # The scripted replica set checks itself through pymongo.
 sim-selftest:
 	/usr/bin/python3 tests/sim/selftest.py
+
+# A quiet weekend in under a minute: no MongoDB, no Docker (scripts/demo.sh).
+demo: deps $(BINARY)
+	@bash scripts/demo.sh
+
+# The demo, with its output checked for the alerts, the replay and the gap.
+demo-check: $(BINARY)
+	sh tests/demo_check.sh $(BUILD)/demo.log
 
 asan:
 	$(MAKE) SANITIZE=1 unit integration

@@ -122,7 +122,9 @@ char *tw_alert_text(const tw_alert_t *a)
         seconds_words((double)a->measure.window_s, window);
         time_left_words(a, left);
         if (a->state != TW_STATE_LOST && !a->measure.unbounded) {
-            tw_utc_format(a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0), when);
+            /* Whole seconds: a forecast has no millisecond precision. */
+            tw_utc_format((a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0)) / 1000 * 1000,
+                          when);
             snprintf(detail, sizeof detail,
                      "; token from %s, %s left (%.0f%% of a %s window; lost "
                      "around %s)",

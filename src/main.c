@@ -15,6 +15,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
 #include "tokenwatch/recover.h"
 #include "tokenwatch/redis.h"
@@ -66,6 +67,10 @@ static void print_usage(FILE *out)
           "                                      --confirm ENV)\n"
           "  tokenwatch decode TOKEN             the cluster time and date "
           "inside a resume token\n"
+          "  tokenwatch healthcheck              exit 0 when the running watcher's "
+          "/healthz\n"
+          "                                      (at --metrics-addr) answers 200 "
+          "(container HEALTHCHECK)\n"
           "  tokenwatch --version | --help\n"
           "\n"
           "Exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage or "
@@ -142,7 +147,7 @@ static int cmd_checkpoint_history(const tw_settings_t *s)
 
         tw_ctime_format(cp->cluster_time, ct);
         tw_utc_format(tw_ctime_wall_ms(cp->cluster_time), date);
-        tw_utc_format(entries[k].pushed_ms, pushed);
+        tw_utc_format(entries[k].pushed_ms / 1000 * 1000, pushed);
         printf("%-4zu %-24s %-21s %-12s %-12s %-21s %" PRId64 "\n", k + 1, ct, date,
                cp->source[0] ? cp->source : "-", entries[k].reason[0] ? entries[k].reason : "-",
                entries[k].pushed_ms ? pushed : "-", cp->events);
@@ -441,10 +446,69 @@ static int cmd_status(const tw_settings_t *s)
     return code;
 }
 
+static size_t discard_body(char *data, size_t size, size_t n, void *ctx)
+{
+    (void)data;
+    (void)ctx;
+    return size * n;
+}
+
+/*
+ * The container HEALTHCHECK: asks the running watcher's /healthz, so the
+ * image needs no curl. A wildcard listen address is reached on loopback.
+ */
+static int cmd_healthcheck(const tw_settings_t *s)
+{
+    char host[TW_HTTP_HOST_MAX], url[TW_HTTP_HOST_MAX + 32];
+    tw_error_t err;
+    int port;
+    long status = 0;
+    CURL *curl;
+    CURLcode rc;
+
+    if (strcmp(s->metrics_addr, "off") == 0) {
+        fprintf(stderr, "tokenwatch healthcheck: --metrics-addr is off: nothing to ask\n");
+        return TW_EXIT_USAGE;
+    }
+    if (!tw_http_parse_addr(s->metrics_addr, host, sizeof host, &port, &err)) {
+        fprintf(stderr, "tokenwatch healthcheck: %s\n", err.message);
+        return TW_EXIT_USAGE;
+    }
+    if (strcmp(host, "0.0.0.0") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    else if (strcmp(host, "::") == 0)
+        snprintf(host, sizeof host, "::1");
+    snprintf(url, sizeof url, strchr(host, ':') ? "http://[%s]:%d/healthz" : "http://%s:%d/healthz",
+             host, port);
+    curl = curl_easy_init();
+    if (!curl)
+        return TW_EXIT_FAILURE;
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
+    rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "tokenwatch healthcheck: %s: %s\n", url, curl_easy_strerror(rc));
+        return TW_EXIT_FAILURE;
+    }
+    if (status != 200) {
+        fprintf(stderr, "tokenwatch healthcheck: %s answered %ld\n", url, status);
+        return TW_EXIT_FAILURE;
+    }
+    printf("healthy\n");
+    return TW_EXIT_OK;
+}
+
 static int dispatch(const char *command, tw_settings_t *s, tw_clock_t *clock)
 {
     if (strcmp(command, "status") == 0)
         return cmd_status(s);
+    if (strcmp(command, "healthcheck") == 0)
+        return cmd_healthcheck(s);
     if (s->json) {
         fprintf(stderr, "tokenwatch %s: --json is for status\n", command);
         return TW_EXIT_USAGE;
@@ -480,7 +544,8 @@ extern char **environ;
 
 int main(int argc, char *argv[])
 {
-    static const char *const commands[] = {"run", "status", "checkpoint", "decode", NULL};
+    static const char *const commands[] = {"run",    "status",      "checkpoint",
+                                           "decode", "healthcheck", NULL};
     tw_settings_t settings;
     tw_error_t err;
     tw_clock_t clock;
@@ -497,7 +562,7 @@ int main(int argc, char *argv[])
                 break;
         if (!commands[k]) {
             fprintf(stderr, "tokenwatch: unknown command '%s' (run, status, "
-                            "checkpoint, decode; see --help)\n",
+                            "checkpoint, decode, healthcheck; see --help)\n",
                     argv[1]);
             return TW_EXIT_USAGE;
         }

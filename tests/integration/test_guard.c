@@ -397,8 +397,23 @@ Test(guard, metrics_are_scraped_with_the_right_values)
         cr_expect_eq(status, 200, "%s", body);
         free(body);
     }
-    th_proc_stop(&p, 10000);
-    cr_expect_eq(th_proc_exit_code(&p), 0);
+    {
+        /* The container HEALTHCHECK asks the same endpoint. */
+        char addr[64];
+        char *out, *err;
+        const char *argv[] = {th_binary(), "healthcheck", "--metrics-addr", addr, NULL};
+
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+        cr_expect_eq(th_run(fx.dir, argv, NULL, 10000, &out, &err), 0, "%s", err);
+        cr_expect(strstr(out, "healthy") != NULL, "%s", out);
+        free(out);
+        free(err);
+        th_proc_stop(&p, 10000);
+        cr_expect_eq(th_proc_exit_code(&p), 0);
+        cr_expect_eq(th_run(fx.dir, argv, NULL, 10000, &out, &err), 1, "nobody answers now");
+        free(out);
+        free(err);
+    }
 }
 
 Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)
