@@ -33,6 +33,15 @@
 /* With --on-token-lost=fail, how long the LOST alert may take before exit 3. */
 #define LOST_ALERT_WAIT_MS 10000
 
+/* Redis or MongoDB, as something that can be away for a while. */
+typedef struct {
+    const char *name;       /* in log lines */
+    const char *part;       /* its /readyz part */
+    const char *while_away; /* what tokenwatch does meanwhile */
+    tw_outage_t outage;
+    tw_backoff_t backoff;
+} dependency_t;
+
 typedef struct {
     const tw_settings_t *s;
     tw_clock_t *clock;
@@ -41,13 +50,11 @@ typedef struct {
 
     tw_redis_url_t redis_url;
     redisContext *redis;
-    tw_outage_t redis_outage;
-    tw_backoff_t redis_backoff;
+    dependency_t redis_dep;
 
     mongoc_client_pool_t *pool;
     mongoc_client_t *client;
-    tw_outage_t mongo_outage;
-    tw_backoff_t mongo_backoff;
+    dependency_t mongo_dep;
     tw_follow_opts_t follow_opts;
     char *scope;
 
@@ -124,31 +131,35 @@ static void describe_position(const tw_checkpoint_t *cp, char *out, size_t n)
     snprintf(out, n, "%s (%s)", ct, date);
 }
 
+/* Logs an outage once when it starts; later failures only at debug. */
+static void dependency_failed(runner_t *r, dependency_t *d, const tw_error_t *err)
+{
+    tw_metrics_set_ready(r->metrics, d->part, false);
+    if (tw_outage_fail(&d->outage, tw_clock_mono_ms(r->clock)))
+        TW_ERROR("%s unavailable: %s; %s", d->name, err->message, d->while_away);
+    else
+        TW_DEBUG("%s still unavailable: %s", d->name, err->message);
+}
+
+/* And once when it ends. */
+static void dependency_ok(runner_t *r, dependency_t *d)
+{
+    char took[TW_DURATION_TEXT_MAX];
+    unsigned failures = d->outage.failures;
+
+    tw_backoff_reset(&d->backoff);
+    tw_metrics_set_ready(r->metrics, d->part, true);
+    if (tw_outage_ok(&d->outage, tw_clock_mono_ms(r->clock))) {
+        tw_duration_words(d->outage.ended_after_ms, took);
+        TW_INFO("%s available again after %s (%u failed attempts)", d->name, took, failures);
+    }
+}
+
 static void redis_failed(runner_t *r, const tw_error_t *err)
 {
     redisFree(r->redis);
     r->redis = NULL;
-    tw_metrics_set_ready(r->metrics, "redis", false);
-    if (tw_outage_fail(&r->redis_outage, tw_clock_mono_ms(r->clock)))
-        TW_ERROR("Redis unavailable: %s; holding events and retrying with "
-                 "backoff",
-                 err->message);
-    else
-        TW_DEBUG("Redis still unavailable: %s", err->message);
-}
-
-static void redis_ok(runner_t *r)
-{
-    char took[TW_DURATION_TEXT_MAX];
-    unsigned failures = r->redis_outage.failures;
-
-    tw_backoff_reset(&r->redis_backoff);
-    tw_metrics_set_ready(r->metrics, "redis", true);
-    if (tw_outage_ok(&r->redis_outage, tw_clock_mono_ms(r->clock))) {
-        tw_duration_words(r->redis_outage.ended_after_ms, took);
-        TW_INFO("Redis available again after %s (%u failed attempts)", took,
-                failures);
-    }
+    dependency_failed(r, &r->redis_dep, err);
 }
 
 static bool redis_connected(runner_t *r, tw_error_t *err)
@@ -162,7 +173,7 @@ static bool redis_connected(runner_t *r, tw_error_t *err)
 /* Waits before the next Redis try; false once a stop makes waiting pointless. */
 static bool redis_backoff(runner_t *r, bool final)
 {
-    int64_t delay = tw_backoff_next(&r->redis_backoff, tw_clock_random01(r->clock));
+    int64_t delay = tw_backoff_next(&r->redis_dep.backoff, tw_clock_random01(r->clock));
 
     if (final) {
         int64_t left = r->stop_seen_ms + FINAL_COMMIT_GRACE_MS -
@@ -232,7 +243,7 @@ static bool commit(runner_t *r)
             return false;
         }
     }
-    redis_ok(r);
+    dependency_ok(r, &r->redis_dep);
     if (result.written)
         tw_metrics_add(r->metrics, "tokenwatch_checkpoints_total", NULL, 1);
     if (!result.written) {
@@ -294,34 +305,9 @@ static int load_checkpoint(runner_t *r)
         if (!redis_backoff(r, false))
             return TW_EXIT_OK;
     }
-    redis_ok(r);
+    dependency_ok(r, &r->redis_dep);
     (void)found;
     return -1;
-}
-
-static void mongo_failed(runner_t *r, const tw_error_t *err)
-{
-    tw_metrics_set_ready(r->metrics, "mongo", false);
-    if (tw_outage_fail(&r->mongo_outage, tw_clock_mono_ms(r->clock)))
-        TW_ERROR("MongoDB unavailable: %s; reconnecting with backoff and "
-                 "resuming from the last checkpoint",
-                 err->message);
-    else
-        TW_DEBUG("MongoDB still unavailable: %s", err->message);
-}
-
-static void mongo_ok(runner_t *r)
-{
-    char took[TW_DURATION_TEXT_MAX];
-    unsigned failures = r->mongo_outage.failures;
-
-    tw_backoff_reset(&r->mongo_backoff);
-    tw_metrics_set_ready(r->metrics, "mongo", true);
-    if (tw_outage_ok(&r->mongo_outage, tw_clock_mono_ms(r->clock))) {
-        tw_duration_words(r->mongo_outage.ended_after_ms, took);
-        TW_INFO("MongoDB available again after %s (%u failed attempts)", took,
-                failures);
-    }
 }
 
 /* The oplog window, by probing with the follower's client or from --retention. */
@@ -593,12 +579,12 @@ static int connect_mongo(runner_t *r)
             TW_ERROR("MongoDB: %s", err.message);
             return TW_EXIT_FAILURE;
         }
-        mongo_failed(r, &err);
-        pause_ms(r, tw_backoff_next(&r->mongo_backoff, tw_clock_random01(r->clock)));
+        dependency_failed(r, &r->mongo_dep, &err);
+        pause_ms(r, tw_backoff_next(&r->mongo_dep.backoff, tw_clock_random01(r->clock)));
         if (stop_requested(r))
             return TW_EXIT_OK;
     }
-    mongo_ok(r);
+    dependency_ok(r, &r->mongo_dep);
     return -1;
 }
 
@@ -671,7 +657,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
             tw_event_t event;
             bool invalidate;
 
-            mongo_ok(r);
+            dependency_ok(r, &r->mongo_dep);
             r->losses = 0;
             if (!tw_event_from_bson(doc, &event, &err)) {
                 TW_ERROR("%s", err.message);
@@ -717,7 +703,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
             tw_ctime_t ct;
             const bson_t *mine = r->position.has_token ? &r->position.token : NULL;
 
-            mongo_ok(r);
+            dependency_ok(r, &r->mongo_dep);
             r->losses = 0;
             if (token && tw_token_cluster_time(token, &ct, NULL) &&
                 (!mine || tw_token_cmp(token, mine) > 0)) {
@@ -746,7 +732,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
                 *code = TW_EXIT_FAILURE;
                 return FOLLOW_DONE;
             }
-            mongo_failed(r, &err);
+            dependency_failed(r, &r->mongo_dep, &err);
             /* Resume from what is persisted: persist what was handed on. */
             if (!commit(r)) {
                 *code = TW_EXIT_FAILURE;
@@ -822,19 +808,19 @@ static int follow_loop(runner_t *r)
                 TW_ERROR("MongoDB: %s", err.message);
                 return TW_EXIT_FAILURE;
             }
-            mongo_failed(r, &err);
-            pause_ms(r, tw_backoff_next(&r->mongo_backoff,
+            dependency_failed(r, &r->mongo_dep, &err);
+            pause_ms(r, tw_backoff_next(&r->mongo_dep.backoff,
                                         tw_clock_random01(r->clock)));
             continue;
         }
-        mongo_ok(r);
+        dependency_ok(r, &r->mongo_dep);
         if (follow_stream(r, f, &code) == FOLLOW_DONE) {
             tw_follow_close(f);
             return code;
         }
         tw_follow_close(f);
-        if (r->mongo_outage.down)
-            pause_ms(r, tw_backoff_next(&r->mongo_backoff,
+        if (r->mongo_dep.outage.down)
+            pause_ms(r, tw_backoff_next(&r->mongo_dep.backoff,
                                         tw_clock_random01(r->clock)));
     }
 }
@@ -846,8 +832,14 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
     r->s = s;
     r->clock = clock;
     r->stop = stop;
-    tw_backoff_init(&r->redis_backoff, RETRY_BASE_MS, RETRY_CAP_MS);
-    tw_backoff_init(&r->mongo_backoff, RETRY_BASE_MS, RETRY_CAP_MS);
+    r->redis_dep.name = "Redis";
+    r->redis_dep.part = "redis";
+    r->redis_dep.while_away = "holding events and retrying with backoff";
+    tw_backoff_init(&r->redis_dep.backoff, RETRY_BASE_MS, RETRY_CAP_MS);
+    r->mongo_dep.name = "MongoDB";
+    r->mongo_dep.part = "mongo";
+    r->mongo_dep.while_away = "reconnecting with backoff and resuming from the last checkpoint";
+    tw_backoff_init(&r->mongo_dep.backoff, RETRY_BASE_MS, RETRY_CAP_MS);
     tw_backoff_init(&r->lost_backoff, RETRY_BASE_MS * 4, RETRY_CAP_MS);
     tw_checkpoint_key(s->name, "checkpoint", r->checkpoint_key);
     tw_checkpoint_key(s->name, "history", r->history_key);
