@@ -49,7 +49,7 @@ CRITERION_ARGS ?= --jobs 2
 TEST_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=fast_unwind_on_malloc=0
 
-.PHONY: all deps test unit integration sim-selftest demo demo-check asan clean
+.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check asan clean
 
 all: $(BINARY)
 
@@ -77,7 +77,7 @@ $(INTEG_BIN): $(INTEG_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(shell pkg-config --libs libbson-1.0) $(TEST_LIBS) -o $@
 
 test: deps
-	$(MAKE) unit integration sim-selftest demo-check
+	$(MAKE) unit integration sim-selftest demo-check deploy-check
 
 unit: $(UNIT_BIN)
 	$(TEST_ENV) sh scripts/run-tests.sh $(BUILD)/unit.log $(UNIT_BIN) $(CRITERION_ARGS)
@@ -97,6 +97,14 @@ demo: deps $(BINARY)
 # The demo, with its output checked for the alerts, the replay and the gap.
 demo-check: $(BINARY)
 	sh tests/demo_check.sh $(BUILD)/demo.log
+
+# The image and the manifests, checked without Docker (tests/deploy/README.md):
+# the runtime stage provides every library the binary links, the manifests
+# parse and name only real settings, the shell scripts pass shellcheck.
+deploy-check: $(BINARY)
+	sh tests/deploy/check_libs.sh $(BINARY) docker/Dockerfile
+	/usr/bin/python3 tests/deploy/check_manifests.py $(CURDIR)/$(BINARY)
+	shellcheck scripts/*.sh docker/*.sh tests/deploy/*.sh tests/*.sh .ci/run
 
 asan:
 	$(MAKE) SANITIZE=1 unit integration

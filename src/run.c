@@ -320,6 +320,33 @@ static bool read_window(runner_t *r, tw_oplog_window_t *w, tw_error_t *err)
     return tw_oplog_probe(r->client, w, err);
 }
 
+/*
+ * A watcher that exits 3 is restarted by its supervisor (a Deployment
+ * restarts it for ever): the LOST alert for one checkpoint goes out once per
+ * --alert-repeat, not once per restart. Redis remembers which checkpoint was
+ * told, until the repeat is due.
+ */
+static bool lost_already_told(runner_t *r)
+{
+    char key[TW_KEY_MAX], ct[TW_CTIME_TEXT_MAX];
+    redisReply *reply;
+    bool told = false;
+
+    if (!r->redis || !r->committed.has_token)
+        return false;
+    tw_checkpoint_key(r->s->name, "lost-alerted", key);
+    tw_ctime_format(r->committed.cluster_time, ct);
+    reply = tw_redis_command(r->redis, NULL, "GET %s", key);
+    told = reply && reply->type == REDIS_REPLY_STRING && strcmp(reply->str, ct) == 0;
+    freeReplyObject(reply);
+    if (!told) {
+        reply = tw_redis_command(r->redis, NULL, "SET %s %s PX %lld", key, ct,
+                                 (long long)r->s->alert_repeat_ms);
+        freeReplyObject(reply);
+    }
+    return told;
+}
+
 /* Tells Slack (when there is one) and the log that the own token is lost. */
 static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char *reason,
                        bool wait)
@@ -343,7 +370,10 @@ static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char 
     text = tw_alert_text(&a);
     TW_ERROR("alert: %s", text);
     bson_free(text);
-    if (r->slack) {
+    if (r->slack && lost_already_told(r)) {
+        TW_INFO("the LOST alert for this checkpoint was sent before this restart; the "
+                "next reminder is due after --alert-repeat");
+    } else if (r->slack) {
         char *payload = tw_alert_slack_payload(&a);
         tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
         bson_free(payload);

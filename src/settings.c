@@ -82,6 +82,9 @@ static const setting_def_t table[] = {
     {"mongo-uri", "TOKENWATCH_MONGO_URI", TYPE_STRING, 0, 0, NULL,
      "mongodb://127.0.0.1:27017/?replicaSet=rs0", "URI",
      "the deployment to follow", SECRET, F(mongo_uri), check_mongo_uri},
+    {"mongo-uri-file", "TOKENWATCH_MONGO_URI_FILE", TYPE_STRING, 0, 0, NULL, NULL, "FILE",
+     "read --mongo-uri from this file (a mounted secret); wins over --mongo-uri", 0,
+     F(mongo_uri_file), check_not_empty},
     {"db", "TOKENWATCH_DB", TYPE_STRING, 0, 0, NULL, NULL, "DB",
      "watch this database (with --collection: one collection); neither: the "
      "whole deployment",
@@ -544,6 +547,42 @@ bad:
     return false;
 }
 
+/* The URI holds a password: it is read from the file, checked, and never
+ * quoted back, not even in part. */
+static bool load_mongo_uri_file(tw_settings_t *s, tw_error_t *err)
+{
+    FILE *f = fopen(s->mongo_uri_file, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    tw_error_t inner;
+
+    if (!f) {
+        tw_error_set(err, TW_ERR_USAGE, errno, "cannot read --mongo-uri-file %s: %s",
+                     s->mongo_uri_file, strerror(errno));
+        return false;
+    }
+    len = getline(&line, &cap, f);
+    fclose(f);
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
+        line[--len] = '\0';
+    if (len <= 0 || !check_mongo_uri(line, &inner)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "--mongo-uri-file %s does not hold a MongoDB connection string "
+                     "on its first line",
+                     s->mongo_uri_file);
+        if (line)
+            memset(line, 0, cap);
+        free(line);
+        return false;
+    }
+    if (s->mongo_uri)
+        memset(s->mongo_uri, 0, strlen(s->mongo_uri));
+    free(s->mongo_uri);
+    s->mongo_uri = line;
+    return true;
+}
+
 static ssize_t find_by_env(const char *env, size_t len)
 {
     for (size_t k = 0; k < TABLE_SIZE; k++)
@@ -760,6 +799,8 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
             return false;
     }
 
+    if (s->mongo_uri_file && !load_mongo_uri_file(s, err))
+        return false;
     if (s->collection && !s->db) {
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "--collection (TOKENWATCH_COLLECTION) needs --db "

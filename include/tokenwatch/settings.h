@@ -36,6 +36,7 @@ typedef struct {
     char *name;
     char *environment;
     char *mongo_uri;
+    char *mongo_uri_file; /* read into mongo_uri when loading */
     char *db;
     char *collection;
     char *pipeline; /* a JSON array of stages, validated */

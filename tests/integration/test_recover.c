@@ -218,8 +218,9 @@ Test(recover, fail_alerts_and_changes_nothing)
         code = fx_run(&fx, extra, 30000, &err);
     }
     cr_expect_eq(code, 3, "%s", err);
+    freeReplyObject(th_redis_cmd(&fx.redis, "DEL tokenwatch:{default}:lost-alerted"));
     after = fx_redis_state(&fx);
-    cr_expect_str_eq(after, before, "Redis is untouched");
+    cr_expect_str_eq(after, before, "the checkpoint, history and gaps are untouched");
     n = fx_webhook_texts(&hook, &texts);
     cr_expect_eq(n, 1, "the LOST alert was delivered before the exit");
     for (size_t k = 0; k < n; k++) {
@@ -231,6 +232,29 @@ Test(recover, fail_alerts_and_changes_nothing)
     free(before);
     free(after);
     free(err);
+    bson_free(lost);
+}
+
+Test(recover, restarts_after_exit_3_do_not_repeat_the_alert)
+{
+    char *lost = fx_hwm_data(T0 - 24 * HOUR, 1);
+    char **texts;
+    size_t n;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_webhook_start(&fx, &hook);
+    fx_seed_checkpoint(&fx, lost, NULL);
+    for (int run = 0; run < 3; run++) {
+        const char *const extra[] = {"--slack-webhook", hook.url, NULL};
+        char *err = NULL;
+        cr_expect_eq(fx_run(&fx, extra, 30000, &err), 3, "run %d: %s", run, err);
+        free(err);
+    }
+    n = fx_webhook_texts(&hook, &texts);
+    cr_expect_eq(n, 1, "a supervisor restarting the watcher gets one alert, not %zu", n);
+    for (size_t k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
     bson_free(lost);
 }
 

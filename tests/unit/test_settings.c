@@ -279,3 +279,26 @@ Test(settings, the_example_file_matches_the_table)
     }
     free(text);
 }
+
+Test(settings, the_mongo_uri_can_come_from_a_file, .fini = remove_config)
+{
+    tw_settings_t s;
+    tw_error_t err;
+    char flag[96];
+    const char *argv[] = {flag};
+    const char *envp[] = {NULL};
+
+    write_config("mongodb://cdc:s3cret@db1,db2/?replicaSet=rs0\n");
+    snprintf(flag, sizeof flag, "--mongo-uri-file=%s", config_path);
+    cr_assert(load(&s, argv, 1, envp, &err), "%s", err.message);
+    cr_expect_str_eq(s.mongo_uri, "mongodb://cdc:s3cret@db1,db2/?replicaSet=rs0");
+    tw_settings_release(&s);
+
+    write_config("not a uri with s3cret\n");
+    snprintf(flag, sizeof flag, "--mongo-uri-file=%s", config_path);
+    cr_expect_not(load(&s, argv, 1, envp, &err));
+    cr_expect(strstr(err.message, config_path) != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "s3cret") == NULL, "the content is never quoted: %s",
+              err.message);
+    tw_settings_release(&s);
+}
