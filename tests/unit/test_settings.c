@@ -302,3 +302,47 @@ Test(settings, the_mongo_uri_can_come_from_a_file, .fini = remove_config)
               err.message);
     tw_settings_release(&s);
 }
+
+/* The README's settings table is the configuration reference: every flag and
+ * every environment variable of the table must be in it. */
+Test(settings, the_readme_documents_every_setting)
+{
+    char path[512];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f, *mem;
+    char buf[4096];
+    size_t n;
+    char *help = NULL;
+    size_t help_len = 0;
+    FILE *help_out = open_memstream(&help, &help_len);
+
+    snprintf(path, sizeof path, "%s/README.md", TW_SOURCE_DIR);
+    f = fopen(path, "r");
+    cr_assert(f, "%s", path);
+    mem = open_memstream(&text, &len);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, mem);
+    fclose(mem);
+    fclose(f);
+    for (size_t k = 0; k < tw_settings_count(); k++) {
+        const char *env = tw_settings_env_name(k);
+        if (env)
+            cr_expect(strstr(text, env) != NULL, "README lacks %s", env);
+    }
+    /* Flags: every "--name" at the start of a help line. */
+    tw_settings_print_help(help_out);
+    fclose(help_out);
+    char *save = NULL;
+
+    for (char *line = strtok_r(help, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char flag[64];
+        if (sscanf(line, " %63s", flag) == 1 && strncmp(flag, "--", 2) == 0) {
+            char quoted[80];
+            snprintf(quoted, sizeof quoted, "`%s", flag);
+            cr_expect(strstr(text, quoted) != NULL, "README lacks %s", flag);
+        }
+    }
+    free(help);
+    free(text);
+}
