@@ -44,15 +44,3 @@ void tw_error_clear(tw_error_t *err)
     err->message[0] = '\0';
 }
 
-const char *tw_error_domain_name(tw_error_domain_t domain)
-{
-    switch (domain) {
-    case TW_ERR_NONE: return "none";
-    case TW_ERR_USAGE: return "usage";
-    case TW_ERR_SYSTEM: return "system";
-    case TW_ERR_MONGO: return "mongo";
-    case TW_ERR_REDIS: return "redis";
-    case TW_ERR_HTTP: return "http";
-    }
-    return "unknown";
-}

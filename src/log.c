@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define LOG_LINE_MAX 4096
@@ -99,30 +98,6 @@ void tw_log_write(tw_log_level_t level, const char *fmt, ...)
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     log_emit(level, message);
-}
-
-bool tw_log_level_parse(const char *text, tw_log_level_t *out)
-{
-    for (size_t k = 0; k < sizeof level_names / sizeof level_names[0]; k++) {
-        if (strcasecmp(text, level_names[k]) == 0) {
-            *out = (tw_log_level_t)k;
-            return true;
-        }
-    }
-    return false;
-}
-
-bool tw_log_format_parse(const char *text, tw_log_format_t *out)
-{
-    if (strcasecmp(text, "text") == 0) {
-        *out = TW_LOG_TEXT;
-        return true;
-    }
-    if (strcasecmp(text, "json") == 0) {
-        *out = TW_LOG_JSON;
-        return true;
-    }
-    return false;
 }
 
 static void mongoc_log_to_ours(mongoc_log_level_t level, const char *domain,

@@ -203,14 +203,6 @@ _Static_assert(TABLE_SIZE <= sizeof((tw_settings_t *)0)->sources /
                                  sizeof(tw_setting_source_t),
                "tw_settings_t.sources is too small for the table");
 
-static const char *const source_names[] = {"default", "config file",
-                                           "environment", "flag"};
-
-const char *tw_setting_source_name(tw_setting_source_t source)
-{
-    return source_names[source];
-}
-
 static bool check_name(const char *value, tw_error_t *err)
 {
     size_t len = strlen(value);

@@ -38,6 +38,4 @@ void tw_error_prefix(tw_error_t *err, const char *fmt, ...)
 
 void tw_error_clear(tw_error_t *err);
 
-const char *tw_error_domain_name(tw_error_domain_t domain);
-
 #endif

@@ -34,9 +34,6 @@ bool tw_log_enabled(tw_log_level_t level);
 void tw_log_write(tw_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-bool tw_log_level_parse(const char *text, tw_log_level_t *out);
-bool tw_log_format_parse(const char *text, tw_log_format_t *out);
-
 /* Routes libmongoc's own log lines into ours (warnings and above). */
 void tw_log_capture_mongoc(void);
 

@@ -99,9 +99,6 @@ const char *tw_settings_env_name(size_t index);
 /* Prints the option list generated from the table. */
 void tw_settings_print_help(FILE *out);
 
-/* Name of a settings source, for logs: "default", "file", "env", "flag". */
-const char *tw_setting_source_name(tw_setting_source_t source);
-
 /* Where a named setting's value came from (TW_SOURCE_DEFAULT if unknown). */
 tw_setting_source_t tw_settings_source_of(const tw_settings_t *s,
                                           const char *name);
