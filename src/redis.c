@@ -1,5 +1,7 @@
 #include "tokenwatch/redis.h"
 
+#include "tokenwatch/secret.h"
+
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -9,16 +11,6 @@
 #include <strings.h>
 #include <sys/time.h>
 
-static void free_secret(char *s)
-{
-    if (!s)
-        return;
-    /* volatile so the compiler keeps the wipe of memory about to be freed. */
-    for (volatile char *p = s; *p; p++)
-        *p = '\0';
-    free(s);
-}
-
 void tw_redis_url_release(tw_redis_url_t *url)
 {
     if (!url)
@@ -26,7 +18,7 @@ void tw_redis_url_release(tw_redis_url_t *url)
     free(url->host);
     free(url->socket);
     free(url->user);
-    free_secret(url->password);
+    tw_secret_free(url->password);
     memset(url, 0, sizeof *url);
 }
 
@@ -39,8 +31,7 @@ static char *dup_part(CURLU *u, CURLUPart part, unsigned flags)
         return NULL;
     copy = value[0] ? strdup(value) : NULL;
     if (part == CURLUPART_PASSWORD)
-        for (volatile char *p = value; *p; p++)
-            *p = '\0';
+        explicit_bzero(value, strlen(value));
     curl_free(value);
     return copy;
 }
@@ -160,30 +151,7 @@ out:
 bool tw_redis_read_password_file(const char *path, char **out,
                                  tw_error_t *err)
 {
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-
-    *out = NULL;
-    if (!f) {
-        tw_error_set(err, TW_ERR_USAGE, errno,
-                     "cannot read the password file %s: %s", path,
-                     strerror(errno));
-        return false;
-    }
-    len = getline(&line, &cap, f);
-    fclose(f);
-    if (len <= 0) {
-        free(line);
-        tw_error_set(err, TW_ERR_USAGE, 0, "the password file %s is empty",
-                     path);
-        return false;
-    }
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        line[--len] = '\0';
-    *out = line;
-    return true;
+    return tw_secret_read_file(path, "the password file", out, err);
 }
 
 bool tw_redis_url_load(const char *text, const char *password_file,
@@ -199,7 +167,7 @@ bool tw_redis_url_load(const char *text, const char *password_file,
         tw_redis_url_release(out);
         return false;
     }
-    free_secret(out->password);
+    tw_secret_free(out->password);
     out->password = password;
     return true;
 }

@@ -16,6 +16,7 @@
 #include "tokenwatch/oplog.h"
 #include "tokenwatch/recover.h"
 #include "tokenwatch/redis.h"
+#include "tokenwatch/secret.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/sink.h"
 #include "tokenwatch/slack.h"
@@ -689,7 +690,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
 
             dependency_ok(r, &r->mongo_dep);
             r->losses = 0;
-            if (!tw_event_from_bson(doc, &event, &err)) {
+            if (!tw_event_from_bson(doc, r->s->sink != TW_SINK_NONE, &event, &err)) {
                 TW_ERROR("%s", err.message);
                 *code = TW_EXIT_FAILURE;
                 return FOLLOW_DONE;
@@ -960,11 +961,7 @@ static bool start_services(runner_t *r, tw_error_t *err)
     }
     ok = true;
 out:
-    if (webhook) {
-        for (volatile char *p = webhook; *p; p++)
-            *p = '\0';
-        free(webhook);
-    }
+    tw_secret_free(webhook);
     return ok;
 }
 

@@ -13,6 +13,7 @@
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redis.h"
+#include "tokenwatch/secret.h"
 #include "tokenwatch/spec.h"
 
 typedef enum {
@@ -543,35 +544,20 @@ bad:
  * quoted back, not even in part. */
 static bool load_mongo_uri_file(tw_settings_t *s, tw_error_t *err)
 {
-    FILE *f = fopen(s->mongo_uri_file, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    char *uri;
     tw_error_t inner;
 
-    if (!f) {
-        tw_error_set(err, TW_ERR_USAGE, errno, "cannot read --mongo-uri-file %s: %s",
-                     s->mongo_uri_file, strerror(errno));
+    if (!tw_secret_read_file(s->mongo_uri_file, "--mongo-uri-file", &uri, err))
         return false;
-    }
-    len = getline(&line, &cap, f);
-    fclose(f);
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
-        line[--len] = '\0';
-    if (len <= 0 || !check_mongo_uri(line, &inner)) {
+    if (!check_mongo_uri(uri, &inner)) {
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "--mongo-uri-file %s does not hold a MongoDB connection string "
-                     "on its first line",
+                     "--mongo-uri-file %s does not hold a MongoDB connection string",
                      s->mongo_uri_file);
-        if (line)
-            memset(line, 0, cap);
-        free(line);
+        tw_secret_free(uri);
         return false;
     }
-    if (s->mongo_uri)
-        memset(s->mongo_uri, 0, strlen(s->mongo_uri));
-    free(s->mongo_uri);
-    s->mongo_uri = line;
+    tw_secret_free(s->mongo_uri);
+    s->mongo_uri = uri;
     return true;
 }
 

@@ -14,7 +14,8 @@ static char *dup_utf8(const bson_t *doc, const char *dotted)
     return NULL;
 }
 
-bool tw_event_from_bson(const bson_t *doc, tw_event_t *out, tw_error_t *err)
+bool tw_event_from_bson(const bson_t *doc, bool with_json, tw_event_t *out,
+                        tw_error_t *err)
 {
     bson_iter_t it;
     bson_t borrowed;
@@ -41,7 +42,8 @@ bool tw_event_from_bson(const bson_t *doc, tw_event_t *out, tw_error_t *err)
         tw_error_prefix(err, "a change event's _id");
         return false;
     }
-    out->json = bson_as_relaxed_extended_json(doc, NULL);
+    if (with_json)
+        out->json = bson_as_relaxed_extended_json(doc, NULL);
     out->token_json = tw_token_to_json(out->token);
     out->op = dup_utf8(doc, "operationType");
     if (!out->op)
@@ -55,7 +57,7 @@ bool tw_event_from_bson(const bson_t *doc, tw_event_t *out, tw_error_t *err)
         out->ns = bson_strdup(db ? db : "");
     bson_free(db);
     bson_free(coll);
-    if (!out->json || !out->token_json) {
+    if ((with_json && !out->json) || !out->token_json) {
         tw_event_release(out);
         tw_error_set(err, TW_ERR_MONGO, 0, "a change event cannot be written as JSON");
         return false;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/secret.h"
 #include "tokenwatch/retry.h"
 
 #define DEFAULT_QUEUE_MAX 64
@@ -25,7 +26,6 @@
 /* Slack's error replies are one word ("invalid_payload", "no_service"). */
 #define REPLY_MAX 200
 /* A webhook URL is ~80 bytes; a bigger file is not a webhook file. */
-#define WEBHOOK_FILE_MAX 8192
 /* Waits re-read the clock at least this often, so an injected clock that
  * runs faster or slower than the real one is still followed. */
 #define WAIT_SLICE_MS 250
@@ -856,66 +856,5 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
 
 bool tw_slack_read_webhook_file(const char *path, char **url, tw_error_t *err)
 {
-    char buf[WEBHOOK_FILE_MAX + 1];
-    FILE *f;
-    size_t len;
-    size_t start = 0;
-    bool ok = false;
-
-    *url = NULL;
-    f = fopen(path, "r");
-    if (!f) {
-        tw_error_set(err, TW_ERR_USAGE, errno,
-                     "cannot read the Slack webhook file %s: %s", path,
-                     strerror(errno));
-        return false;
-    }
-    len = fread(buf, 1, sizeof buf, f);
-    if (ferror(f)) {
-        tw_error_set(err, TW_ERR_USAGE, errno,
-                     "cannot read the Slack webhook file %s: %s", path,
-                     strerror(errno));
-        goto out_close;
-    }
-    if (len > WEBHOOK_FILE_MAX) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the Slack webhook file %s is over %d bytes: expected "
-                     "one URL",
-                     path, WEBHOOK_FILE_MAX);
-        goto out_close;
-    }
-    /* Secret files often end in a newline (echo, editors, Kubernetes). */
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
-                       buf[len - 1] == ' ' || buf[len - 1] == '\t'))
-        len--;
-    while (start < len && (buf[start] == ' ' || buf[start] == '\t'))
-        start++;
-    if (start == len) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the Slack webhook file %s is empty", path);
-        goto out_close;
-    }
-    /* Never quote the content: it is the secret. */
-    if (memchr(buf + start, '\n', len - start) ||
-        memchr(buf + start, '\r', len - start) ||
-        memchr(buf + start, '\0', len - start)) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the Slack webhook file %s must hold one line, the "
-                     "URL, and nothing else",
-                     path);
-        goto out_close;
-    }
-    *url = malloc(len - start + 1);
-    if (!*url) {
-        tw_error_set(err, TW_ERR_SYSTEM, ENOMEM,
-                     "reading the Slack webhook file %s: out of memory", path);
-        goto out_close;
-    }
-    memcpy(*url, buf + start, len - start);
-    (*url)[len - start] = '\0';
-    ok = true;
-out_close:
-    fclose(f);
-    explicit_bzero(buf, sizeof buf);
-    return ok;
+    return tw_secret_read_file(path, "the Slack webhook file", url, err);
 }

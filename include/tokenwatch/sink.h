@@ -20,7 +20,7 @@
 #include "tokenwatch/token.h"
 
 typedef struct {
-    char *json;       /* the whole event, relaxed extended JSON */
+    char *json;       /* the whole event, relaxed extended JSON, or NULL */
     char *token_json; /* its _id */
     /* On the heap: a bson_t points into itself and must not be moved, and
      * events are moved into batches. */
@@ -31,8 +31,13 @@ typedef struct {
     bool invalidate;
 } tw_event_t;
 
-/* Copies what it needs from doc (which libmongoc may reuse). */
-bool tw_event_from_bson(const bson_t *doc, tw_event_t *out, tw_error_t *err);
+/*
+ * Copies what it needs from doc (which libmongoc may reuse). The event's
+ * JSON is made only with_json: the none sink has no use for it, and it is
+ * the costliest step per event.
+ */
+bool tw_event_from_bson(const bson_t *doc, bool with_json, tw_event_t *out,
+                        tw_error_t *err);
 void tw_event_release(tw_event_t *event);
 
 typedef struct {
