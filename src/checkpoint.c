@@ -13,12 +13,13 @@
  * The commit script. KEYS: the checkpoint hash, its history list, its gaps
  * list, and (redis sink) the event stream. ARGV: token JSON, t, i, _data,
  * wall_ms, updated_ms, events, source, scope, mode, now_ms,
- * history_every_ms, history_reason, gap JSON ("" for none).
+ * history_every_ms, history_reason, gap JSON ("" for none), layout,
+ * time_source.
  *
- * mode "advance" writes only when the new token is not behind the stored
- * one: the stored position is read from its token (the truth), or from
- * cluster_time when the token cannot be read; equal times fall back to
- * _data order, which is token order. It returns {0, stored cluster time}
+ * mode "advance" writes only when the new position is not behind the
+ * stored one: by cluster_time (a record from before that field has it in
+ * its 82 token); at equal times by _data, which is token order, but only
+ * when both tokens have the same known layout. It returns {0, stored cluster time}
  * when the stored token is ahead. Every history_every_ms it also keeps the
  * checkpoint it replaces in the history.
  *
@@ -72,23 +73,28 @@ static const char commit_script[] =
     "  end\n"
     "else\n"
     "  local ct, ci, cdata\n"
+    "  local cur = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
+    "  local a, b = string.match(cur, '^(%d+):(%d+)$')\n"
+    "  ct = tonumber(a); ci = tonumber(b)\n"
+    "  local layout = redis.call('HGET', KEYS[1], 'layout')\n"
     "  local ok, doc = pcall(cjson.decode,\n"
     "                        redis.call('HGET', KEYS[1], 'token') or '')\n"
-    "  if ok and type(doc) == 'table' and type(doc['_data']) == 'string'\n"
-    "     and string.match(doc['_data'], '^82%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x') then\n"
+    "  if ok and type(doc) == 'table' and type(doc['_data']) == 'string' then\n"
     "    cdata = string.upper(doc['_data'])\n"
-    "    ct = tonumber(string.sub(cdata, 3, 10), 16)\n"
-    "    ci = tonumber(string.sub(cdata, 11, 18), 16)\n"
-    "  else\n"
-    "    local cur = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
-    "    local a, b = string.match(cur, '^(%d+):(%d+)$')\n"
-    "    ct = tonumber(a); ci = tonumber(b)\n"
+    "    if not layout and string.match(cdata, '^82%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x') then\n"
+    "      layout = 'mongodb'\n"
+    "      if not ct then\n"
+    "        ct = tonumber(string.sub(cdata, 3, 10), 16)\n"
+    "        ci = tonumber(string.sub(cdata, 11, 18), 16)\n"
+    "      end\n"
+    "    end\n"
     "  end\n"
     "  if ct then\n"
     "    local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
     "    local stored = string.format('%d:%d', ct, ci)\n"
     "    if nt < ct or (nt == ct and ni < ci) then return {0, stored} end\n"
-    "    if nt == ct and ni == ci and cdata and string.upper(ARGV[4]) < cdata then\n"
+    "    if nt == ct and ni == ci and cdata and layout == ARGV[15]\n"
+    "       and layout ~= 'opaque' and string.upper(ARGV[4]) < cdata then\n"
     "      return {0, stored}\n"
     "    end\n"
     "  end\n"
@@ -104,7 +110,8 @@ static const char commit_script[] =
     "end\n"
     "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'cluster_time',\n"
     "           ARGV[2] .. ':' .. ARGV[3], 'wall_ms', ARGV[5], 'updated_ms',\n"
-    "           ARGV[6], 'events', ARGV[7], 'source', ARGV[8], 'scope', ARGV[9])\n"
+    "           ARGV[6], 'events', ARGV[7], 'source', ARGV[8], 'scope', ARGV[9],\n"
+    "           'layout', ARGV[15], 'time_source', ARGV[16])\n"
     "return {1}\n";
 
 void tw_checkpoint_init(tw_checkpoint_t *cp)
@@ -122,6 +129,24 @@ void tw_checkpoint_release(tw_checkpoint_t *cp)
     memset(cp, 0, sizeof *cp);
 }
 
+void tw_checkpoint_set_position(tw_checkpoint_t *cp, const bson_t *token,
+                                tw_ctime_t ct, tw_time_source_t source)
+{
+    bson_t copy;
+
+    /* Copy first: token may be cp's own. */
+    bson_copy_to(token, &copy);
+    if (cp->has_token)
+        bson_destroy(&cp->token);
+    bson_copy_to(&copy, &cp->token);
+    bson_destroy(&copy);
+    cp->has_token = true;
+    cp->cluster_time = ct;
+    cp->time_source = source;
+    cp->layout = tw_token_layout(token, NULL);
+    cp->wall_ms = tw_ctime_wall_ms(ct);
+}
+
 bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
                              tw_error_t *err)
 {
@@ -129,13 +154,16 @@ bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
 
     if (!tw_token_cluster_time(token, &ct, err))
         return false;
-    if (cp->has_token)
-        bson_destroy(&cp->token);
-    bson_copy_to(token, &cp->token);
-    cp->has_token = true;
-    cp->cluster_time = ct;
-    cp->wall_ms = tw_ctime_wall_ms(ct);
+    tw_checkpoint_set_position(cp, token, ct, TW_TIME_TOKEN);
     return true;
+}
+
+void tw_checkpoint_copy_position(tw_checkpoint_t *dst, const tw_checkpoint_t *src)
+{
+    if (!src->has_token)
+        return;
+    tw_checkpoint_set_position(dst, &src->token, src->cluster_time, src->time_source);
+    dst->wall_ms = src->wall_ms;
 }
 
 void tw_checkpoint_key(const char *name, const char *what, char out[TW_KEY_MAX])
@@ -153,8 +181,8 @@ bool tw_checkpoint_encode(const tw_checkpoint_t *cp,
                           tw_checkpoint_fields_t *out, tw_error_t *err)
 {
     static const char *const names[TW_CHECKPOINT_FIELDS] = {
-        "token", "cluster_time", "wall_ms", "updated_ms",
-        "events", "source", "scope"};
+        "token", "cluster_time", "wall_ms",  "updated_ms", "events",
+        "source", "scope", "layout", "time_source"};
     char ct[TW_CTIME_TEXT_MAX];
 
     memset(out, 0, sizeof *out);
@@ -171,6 +199,8 @@ bool tw_checkpoint_encode(const tw_checkpoint_t *cp,
     out->values[4] = format_i64(cp->events);
     out->values[5] = bson_strdup(cp->source);
     out->values[6] = bson_strdup(cp->scope ? cp->scope : "");
+    out->values[7] = bson_strdup(tw_token_layout_name(cp->layout));
+    out->values[8] = bson_strdup(tw_time_source_name(cp->time_source));
     return true;
 }
 
@@ -200,13 +230,42 @@ static bool parse_i64(const char *name, const char *text, int64_t *out,
     return true;
 }
 
+/* The stored cluster_time, or the token's; and where it came from. */
+static bool decode_time(tw_checkpoint_t *out, const char *ct_text,
+                        const char *source_text, tw_error_t *err)
+{
+    tw_ctime_t in_token;
+    char shown[TW_CTIME_TEXT_MAX];
+
+    out->layout = tw_token_layout(&out->token, &in_token);
+    if (!ct_text) {
+        out->cluster_time = in_token;
+        out->time_source =
+            out->layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
+        return true;
+    }
+    if (!tw_ctime_parse(ct_text, &out->cluster_time, err))
+        return false;
+    /* MongoDB's layout is documented: a disagreement is a broken record. */
+    if (out->layout == TW_LAYOUT_MONGODB && tw_ctime_cmp(in_token, out->cluster_time) != 0) {
+        tw_ctime_format(in_token, shown);
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the checkpoint's cluster_time %s disagrees with its "
+                     "token's %s",
+                     ct_text, shown);
+        return false;
+    }
+    if (!source_text || !tw_time_source_parse(source_text, &out->time_source))
+        out->time_source =
+            out->layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
+    return true;
+}
+
 bool tw_checkpoint_decode(const char *const names[], const char *const values[],
                           size_t count, tw_checkpoint_t *out, tw_error_t *err)
 {
     const char *token = NULL, *ct_text = NULL, *wall = NULL, *updated = NULL,
-               *events = NULL, *source = NULL, *scope = NULL;
-    tw_ctime_t stored;
-    char ct_shown[TW_CTIME_TEXT_MAX];
+               *events = NULL, *source = NULL, *scope = NULL, *time_source = NULL;
 
     tw_checkpoint_init(out);
     for (size_t k = 0; k < count; k++) {
@@ -218,6 +277,7 @@ bool tw_checkpoint_decode(const char *const names[], const char *const values[],
         else if (strcmp(n, "events") == 0) events = values[k];
         else if (strcmp(n, "source") == 0) source = values[k];
         else if (strcmp(n, "scope") == 0) scope = values[k];
+        else if (strcmp(n, "time_source") == 0) time_source = values[k];
     }
     if (!token) {
         tw_error_set(err, TW_ERR_USAGE, 0, "the checkpoint has no token field");
@@ -228,20 +288,9 @@ bool tw_checkpoint_decode(const char *const names[], const char *const values[],
         return false;
     }
     out->has_token = true;
-    tw_token_cluster_time(&out->token, &out->cluster_time, NULL);
+    if (!decode_time(out, ct_text, time_source, err))
+        goto fail;
     out->wall_ms = tw_ctime_wall_ms(out->cluster_time);
-    if (ct_text) {
-        if (!tw_ctime_parse(ct_text, &stored, err))
-            goto fail;
-        if (tw_ctime_cmp(stored, out->cluster_time) != 0) {
-            tw_ctime_format(out->cluster_time, ct_shown);
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "the checkpoint's cluster_time %s disagrees with its "
-                         "token's %s",
-                         ct_text, ct_shown);
-            goto fail;
-        }
-    }
     if ((wall && !parse_i64("wall_ms", wall, &out->wall_ms, err)) ||
         (updated && !parse_i64("updated_ms", updated, &out->updated_ms, err)) ||
         (events && !parse_i64("events", events, &out->events, err)))
@@ -313,8 +362,15 @@ bool tw_checkpoint_read_position(redisContext *c, const char *key,
     } else if (strcmp(type->str, "hash") == 0) {
         tw_checkpoint_t cp;
         ok = tw_checkpoint_load(c, key, &cp, found, err);
-        if (ok && *found)
+        if (ok && *found && cp.time_source == TW_TIME_UNKNOWN) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "%s holds a token of no known layout and no "
+                         "cluster_time, so its age is unknown",
+                         key);
+            ok = false;
+        } else if (ok && *found) {
             *out = cp.cluster_time;
+        }
         tw_checkpoint_release(&cp);
     } else if (strcmp(type->str, "string") == 0) {
         tw_spec_t spec;
@@ -381,6 +437,8 @@ static void append_script(redisContext *c, const tw_commit_t *commit,
     argv[k++] = every;
     argv[k++] = commit->history_reason ? commit->history_reason : "";
     argv[k++] = commit->gap_json ? commit->gap_json : "";
+    argv[k++] = fields->values[7];
+    argv[k++] = fields->values[8];
     redisAppendCommandArgv(c, (int)k, argv, NULL);
 }
 

@@ -8,7 +8,10 @@ struct tw_follow {
     mongoc_change_stream_t *stream;
     mongoc_collection_t *collection;
     mongoc_database_t *database;
+    mongoc_client_session_t *session; /* NULL: the server has no sessions */
 };
+
+#define SPLIT_STAGE "$changeStreamSplitLargeEvent"
 
 #define DEFAULT_SELECTION_TIMEOUT_MS 5000
 
@@ -39,10 +42,42 @@ mongoc_client_pool_t *tw_follow_pool_new(const char *text, tw_error_t *err)
 
 bool tw_follow_is_lost_code(int code)
 {
-    /* 286 ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260
-     * InvalidResumeToken; 40576/40585 from 3.6 and 4.0 servers. */
-    return code == 286 || code == 280 || code == 260 || code == 40576 ||
-           code == 40585;
+    /* 286 ChangeStreamHistoryLost, 260 InvalidResumeToken, 136
+     * CappedPositionLost (an open cursor fell off the oplog; DocumentDB's
+     * expired token), 40576 from 3.6 and 4.0 servers. */
+    return code == 286 || code == 260 || code == 136 || code == 40576;
+}
+
+static const char *reply_errmsg(const bson_t *reply)
+{
+    bson_iter_t it;
+
+    if (reply && bson_iter_init_find(&it, reply, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return "";
+}
+
+/* The server errors that say something about the resume point or the
+ * stream's options, not about the server's health. */
+static tw_failure_t classify_stream_error(uint32_t code, const char *errmsg)
+{
+    if (tw_follow_is_lost_code((int)code))
+        return TW_FAILURE_LOST;
+    /* Azure Cosmos DB for MongoDB: "Expired resume token or cursor". */
+    if (code == 72 && strstr(errmsg, "Expired resume token"))
+        return TW_FAILURE_LOST;
+    if (code == 280 || code == 40585)
+        return strstr(errmsg, "modified by the pipeline") ? TW_FAILURE_FATAL
+                                                           : TW_FAILURE_NOT_FOUND;
+    if (code == 10334)
+        return TW_FAILURE_TOO_LARGE;
+    /* Amazon DocumentDB 5.0: "BSON field '$changeStream.startAfter' is an
+     * unknown field." Learnt from the answer, not from the host name. */
+    if (strstr(errmsg, "startAfter") &&
+        (strstr(errmsg, "unknown field") || strstr(errmsg, "not supported") ||
+         strstr(errmsg, "nrecognized")))
+        return TW_FAILURE_NO_START_AFTER;
+    return TW_FAILURE_NONE;
 }
 
 /* Retryable codes from the change-streams spec, for servers that do not
@@ -65,8 +100,10 @@ tw_failure_t tw_follow_classify(uint32_t domain, uint32_t code,
     bool server_error = domain == MONGOC_ERROR_SERVER || domain == MONGOC_ERROR_QUERY;
 
     if (server_error) {
-        if (tw_follow_is_lost_code((int)code))
-            return TW_FAILURE_LOST;
+        tw_failure_t kind = classify_stream_error(code, reply_errmsg(reply));
+
+        if (kind != TW_FAILURE_NONE)
+            return kind;
         if (is_transient_code(code) ||
             (reply && mongoc_error_has_label(reply, "ResumableChangeStreamError")))
             return TW_FAILURE_TRANSIENT;
@@ -85,6 +122,9 @@ const char *tw_failure_name(tw_failure_t failure)
     case TW_FAILURE_NONE: return "none";
     case TW_FAILURE_TRANSIENT: return "transient";
     case TW_FAILURE_LOST: return "lost";
+    case TW_FAILURE_NOT_FOUND: return "not-found";
+    case TW_FAILURE_TOO_LARGE: return "too-large";
+    case TW_FAILURE_NO_START_AFTER: return "no-start-after";
     case TW_FAILURE_FATAL: return "fatal";
     }
     return "unknown";
@@ -112,7 +152,63 @@ static void fill_error(const bson_error_t *berr, const bson_t *reply,
                      "%s", berr->message);
 }
 
-static bool build_pipeline(const char *json, bson_t *out, tw_error_t *err)
+static bool is_split_stage(const bson_t *stage)
+{
+    bson_iter_t it;
+
+    return bson_iter_init(&it, stage) && bson_iter_next(&it) &&
+           strcmp(bson_iter_key(&it), SPLIT_STAGE) == 0;
+}
+
+/*
+ * Copies the stages of {"pipeline": [...]} into a new {"pipeline": [...]}:
+ * without a trailing split stage (strip), or with one (add) unless it is
+ * already last.
+ */
+static void rebuild_pipeline(const bson_t *in, bool add_split, bson_t *out)
+{
+    bson_iter_t it, stages;
+    bson_t array, stage;
+    uint32_t n = 0, count = 0;
+    bool last_is_split = false;
+    char key[16];
+    const char *k;
+
+    bson_init(out);
+    BSON_APPEND_ARRAY_BEGIN(out, "pipeline", &array);
+    if (bson_iter_init_find(&it, in, "pipeline") && bson_iter_recurse(&it, &stages)) {
+        while (bson_iter_next(&stages))
+            count++;
+        bson_iter_recurse(&it, &stages);
+        while (bson_iter_next(&stages)) {
+            const uint8_t *data;
+            uint32_t len;
+
+            n++;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&stages))
+                continue;
+            bson_iter_document(&stages, &len, &data);
+            bson_init_static(&stage, data, len);
+            last_is_split = n == count && is_split_stage(&stage);
+            if (last_is_split && !add_split)
+                break;
+            bson_uint32_to_string(n - 1, &k, key, sizeof key);
+            bson_append_document(&array, k, -1, &stage);
+        }
+    }
+    if (add_split && !last_is_split) {
+        bson_t split, empty;
+
+        bson_uint32_to_string(n, &k, key, sizeof key);
+        bson_append_document_begin(&array, k, -1, &split);
+        bson_append_document_begin(&split, SPLIT_STAGE, -1, &empty);
+        bson_append_document_end(&split, &empty);
+        bson_append_document_end(&array, &split);
+    }
+    bson_append_array_end(out, &array);
+}
+
+static bool parse_pipeline(const char *json, bson_t *out, tw_error_t *err)
 {
     bson_error_t berr;
     char *wrapped = bson_strdup_printf("{\"pipeline\": %s}", json ? json : "[]");
@@ -122,6 +218,22 @@ static bool build_pipeline(const char *json, bson_t *out, tw_error_t *err)
         tw_error_set(err, TW_ERR_USAGE, 0, "--pipeline: %s", berr.message);
     bson_free(wrapped);
     return ok;
+}
+
+/* The pipeline to send: --pipeline, and the split stage last when asked. */
+static bool build_pipeline(const tw_follow_opts_t *opts, bson_t *out, tw_error_t *err)
+{
+    bson_t parsed;
+
+    if (!parse_pipeline(opts->pipeline, &parsed, err))
+        return false;
+    if (!opts->split_large_events) {
+        bson_steal(out, &parsed);
+        return true;
+    }
+    rebuild_pipeline(&parsed, true, out);
+    bson_destroy(&parsed);
+    return true;
 }
 
 static void build_opts(const tw_follow_opts_t *opts, const tw_start_t *start,
@@ -161,12 +273,18 @@ tw_follow_t *tw_follow_open(mongoc_client_t *client,
     *failure = TW_FAILURE_NONE;
     if (!f)
         abort();
-    if (!build_pipeline(opts->pipeline, &pipeline, err)) {
+    if (!build_pipeline(opts, &pipeline, err)) {
         *failure = TW_FAILURE_FATAL;
         free(f);
         return NULL;
     }
     build_opts(opts, start, &watch_opts);
+    /* A server without sessions (or a refusal) leaves operationTime unread. */
+    f->session = mongoc_client_start_session(client, NULL, &berr);
+    if (f->session && !mongoc_client_session_append(f->session, &watch_opts, &berr)) {
+        mongoc_client_session_destroy(f->session);
+        f->session = NULL;
+    }
     if (opts->db && opts->collection) {
         f->collection = mongoc_client_get_collection(client, opts->db, opts->collection);
         f->stream = mongoc_collection_watch(f->collection, &pipeline, &watch_opts);
@@ -207,11 +325,62 @@ const bson_t *tw_follow_resume_token(tw_follow_t *f)
     return mongoc_change_stream_get_resume_token(f->stream);
 }
 
+bool tw_follow_operation_time(const tw_follow_t *f, tw_ctime_t *out)
+{
+    uint32_t t = 0, i = 0;
+
+    if (!f->session)
+        return false;
+    mongoc_client_session_get_operation_time(f->session, &t, &i);
+    if (t == 0)
+        return false;
+    out->t = t;
+    out->i = i;
+    return true;
+}
+
+bool tw_follow_cluster_time(mongoc_client_t *client, tw_ctime_t *out, tw_error_t *err)
+{
+    bson_t cmd = BSON_INITIALIZER, opts = BSON_INITIALIZER, reply;
+    mongoc_client_session_t *session;
+    bson_error_t berr;
+    uint32_t t = 0, i = 0;
+    bool ok = false;
+
+    session = mongoc_client_start_session(client, NULL, &berr);
+    if (!session) {
+        tw_error_set(err, TW_ERR_MONGO, 0, "no session to read the cluster time: %s",
+                     berr.message);
+        goto out;
+    }
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    if (mongoc_client_session_append(session, &opts, &berr) &&
+        mongoc_client_command_with_opts(client, "admin", &cmd, NULL, &opts, &reply, &berr)) {
+        mongoc_client_session_get_operation_time(session, &t, &i);
+        ok = t != 0;
+        if (!ok)
+            tw_error_set(err, TW_ERR_MONGO, 0, "the server's reply has no operationTime");
+    } else {
+        tw_error_set(err, TW_ERR_MONGO, 0, "ping: %s", berr.message);
+    }
+    bson_destroy(&reply);
+    mongoc_client_session_destroy(session);
+    if (ok) {
+        out->t = t;
+        out->i = i;
+    }
+out:
+    bson_destroy(&cmd);
+    bson_destroy(&opts);
+    return ok;
+}
+
 void tw_follow_close(tw_follow_t *f)
 {
     if (!f)
         return;
     mongoc_change_stream_destroy(f->stream);
+    mongoc_client_session_destroy(f->session);
     mongoc_collection_destroy(f->collection);
     mongoc_database_destroy(f->database);
     free(f);
@@ -225,9 +394,14 @@ char *tw_follow_scope_format(const char *set_name, const tw_follow_opts_t *opts)
     char digest[13] = "";
     char *canonical = NULL;
 
-    /* The digest is of the parsed pipeline, so spacing does not matter. */
-    if (build_pipeline(opts->pipeline, &pipeline, NULL)) {
-        canonical = bson_as_canonical_extended_json(&pipeline, NULL);
+    /* The digest is of the parsed pipeline, so spacing does not matter,
+     * and without the split stage: adding it changes no event's identity. */
+    if (parse_pipeline(opts->pipeline, &pipeline, NULL)) {
+        bson_t stripped;
+
+        rebuild_pipeline(&pipeline, false, &stripped);
+        canonical = bson_as_canonical_extended_json(&stripped, NULL);
+        bson_destroy(&stripped);
         bson_destroy(&pipeline);
     }
     if (canonical &&

@@ -245,3 +245,27 @@ bool tw_history_rollback(redisContext *c, const char *name, unsigned n,
     freeReplyObject(reply);
     return true;
 }
+
+void tw_bisect_init(tw_bisect_t *b, uint32_t refused_t, uint32_t accepted_t)
+{
+    b->refused_t = refused_t;
+    b->accepted_t = accepted_t;
+    b->probes = 0;
+}
+
+bool tw_bisect_next(const tw_bisect_t *b, uint32_t *probe_t)
+{
+    if (b->accepted_t <= b->refused_t + 1 || b->probes >= TW_PROBE_MAX)
+        return false;
+    *probe_t = b->refused_t + (b->accepted_t - b->refused_t) / 2;
+    return true;
+}
+
+void tw_bisect_answer(tw_bisect_t *b, uint32_t probe_t, bool accepted)
+{
+    b->probes++;
+    if (accepted)
+        b->accepted_t = probe_t;
+    else
+        b->refused_t = probe_t;
+}

@@ -78,6 +78,7 @@ typedef struct {
      * there, keeps the old one in the history and records the gap. */
     bool recovering;
     char recovery_source[TW_SOURCE_MAX];
+    char recovery_reason[TW_SOURCE_MAX]; /* the history entry's reason; "" = the source */
     char *recovery_gap; /* JSON, or NULL */
     bool has_override;
     tw_start_t start_override;
@@ -85,6 +86,10 @@ typedef struct {
     bool has_override_token;
     tw_backoff_t lost_backoff;
     unsigned losses; /* resume points lost in a row */
+    bool no_start_after;   /* the server does not know startAfter */
+    bool told_local_clock; /* said once that the local clock stands in */
+    bool until_now;        /* --until now: resolved once connected */
+    FILE *plan_out;        /* a dry run prints its probes here */
 
     tw_metrics_t *metrics;
     tw_http_t *http;
@@ -221,7 +226,7 @@ static bool commit(runner_t *r)
     if (r->recovering) {
         snprintf(r->position.source, sizeof r->position.source, "%s", r->recovery_source);
         c.force = true;
-        c.history_reason = r->recovery_source;
+        c.history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
         c.gap_json = r->recovery_gap;
     }
     if (r->s->sink == TW_SINK_REDIS) {
@@ -274,7 +279,7 @@ static bool commit(runner_t *r)
     tw_event_batch_clear(&r->sink.batch);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_init(&r->committed);
-    tw_checkpoint_set_token(&r->committed, &r->position.token, NULL);
+    tw_checkpoint_copy_position(&r->committed, &r->position);
     memcpy(r->committed.source, r->position.source, sizeof r->committed.source);
     r->committed.events = r->position.events;
     r->dirty = false;
@@ -311,14 +316,47 @@ static int load_checkpoint(runner_t *r)
     return -1;
 }
 
-/* The oplog window, by probing with the follower's client or from --retention. */
+/*
+ * The deployment's cluster time now: the newest oplog entry, else the
+ * operationTime of a ping, else (said once) the local clock.
+ */
+static tw_ctime_t cluster_now(runner_t *r, const tw_oplog_window_t *readable)
+{
+    tw_ctime_t now;
+    tw_error_t err;
+
+    if (readable)
+        return readable->newest;
+    if (tw_follow_cluster_time(r->client, &now, &err))
+        return now;
+    if (!r->told_local_clock)
+        TW_WARN("the server reports no cluster time (%s): using the local clock "
+                "for now",
+                err.message);
+    r->told_local_clock = true;
+    now.t = (uint32_t)(tw_clock_wall_ms(r->clock) / 1000);
+    now.i = 0;
+    return now;
+}
+
+/* The real history window, where the oplog can be read. */
+static bool read_oplog(runner_t *r, tw_oplog_window_t *w, tw_error_t *err)
+{
+    return tw_oplog_probe(r->client, w, err);
+}
+
+/* The window to show in an alert: the oplog, else --retention as a floor. */
 static bool read_window(runner_t *r, tw_oplog_window_t *w, tw_error_t *err)
 {
-    if (r->s->retention_ms > 0) {
-        tw_oplog_from_retention(tw_clock_wall_ms(r->clock), r->s->retention_ms, w);
+    tw_ctime_t now;
+
+    if (read_oplog(r, w, err))
         return true;
-    }
-    return tw_oplog_probe(r->client, w, err);
+    if (r->s->retention_ms <= 0)
+        return false;
+    now = cluster_now(r, NULL);
+    tw_oplog_from_retention(tw_ctime_wall_ms(now), r->s->retention_ms, w);
+    return true;
 }
 
 /*
@@ -429,6 +467,7 @@ static void begin_recovery(runner_t *r, const char *source, tw_start_kind_t kind
     }
     r->recovering = true;
     snprintf(r->recovery_source, sizeof r->recovery_source, "%s", source);
+    r->recovery_reason[0] = '\0';
     bson_free(r->recovery_gap);
     r->recovery_gap = gap_json;
     /* The new position is wherever the new stream says: forget the old one,
@@ -445,15 +484,110 @@ typedef struct {
     tw_ctime_t at;
     bson_t token;
     bool has_token;
+    bool has_time; /* false for a token of no known layout */
     bool clamped;
-    bool window_known;
+    bool window_known; /* the oplog was read */
+    bool probed;       /* `oldest` was found by probing */
     tw_oplog_window_t window;
 } resolved_start_t;
 
 /*
+ * Opens a stream at startAtOperationTime t and closes it: does the server
+ * still accept that start? false with err on any other answer.
+ */
+static bool probe_start(runner_t *r, uint32_t t, bool *accepted, tw_error_t *err)
+{
+    tw_start_t start = {TW_START_AT_TIME, NULL, {t, 0}};
+    tw_failure_t failure;
+    tw_follow_t *f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, err);
+    char date[TW_UTC_TEXT_MAX];
+
+    tw_utc_format((int64_t)t * 1000, date);
+    *accepted = f != NULL;
+    tw_follow_close(f);
+    if (!*accepted && failure != TW_FAILURE_LOST)
+        return false;
+    TW_DEBUG("probe: startAtOperationTime %u (%s): %s", t, date,
+             *accepted ? "accepted" : "refused");
+    if (r->plan_out)
+        fprintf(r->plan_out, "probe         startAtOperationTime %u (%s): %s\n", t, date,
+                *accepted ? "accepted" : "refused");
+    return true;
+}
+
+/* How far back a probe for `oldest` looks when nothing was lost. */
+#define PROBE_SPAN_S (30 * 86400)
+
+/*
+ * The earliest start the server accepts, where its history cannot be read:
+ * bisect between `refused` (the lost point, or 30 days back) and now minus
+ * --retention (a floor: the server keeps at least that), to one second.
+ */
+static bool probe_oldest(runner_t *r, const tw_ctime_t *lost, tw_ctime_t now,
+                         tw_ctime_t *out, tw_error_t *err)
+{
+    uint32_t floor_t = now.t - (uint32_t)(r->s->retention_ms / 1000);
+    uint32_t refused_t = lost ? lost->t : (now.t > PROBE_SPAN_S ? now.t - PROBE_SPAN_S : 0);
+    uint32_t probe;
+    tw_bisect_t b;
+    bool accepted;
+
+    if (floor_t > now.t || floor_t <= refused_t)
+        floor_t = now.t;
+    if (!probe_start(r, floor_t, &accepted, err))
+        return false;
+    if (!accepted && floor_t != now.t) {
+        TW_WARN("the server refuses a start at now minus --retention: it keeps less "
+                "history than --retention says");
+        floor_t = now.t;
+    }
+    if (!lost) {
+        if (!probe_start(r, refused_t, &accepted, err))
+            return false;
+        if (accepted) {
+            *out = (tw_ctime_t){refused_t, 0};
+            return true;
+        }
+    }
+    tw_bisect_init(&b, refused_t, floor_t);
+    while (tw_bisect_next(&b, &probe)) {
+        if (!probe_start(r, probe, &accepted, err))
+            return false;
+        tw_bisect_answer(&b, probe, accepted);
+    }
+    TW_INFO("the earliest start the server accepts is %u (to one second, %u probes)",
+            b.accepted_t, b.probes);
+    *out = (tw_ctime_t){b.accepted_t, 0};
+    return true;
+}
+
+/*
+ * `oldest`: the first oplog entry where it can be read, else found by
+ * probing. The window (for the plan and the alert) comes with it.
+ */
+static bool resolve_oldest(runner_t *r, resolved_start_t *out, tw_error_t *err)
+{
+    tw_ctime_t now;
+
+    if (out->window_known) {
+        out->at = out->window.oldest;
+        return true;
+    }
+    now = cluster_now(r, NULL);
+    if (!probe_oldest(r, r->committed.has_token && r->committed.time_source != TW_TIME_UNKNOWN
+                             ? &r->committed.cluster_time
+                             : NULL,
+                      now, &out->at, err))
+        return false;
+    out->probed = true;
+    return true;
+}
+
+/*
  * Turns a SPEC into a start the server still has: `oldest` is the oldest
- * entry (or now minus --retention), `now` the newest, and a time or a token
- * older than the oldest entry becomes the oldest entry, since a start the
+ * entry (or the earliest start the server accepts, found by probing), `now`
+ * the deployment's cluster time, and a time or a token older than a
+ * readable oplog's oldest entry becomes that entry, since a start the
  * server no longer has would lose events silently.
  */
 static bool resolve_start(runner_t *r, const char *text, resolved_start_t *out,
@@ -466,29 +600,25 @@ static bool resolve_start(runner_t *r, const char *text, resolved_start_t *out,
     memset(out, 0, sizeof *out);
     if (!tw_spec_parse(text, &spec, err))
         return false;
-    out->window_known = read_window(r, &out->window, &werr);
-    if (!out->window_known && (spec.kind == TW_SPEC_OLDEST || spec.kind == TW_SPEC_NOW)) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "cannot resolve '%s': %s (give --retention, or a time)", text,
-                     werr.message);
-        goto out;
-    }
+    out->window_known = read_oplog(r, &out->window, &werr);
+    out->kind = TW_START_AT_TIME;
     switch (spec.kind) {
     case TW_SPEC_OLDEST:
-        out->kind = TW_START_AT_TIME;
-        out->at = out->window.oldest;
+        if (!resolve_oldest(r, out, err)) {
+            tw_error_prefix(err, "cannot find the oldest start the server accepts");
+            goto out;
+        }
         break;
     case TW_SPEC_NOW:
-        out->kind = TW_START_AT_TIME;
-        out->at = out->window.newest;
+        out->at = cluster_now(r, out->window_known ? &out->window : NULL);
         break;
     case TW_SPEC_TIME:
-        out->kind = TW_START_AT_TIME;
         out->at = spec.time;
         break;
     case TW_SPEC_TOKEN:
         out->kind = TW_START_RESUME_AFTER;
         out->at = spec.time;
+        out->has_time = spec.has_time;
         bson_copy_to(&spec.token, &out->token);
         out->has_token = true;
         break;
@@ -496,7 +626,9 @@ static bool resolve_start(runner_t *r, const char *text, resolved_start_t *out,
         tw_error_set(err, TW_ERR_USAGE, 0, "'checkpoint' is where a normal start begins");
         goto out;
     }
-    if (out->window_known && tw_ctime_cmp(out->at, out->window.oldest) < 0) {
+    if (spec.kind != TW_SPEC_TOKEN)
+        out->has_time = true;
+    if (out->window_known && out->has_time && tw_ctime_cmp(out->at, out->window.oldest) < 0) {
         out->clamped = true;
         out->kind = TW_START_AT_TIME;
         out->at = out->window.oldest;
@@ -551,7 +683,8 @@ static int handle_lost(runner_t *r, const char *why)
     /* A replay that keeps losing its start must not become a storm. */
     if (r->losses > 1)
         pause_ms(r, tw_backoff_next(&r->lost_backoff, tw_clock_random01(r->clock)));
-    skipped_s = r->committed.has_token
+    skipped_s = r->committed.has_token && rs.has_time &&
+                        r->committed.time_source != TW_TIME_UNKNOWN
                     ? (int64_t)rs.at.t - (int64_t)r->committed.cluster_time.t
                     : 0;
     tw_duration_words(skipped_s > 0 ? skipped_s * 1000 : 0, skipped);
@@ -560,7 +693,10 @@ static int handle_lost(runner_t *r, const char *why)
     tw_utc_format(tw_ctime_wall_ms(rs.at), to_date);
     snprintf(reason, sizeof reason, "%s; replayed from %s (%s)%s; %s of history skipped",
              why, to, to_date,
-             rs.clamped ? ", the oldest entry, since --fallback-from is older" : "", skipped);
+             rs.clamped  ? ", the oldest entry, since --fallback-from is older"
+             : rs.probed ? ", the earliest start the server accepts (found by probing)"
+                         : "",
+             skipped);
     alert_lost(r, rs.window_known ? &rs.window : NULL, reason, false);
     tw_metrics_add(r->metrics, "tokenwatch_fallbacks_total", NULL, 1);
     TW_WARN("fallback: replaying from %s %s; the gap %s..%s is recorded in %s", start_how(&rs),
@@ -574,20 +710,127 @@ static int handle_lost(runner_t *r, const char *why)
     return -1;
 }
 
-/* Before any resume is tried: is the stored token older than the oplog? */
+/* Sends a WARN about the own checkpoint (when there is a Slack) and logs it. */
+static void alert_warn(runner_t *r, const char *reason)
+{
+    tw_alert_t a;
+    char *text;
+
+    memset(&a, 0, sizeof a);
+    a.environment = r->s->environment;
+    a.name = r->s->name;
+    a.key = r->checkpoint_key;
+    a.own = true;
+    a.state = TW_STATE_WARN;
+    a.notify = TW_NOTIFY_CHANGE;
+    a.has_token = r->committed.has_token;
+    a.token = r->committed.cluster_time;
+    a.reason = reason;
+    a.now_ms = tw_clock_wall_ms(r->clock);
+    text = tw_alert_text(&a);
+    TW_WARN("alert: %s", text);
+    bson_free(text);
+    if (r->slack) {
+        char *payload = tw_alert_slack_payload(&a);
+        tw_slack_enqueue(r->slack, payload, "own checkpoint WARN");
+        bson_free(payload);
+    }
+}
+
+/*
+ * 280: the token is not in this stream's history, though its time may be
+ * (another collection's token, a changed filter). Reopen at the token's
+ * cluster time: events at that time may come again, none is skipped. If
+ * that time is gone too, the open fails as LOST and the policy decides.
+ */
+static int handle_not_found(runner_t *r, const char *why)
+{
+    char reason[TW_ERROR_MESSAGE_MAX + 256], at[96];
+
+    if (!r->committed.has_token || r->committed.time_source == TW_TIME_UNKNOWN ||
+        r->recovering)
+        return handle_lost(r, why);
+    describe_position(&r->committed, at, sizeof at);
+    snprintf(reason, sizeof reason,
+             "%s; the resume token is not in this stream's history (another "
+             "collection's token, or a changed --pipeline). Resuming by time at %s: "
+             "events at that time may be handed on again, none is skipped",
+             why, at);
+    alert_warn(r, reason);
+    begin_recovery(r, "by-time", TW_START_AT_TIME, NULL, r->committed.cluster_time, NULL);
+    snprintf(r->recovery_reason, sizeof r->recovery_reason, "not-found");
+    return -1;
+}
+
+/* The server does not know startAfter (Amazon DocumentDB): after an
+ * invalidate, start at the time just after it instead. */
+static int handle_no_start_after(runner_t *r, const char *why)
+{
+    if (r->no_start_after || !r->committed.has_token) {
+        TW_ERROR("MongoDB: %s", why);
+        return TW_EXIT_FAILURE;
+    }
+    r->no_start_after = true;
+    TW_WARN("the server does not support startAfter (%s): reopening after the "
+            "invalidate with startAtOperationTime instead",
+            why);
+    return -1;
+}
+
+/* 10334: an event over 16 MB. Every resume from here fails the same way, so
+ * stop and say both ways out, rather than retry. */
+static int report_too_large(runner_t *r, const char *why)
+{
+    char at[96];
+    char *token = r->committed.has_token ? tw_token_to_json(&r->committed.token) : NULL;
+
+    describe_position(&r->committed, at, sizeof at);
+    TW_ERROR("an event after token %s (%s) is larger than 16 MB and the server cannot "
+             "send it: %s. Every resume from this token fails the same way, so "
+             "tokenwatch stops instead of retrying. Either %s, or leave the large "
+             "fields out with --pipeline, e.g. '[{\"$project\": "
+             "{\"fullDocumentBeforeChange\": 0, \"updateDescription\": 0}}]'; then start "
+             "again from the same checkpoint",
+             token ? token : "(none)", at, why,
+             r->follow_opts.split_large_events
+                 ? "--split-large-events is on, so a single field is over 16 MB: "
+                   "project it away"
+                 : "run with --split-large-events (MongoDB 6.0.9+ and 7.0+: the event "
+                   "arrives in fragments and is handed on whole)");
+    bson_free(token);
+    return TW_EXIT_FAILURE;
+}
+
+/*
+ * Before any resume is tried: is the stored token older than the oplog?
+ * Only a readable oplog proves it: --retention is a floor (the server may
+ * keep more), so a checkpoint older than it is tried, not given up.
+ */
 static int precheck_lost(runner_t *r)
 {
     tw_oplog_window_t w;
     tw_error_t err;
     char why[160], oldest[TW_CTIME_TEXT_MAX];
 
-    if (!r->committed.has_token || !read_window(r, &w, &err))
+    if (!r->committed.has_token || r->committed.time_source == TW_TIME_UNKNOWN)
         return -1;
+    if (!read_oplog(r, &w, &err)) {
+        tw_ctime_t now;
+
+        if (r->s->retention_ms <= 0)
+            return -1;
+        now = cluster_now(r, NULL);
+        if ((int64_t)now.t - (int64_t)r->committed.cluster_time.t > r->s->retention_ms / 1000)
+            TW_INFO("the checkpoint is older than --retention; trying to resume all the "
+                    "same: the retention is a floor, and only the server's answer "
+                    "proves a loss");
+        return -1;
+    }
     if (tw_ctime_cmp(r->committed.cluster_time, w.oldest) >= 0)
         return -1;
     tw_ctime_format(w.oldest, oldest);
-    snprintf(why, sizeof why, "the checkpoint is older than the oldest oplog entry (%s%s)",
-             oldest, w.from_retention ? ", from --retention" : "");
+    snprintf(why, sizeof why, "the checkpoint is older than the oldest oplog entry (%s)",
+             oldest);
     return handle_lost(r, why);
 }
 
@@ -646,11 +889,12 @@ static int check_scope(runner_t *r)
     return -1;
 }
 
-/* Takes a new position: a token the stream has passed. */
-static void advance(runner_t *r, const bson_t *token, const char *source,
+/* Takes a new position: a token the stream has passed, at cluster time ct. */
+static void advance(runner_t *r, const bson_t *token, tw_ctime_t ct,
+                    tw_time_source_t time_source, const char *source,
                     int64_t events_delta)
 {
-    tw_checkpoint_set_token(&r->position, token, NULL);
+    tw_checkpoint_set_position(&r->position, token, ct, time_source);
     snprintf(r->position.source, sizeof r->position.source, "%s", source);
     r->position.events += events_delta;
     r->dirty = true;
@@ -662,131 +906,192 @@ static bool past_until(const runner_t *r, tw_ctime_t ct)
 }
 
 typedef enum {
+    FOLLOW_NEXT,   /* go on with this stream */
     FOLLOW_REOPEN, /* open the stream again from the checkpoint */
+    FOLLOW_UNTIL,  /* --until was passed: commit and stop */
     FOLLOW_DONE    /* stop: exit code set */
 } follow_outcome_t;
+
+/* Commits what was handed on, or ends the run with exit 1. */
+static follow_outcome_t commit_or_done(runner_t *r, follow_outcome_t then, int *code)
+{
+    if (commit(r))
+        return then;
+    *code = TW_EXIT_FAILURE;
+    return FOLLOW_DONE;
+}
+
+/* The operationTime of the stream's last reply, or NULL. */
+static const tw_ctime_t *reply_time(tw_follow_t *f, tw_ctime_t *buf)
+{
+    return tw_follow_operation_time(f, buf) ? buf : NULL;
+}
+
+/* One event: hand it on and take its position. */
+static follow_outcome_t on_event(runner_t *r, tw_follow_t *f, const bson_t *doc, int *code)
+{
+    tw_event_t event;
+    tw_error_t err;
+    tw_ctime_t op;
+    bool invalidate;
+
+    dependency_ok(r, &r->mongo_dep);
+    r->losses = 0;
+    if (!tw_event_from_bson(doc, r->s->sink != TW_SINK_NONE, reply_time(f, &op),
+                            tw_clock_wall_ms(r->clock), &event, &err)) {
+        TW_ERROR("%s", err.message);
+        *code = TW_EXIT_FAILURE;
+        return FOLLOW_DONE;
+    }
+    if (past_until(r, event.cluster_time)) {
+        tw_event_release(&event);
+        return FOLLOW_UNTIL;
+    }
+    invalidate = event.invalidate;
+    advance(r, event.token, event.cluster_time, event.time_source,
+            invalidate ? "invalidate" : "event", 1);
+    if (!tw_sink_put(&r->sink, &event, &err)) {
+        TW_ERROR("%s", err.message);
+        *code = TW_EXIT_FAILURE;
+        return FOLLOW_DONE;
+    }
+    r->events_this_run++;
+    r->events_since_commit++;
+    tw_metrics_add(r->metrics, "tokenwatch_events_total", NULL, 1);
+    if (invalidate) {
+        TW_WARN("the change stream was invalidated (collection dropped or renamed); "
+                "reopening after the invalidate event");
+        return commit_or_done(r, FOLLOW_REOPEN, code);
+    }
+    if (r->s->max_events && r->events_this_run >= r->s->max_events) {
+        *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+        TW_INFO("stopping after --max-events %" PRId64, r->s->max_events);
+        return FOLLOW_DONE;
+    }
+    if (r->events_since_commit >= r->s->checkpoint_every)
+        return commit_or_done(r, FOLLOW_NEXT, code);
+    return FOLLOW_NEXT;
+}
+
+/*
+ * Is token, at ct, past the position? By time; at the same time by _data
+ * within one layout; tokens that cannot be ordered at the same time (two
+ * layouts, opaque) are taken when they differ: the server sent the newer.
+ */
+static bool moves_forward(const runner_t *r, const bson_t *token, tw_ctime_t ct)
+{
+    const tw_checkpoint_t *p = &r->position;
+    int c;
+
+    if (!p->has_token)
+        return true;
+    c = tw_position_cmp(ct, token, p->cluster_time, &p->token);
+    if (c != 0)
+        return c > 0;
+    return tw_token_layout(token, NULL) != tw_token_layout(&p->token, NULL) ||
+           (tw_token_layout(token, NULL) == TW_LAYOUT_OPAQUE && !bson_equal(token, &p->token));
+}
+
+/* An empty batch: a quiet stream's postBatchResumeToken still moves. */
+static follow_outcome_t on_idle(runner_t *r, tw_follow_t *f, int *code)
+{
+    const bson_t *token = tw_follow_resume_token(f);
+    tw_time_source_t source;
+    tw_ctime_t ct, op;
+
+    dependency_ok(r, &r->mongo_dep);
+    r->losses = 0;
+    if (!token)
+        return FOLLOW_NEXT;
+    source = tw_position_time(NULL, token, reply_time(f, &op), tw_clock_wall_ms(r->clock), &ct);
+    if (!moves_forward(r, token, ct))
+        return FOLLOW_NEXT;
+    if (past_until(r, ct))
+        return FOLLOW_UNTIL;
+    advance(r, token, ct, source, "pbrt", 0);
+    /* A first start has no checkpoint, a recovery a lost one: take the new
+     * one at once. */
+    if (!r->committed.has_token || r->recovering)
+        return commit_or_done(r, FOLLOW_NEXT, code);
+    return FOLLOW_NEXT;
+}
+
+/* What a stream's failure means, mid-stream or when it is opened. */
+static follow_outcome_t on_failure(runner_t *r, tw_failure_t failure, const tw_error_t *err,
+                                   int *code)
+{
+    switch (failure) {
+    case TW_FAILURE_LOST:
+        if (commit_or_done(r, FOLLOW_NEXT, code) == FOLLOW_DONE)
+            return FOLLOW_DONE;
+        *code = handle_lost(r, err->message);
+        return *code < 0 ? FOLLOW_REOPEN : FOLLOW_DONE;
+    case TW_FAILURE_NOT_FOUND:
+        if (commit_or_done(r, FOLLOW_NEXT, code) == FOLLOW_DONE)
+            return FOLLOW_DONE;
+        *code = handle_not_found(r, err->message);
+        return *code < 0 ? FOLLOW_REOPEN : FOLLOW_DONE;
+    case TW_FAILURE_NO_START_AFTER:
+        *code = handle_no_start_after(r, err->message);
+        return *code < 0 ? FOLLOW_REOPEN : FOLLOW_DONE;
+    case TW_FAILURE_TOO_LARGE:
+        commit(r);
+        *code = report_too_large(r, err->message);
+        return FOLLOW_DONE;
+    case TW_FAILURE_FATAL:
+        commit(r);
+        TW_ERROR("MongoDB: %s", err->message);
+        *code = TW_EXIT_FAILURE;
+        return FOLLOW_DONE;
+    case TW_FAILURE_NONE:
+    case TW_FAILURE_TRANSIENT:
+        break;
+    }
+    dependency_failed(r, &r->mongo_dep, err);
+    /* Resume from what is persisted: persist what was handed on. */
+    return commit_or_done(r, FOLLOW_REOPEN, code);
+}
+
+static void stopped_at_until(runner_t *r, int *code)
+{
+    char until[TW_CTIME_TEXT_MAX];
+
+    tw_ctime_format(r->until, until);
+    *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+    TW_INFO("stopping: the stream passed --until %s after %" PRId64 " events", until,
+            r->events_this_run);
+}
 
 /* Follows one opened stream until it must be reopened or the run ends. */
 static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
 {
-    tw_error_t err;
-    tw_failure_t failure;
-
     for (;;) {
         const bson_t *doc = NULL;
-        tw_follow_status_t st;
-        int64_t now;
+        follow_outcome_t next;
+        tw_failure_t failure;
+        tw_error_t err;
 
         if (stop_requested(r)) {
             *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
-            TW_INFO("stopping on request after %" PRId64 " events",
-                    r->events_this_run);
+            TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
             return FOLLOW_DONE;
         }
-        st = tw_follow_next(f, &doc, &failure, &err);
-        if (st == TW_FOLLOW_EVENT) {
-            tw_event_t event;
-            bool invalidate;
-
-            dependency_ok(r, &r->mongo_dep);
-            r->losses = 0;
-            if (!tw_event_from_bson(doc, r->s->sink != TW_SINK_NONE, &event, &err)) {
-                TW_ERROR("%s", err.message);
-                *code = TW_EXIT_FAILURE;
-                return FOLLOW_DONE;
-            }
-            if (past_until(r, event.cluster_time)) {
-                tw_event_release(&event);
-                goto reached_until;
-            }
-            invalidate = event.invalidate;
-            advance(r, event.token, invalidate ? "invalidate" : "event", 1);
-            if (!tw_sink_put(&r->sink, &event, &err)) {
-                TW_ERROR("%s", err.message);
-                *code = TW_EXIT_FAILURE;
-                return FOLLOW_DONE;
-            }
-            r->events_this_run++;
-            r->events_since_commit++;
-            tw_metrics_add(r->metrics, "tokenwatch_events_total", NULL, 1);
-            if (invalidate) {
-                TW_WARN("the change stream was invalidated (collection "
-                        "dropped or renamed); reopening after the invalidate "
-                        "event");
-                if (!commit(r)) {
-                    *code = TW_EXIT_FAILURE;
-                    return FOLLOW_DONE;
-                }
-                return FOLLOW_REOPEN;
-            }
-            if (r->s->max_events && r->events_this_run >= r->s->max_events) {
-                *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
-                TW_INFO("stopping after --max-events %" PRId64,
-                        r->s->max_events);
-                return FOLLOW_DONE;
-            }
-            if (r->events_since_commit >= r->s->checkpoint_every && !commit(r)) {
-                *code = TW_EXIT_FAILURE;
-                return FOLLOW_DONE;
-            }
-        } else if (st == TW_FOLLOW_IDLE) {
-            const bson_t *token = tw_follow_resume_token(f);
-            tw_ctime_t ct;
-            const bson_t *mine = r->position.has_token ? &r->position.token : NULL;
-
-            dependency_ok(r, &r->mongo_dep);
-            r->losses = 0;
-            if (token && tw_token_cluster_time(token, &ct, NULL) &&
-                (!mine || tw_token_cmp(token, mine) > 0)) {
-                if (past_until(r, ct))
-                    goto reached_until;
-                advance(r, token, "pbrt", 0);
-                /* A first start has no checkpoint, a recovery a lost one:
-                 * take the new one at once. */
-                if ((!r->committed.has_token || r->recovering) && !commit(r)) {
-                    *code = TW_EXIT_FAILURE;
-                    return FOLLOW_DONE;
-                }
-            }
-        } else {
-            if (failure == TW_FAILURE_LOST) {
-                if (!commit(r)) {
-                    *code = TW_EXIT_FAILURE;
-                    return FOLLOW_DONE;
-                }
-                *code = handle_lost(r, err.message);
-                return *code < 0 ? FOLLOW_REOPEN : FOLLOW_DONE;
-            }
-            if (failure == TW_FAILURE_FATAL) {
-                commit(r);
-                TW_ERROR("MongoDB: %s", err.message);
-                *code = TW_EXIT_FAILURE;
-                return FOLLOW_DONE;
-            }
-            dependency_failed(r, &r->mongo_dep, &err);
-            /* Resume from what is persisted: persist what was handed on. */
-            if (!commit(r)) {
-                *code = TW_EXIT_FAILURE;
-                return FOLLOW_DONE;
-            }
-            return FOLLOW_REOPEN;
+        switch (tw_follow_next(f, &doc, &failure, &err)) {
+        case TW_FOLLOW_EVENT: next = on_event(r, f, doc, code); break;
+        case TW_FOLLOW_IDLE: next = on_idle(r, f, code); break;
+        default: next = on_failure(r, failure, &err, code); break;
         }
-        now = tw_clock_mono_ms(r->clock);
-        if (r->dirty && now - r->last_commit_mono >= r->s->checkpoint_interval_ms &&
-            !commit(r)) {
-            *code = TW_EXIT_FAILURE;
+        if (next == FOLLOW_UNTIL) {
+            stopped_at_until(r, code);
             return FOLLOW_DONE;
         }
+        if (next != FOLLOW_NEXT)
+            return next;
+        if (r->dirty &&
+            tw_clock_mono_ms(r->clock) - r->last_commit_mono >= r->s->checkpoint_interval_ms &&
+            commit_or_done(r, FOLLOW_NEXT, code) == FOLLOW_DONE)
+            return FOLLOW_DONE;
     }
-
-reached_until: {
-    char until[TW_CTIME_TEXT_MAX];
-    tw_ctime_format(r->until, until);
-    *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
-    TW_INFO("stopping: the stream passed --until %s after %" PRId64 " events",
-            until, r->events_this_run);
-    return FOLLOW_DONE;
-}
 }
 
 static void log_start(const runner_t *r)
@@ -807,41 +1112,57 @@ static void log_start(const runner_t *r)
             at, r->committed.events);
 }
 
+/* The time just after t: where a stream starts to see only what follows. */
+static tw_ctime_t just_after(tw_ctime_t t)
+{
+    if (t.i < UINT32_MAX)
+        return (tw_ctime_t){t.t, t.i + 1};
+    return (tw_ctime_t){t.t + 1, 0};
+}
+
+/* Where the next stream starts: a recovery's start, the checkpoint, or now. */
+static tw_start_t choose_start(const runner_t *r)
+{
+    tw_start_t start = {TW_START_NOW, NULL, {0, 0}};
+
+    if (r->has_override)
+        return r->start_override;
+    if (!r->committed.has_token)
+        return start;
+    start.token = &r->committed.token;
+    start.kind = TW_START_RESUME_AFTER;
+    if (strcmp(r->committed.source, "invalidate") == 0) {
+        start.kind = TW_START_START_AFTER;
+        /* A server without startAfter: just after the invalidate's time. */
+        if (r->no_start_after) {
+            start.kind = TW_START_AT_TIME;
+            start.token = NULL;
+            start.time = just_after(r->committed.cluster_time);
+        }
+    }
+    return start;
+}
+
 static int follow_loop(runner_t *r)
 {
     tw_error_t err;
     tw_failure_t failure;
 
     for (;;) {
-        tw_start_t start = {TW_START_NOW, NULL, {0, 0}};
+        tw_start_t start = choose_start(r);
         tw_follow_t *f;
         int code = TW_EXIT_OK;
 
         if (stop_requested(r))
             return commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
-        if (r->has_override) {
-            start = r->start_override;
-        } else if (r->committed.has_token) {
-            start.kind = strcmp(r->committed.source, "invalidate") == 0
-                             ? TW_START_START_AFTER
-                             : TW_START_RESUME_AFTER;
-            start.token = &r->committed.token;
-        }
         tw_metrics_add(r->metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, &err);
         if (!f) {
-            if (failure == TW_FAILURE_LOST) {
-                if ((code = handle_lost(r, err.message)) >= 0)
-                    return code;
-                continue;
-            }
-            if (failure == TW_FAILURE_FATAL) {
-                TW_ERROR("MongoDB: %s", err.message);
-                return TW_EXIT_FAILURE;
-            }
-            dependency_failed(r, &r->mongo_dep, &err);
-            pause_ms(r, tw_backoff_next(&r->mongo_dep.backoff,
-                                        tw_clock_random01(r->clock)));
+            if (on_failure(r, failure, &err, &code) == FOLLOW_DONE)
+                return code;
+            if (failure == TW_FAILURE_TRANSIENT || failure == TW_FAILURE_NONE)
+                pause_ms(r, tw_backoff_next(&r->mongo_dep.backoff,
+                                            tw_clock_random01(r->clock)));
             continue;
         }
         dependency_ok(r, &r->mongo_dep);
@@ -889,10 +1210,8 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
             return false;
         r->has_until = true;
         r->until = spec.time;
-        if (spec.kind == TW_SPEC_NOW) {
-            r->until.t = (uint32_t)(tw_clock_wall_ms(clock) / 1000);
-            r->until.i = UINT32_MAX;
-        }
+        /* The deployment's "now", read once connected. */
+        r->until_now = spec.kind == TW_SPEC_NOW;
         tw_spec_clear(&spec);
     }
     if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &r->redis_url, err))
@@ -1024,6 +1343,8 @@ static int resume_from(runner_t *r, FILE *out)
         TW_ERROR("%s", err.message);
         return TW_EXIT_USAGE;
     }
+    if (r->s->dry_run)
+        r->plan_out = out;
     if (!resolve_start(r, r->s->resume_from, &rs, &err)) {
         TW_ERROR("--resume-from: %s", err.message);
         return TW_EXIT_USAGE;
@@ -1103,6 +1424,14 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         goto out;
     if ((code = check_scope(&r)) >= 0)
         goto out;
+    if (r.until_now) {
+        tw_oplog_window_t w;
+        tw_error_t werr;
+        bool readable = read_oplog(&r, &w, &werr);
+
+        r.until = cluster_now(&r, readable ? &w : NULL);
+        r.until.i = UINT32_MAX;
+    }
     if (settings->resume_from) {
         if ((code = resume_from(&r, out)) >= 0)
             goto out;
@@ -1115,7 +1444,7 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         goto out;
     }
     if (r.committed.has_token && !r.recovering) {
-        tw_checkpoint_set_token(&r.position, &r.committed.token, NULL);
+        tw_checkpoint_copy_position(&r.position, &r.committed);
         memcpy(r.position.source, r.committed.source, sizeof r.position.source);
         r.position.events = r.committed.events;
     }

@@ -14,8 +14,8 @@ static char *dup_utf8(const bson_t *doc, const char *dotted)
     return NULL;
 }
 
-bool tw_event_from_bson(const bson_t *doc, bool with_json, tw_event_t *out,
-                        tw_error_t *err)
+bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_time,
+                        int64_t local_ms, tw_event_t *out, tw_error_t *err)
 {
     bson_iter_t it;
     bson_t borrowed;
@@ -37,11 +37,7 @@ bool tw_event_from_bson(const bson_t *doc, bool with_json, tw_event_t *out,
     }
     /* Own a copy: libmongoc reuses the event document. */
     out->token = bson_copy(&borrowed);
-    if (!tw_token_cluster_time(out->token, &out->cluster_time, err)) {
-        tw_event_release(out);
-        tw_error_prefix(err, "a change event's _id");
-        return false;
-    }
+    out->time_source = tw_position_time(doc, out->token, op_time, local_ms, &out->cluster_time);
     if (with_json)
         out->json = bson_as_relaxed_extended_json(doc, NULL);
     out->token_json = tw_token_to_json(out->token);

@@ -7,7 +7,7 @@
 
 const char TW_SPEC_FORMS[] =
     "  {\"_data\":\"8263...\"}      a resume token as JSON (resume after it)\n"
-    "  8263A1F2C4000000012B...  the token's bare _data hex\n"
+    "  8263A1F2C4000000012B...  the token's bare _data hex (82... or 01...)\n"
     "  1700000000:1             a cluster time T:I (start at it)\n"
     "  1700000000               epoch seconds\n"
     "  2026-11-21T05:00:00Z     an RFC 3339 date\n"
@@ -111,6 +111,7 @@ bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
     if (strchr(text, ':') && all_digits(text, strcspn(text, ":")) &&
         tw_ctime_parse(text, &out->time, NULL)) {
         out->kind = TW_SPEC_TIME;
+        out->has_time = true;
         return true;
     }
     if (len <= 10 && all_digits(text, len)) {
@@ -119,6 +120,7 @@ bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
             secs = secs * 10 + (uint64_t)(text[k] - '0');
         if (secs <= UINT32_MAX) {
             out->kind = TW_SPEC_TIME;
+            out->has_time = true;
             out->time.t = (uint32_t)secs;
             out->time.i = 0;
             return true;
@@ -126,20 +128,22 @@ bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
     }
     if (parse_rfc3339(text, &out->time.t)) {
         out->kind = TW_SPEC_TIME;
+        out->has_time = true;
         out->time.i = 0;
         return true;
     }
-    /* A token last: a date or a number must never be read as hex. */
-    if (text[0] == '{' || (len >= 18 && (text[0] == '8') && text[1] == '2')) {
-        if (tw_token_parse(text, &out->token, &inner) &&
-            tw_token_cluster_time(&out->token, &out->time, &inner)) {
-            out->kind = TW_SPEC_TOKEN;
-            return true;
+    /* A token last: a date or a number must never be read as hex. A bare
+     * token must be of a known layout; any token can be given as JSON. */
+    if (text[0] == '{' || (len >= 18 && tw_token_decode_hex(text, &out->time, NULL))) {
+        if (!tw_token_parse(text, &out->token, &inner)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "'%s' looks like a resume token but %s", text,
+                         inner.message);
+            return false;
         }
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "'%s' looks like a resume token but %s", text,
-                     inner.message);
-        return false;
+        out->kind = TW_SPEC_TOKEN;
+        out->has_time = tw_token_cluster_time(&out->token, &out->time, NULL);
+        return true;
     }
     tw_error_set(err, TW_ERR_USAGE, 0,
                  "'%s' is not a resume position; the forms are:\n%s", text,

@@ -102,17 +102,89 @@ static uint32_t hex_u32(const char *hex)
     return value;
 }
 
-bool tw_token_decode_hex(const char *hex, tw_ctime_t *out, tw_error_t *err)
-{
-    size_t len = strlen(hex);
+/* A layout's name, type byte and where its time sits. */
+static const struct {
+    tw_token_layout_t layout;
+    const char *name;
+    unsigned char type_byte;
+} layouts[] = {
+    {TW_LAYOUT_OPAQUE, "opaque", 0},
+    {TW_LAYOUT_MONGODB, "mongodb", 0x82},
+    {TW_LAYOUT_DOCUMENTDB, "documentdb", 0x01},
+};
 
+static const char *const time_sources[] = {
+    [TW_TIME_EVENT] = "event",         [TW_TIME_TOKEN] = "token",
+    [TW_TIME_OPERATION] = "operation", [TW_TIME_LOCAL] = "local",
+    [TW_TIME_UNKNOWN] = "unknown",
+};
+
+const char *tw_token_layout_name(tw_token_layout_t layout)
+{
+    for (size_t k = 0; k < sizeof layouts / sizeof layouts[0]; k++)
+        if (layouts[k].layout == layout)
+            return layouts[k].name;
+    return "opaque";
+}
+
+bool tw_token_layout_parse(const char *name, tw_token_layout_t *out)
+{
+    for (size_t k = 0; k < sizeof layouts / sizeof layouts[0]; k++) {
+        if (strcmp(layouts[k].name, name) == 0) {
+            *out = layouts[k].layout;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *tw_time_source_name(tw_time_source_t source)
+{
+    if ((size_t)source < sizeof time_sources / sizeof time_sources[0])
+        return time_sources[source];
+    return "unknown";
+}
+
+bool tw_time_source_parse(const char *name, tw_time_source_t *out)
+{
+    for (size_t k = 0; k < sizeof time_sources / sizeof time_sources[0]; k++) {
+        if (strcmp(time_sources[k], name) == 0) {
+            *out = (tw_time_source_t)k;
+            return true;
+        }
+    }
+    return false;
+}
+
+static tw_token_layout_t layout_of_byte(unsigned byte)
+{
+    for (size_t k = 1; k < sizeof layouts / sizeof layouts[0]; k++)
+        if (layouts[k].type_byte == byte)
+            return layouts[k].layout;
+    return TW_LAYOUT_OPAQUE;
+}
+
+static bool is_hex(const char *text, size_t len, size_t *bad)
+{
     for (size_t k = 0; k < len; k++) {
-        if (hex_value(hex[k]) < 0) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "token is not hex: character '%c' at position %zu",
-                         isprint((unsigned char)hex[k]) ? hex[k] : '?', k);
+        if (hex_value(text[k]) < 0) {
+            *bad = k;
             return false;
         }
+    }
+    return true;
+}
+
+bool tw_token_decode_hex(const char *hex, tw_ctime_t *out, tw_error_t *err)
+{
+    size_t len = strlen(hex), bad = 0;
+    unsigned type_byte;
+
+    if (!is_hex(hex, len, &bad)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "token is not hex: character '%c' at position %zu",
+                     isprint((unsigned char)hex[bad]) ? hex[bad] : '?', bad);
+        return false;
     }
     if (len % 2 != 0) {
         tw_error_set(err, TW_ERR_USAGE, 0,
@@ -128,10 +200,12 @@ bool tw_token_decode_hex(const char *hex, tw_ctime_t *out, tw_error_t *err)
                      len, TOKEN_TIME_HEX_LEN);
         return false;
     }
-    if (hex_value(hex[0]) != 8 || hex_value(hex[1]) != 2) {
+    type_byte = (unsigned)(hex_value(hex[0]) << 4 | hex_value(hex[1]));
+    if (layout_of_byte(type_byte) == TW_LAYOUT_OPAQUE) {
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "token does not start with a cluster time: type byte "
-                     "is %c%c, expected 82",
+                     "token layout is not known: type byte is %c%c (known: 82 "
+                     "MongoDB, 01 Amazon DocumentDB), so it holds no cluster "
+                     "time tokenwatch can read",
                      hex[0], hex[1]);
         return false;
     }
@@ -140,15 +214,52 @@ bool tw_token_decode_hex(const char *hex, tw_ctime_t *out, tw_error_t *err)
     return true;
 }
 
+static uint32_t be_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+tw_token_layout_t tw_token_layout(const bson_t *token, tw_ctime_t *out)
+{
+    bson_iter_t it;
+    tw_ctime_t ct;
+
+    if (!bson_iter_init_find(&it, token, "_data"))
+        return TW_LAYOUT_OPAQUE;
+    if (BSON_ITER_HOLDS_UTF8(&it)) {
+        const char *hex = bson_iter_utf8(&it, NULL);
+
+        if (!tw_token_decode_hex(hex, &ct, NULL))
+            return TW_LAYOUT_OPAQUE;
+        if (out)
+            *out = ct;
+        return layout_of_byte((unsigned)(hex_value(hex[0]) << 4 | hex_value(hex[1])));
+    }
+    if (BSON_ITER_HOLDS_BINARY(&it)) {
+        const uint8_t *bytes;
+        uint32_t len;
+        bson_subtype_t subtype;
+
+        /* MongoDB 3.6 wrote the same KeyString as BinData. */
+        bson_iter_binary(&it, &subtype, &len, &bytes);
+        if (len < 9 || bytes[0] != 0x82)
+            return TW_LAYOUT_OPAQUE;
+        if (out) {
+            out->t = be_u32(bytes + 1);
+            out->i = be_u32(bytes + 5);
+        }
+        return TW_LAYOUT_MONGODB;
+    }
+    return TW_LAYOUT_OPAQUE;
+}
+
 bool tw_token_data(const bson_t *token, const char **data, tw_error_t *err)
 {
     bson_iter_t it;
 
     if (!bson_iter_init_find(&it, token, "_data") ||
         !BSON_ITER_HOLDS_UTF8(&it)) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "token has no _data string (binary _data tokens come "
-                     "from MongoDB 3.6, which is not supported)");
+        tw_error_set(err, TW_ERR_USAGE, 0, "token has no _data string");
         return false;
     }
     *data = bson_iter_utf8(&it, NULL);
@@ -160,32 +271,61 @@ bool tw_token_cluster_time(const bson_t *token, tw_ctime_t *out,
 {
     const char *data;
 
-    return tw_token_data(token, &data, err) &&
-           tw_token_decode_hex(data, out, err);
+    if (tw_token_layout(token, out) != TW_LAYOUT_OPAQUE)
+        return true;
+    if (tw_token_data(token, &data, NULL))
+        return tw_token_decode_hex(data, out, err);
+    tw_error_set(err, TW_ERR_USAGE, 0,
+                 "token's _data is not a string of a known layout, so it "
+                 "holds no cluster time tokenwatch can read");
+    return false;
+}
+
+static bool parse_json_token(const char *json, bson_t *out, tw_error_t *err)
+{
+    bson_error_t berr;
+    bson_iter_t it;
+
+    if (!bson_init_from_json(out, json, -1, &berr)) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "token is not valid JSON: %s",
+                     berr.message);
+        return false;
+    }
+    if (!bson_iter_init_find(&it, out, "_data") ||
+        !(BSON_ITER_HOLDS_UTF8(&it) || BSON_ITER_HOLDS_BINARY(&it))) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "token has no _data string or binary: a resume token is "
+                     "the whole _id of a change event, {\"_data\": ...}");
+        bson_destroy(out);
+        return false;
+    }
+    return true;
 }
 
 bool tw_token_parse(const char *text, bson_t *out, tw_error_t *err)
 {
-    bson_error_t berr;
-    tw_ctime_t ct;
     const char *p = text;
+    size_t len, bad = 0;
 
     while (isspace((unsigned char)*p))
         p++;
-    if (*p == '{') {
-        if (!bson_init_from_json(out, p, -1, &berr)) {
-            tw_error_set(err, TW_ERR_USAGE, 0, "token is not valid JSON: %s",
-                         berr.message);
-            return false;
-        }
-        if (!tw_token_cluster_time(out, &ct, err)) {
-            bson_destroy(out);
-            return false;
-        }
-        return true;
-    }
-    if (!tw_token_decode_hex(p, &ct, err))
+    if (*p == '{')
+        return parse_json_token(p, out, err);
+    len = strlen(p);
+    if (len == 0 || !is_hex(p, len, &bad)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "token is not hex%s: a bare token is its _data hex; give any "
+                     "other token as JSON, {\"_data\": ...}",
+                     len == 0 ? " (empty)" : "");
         return false;
+    }
+    if (len % 2 != 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "token has an odd number of hex digits (%zu): a byte is cut "
+                     "in half",
+                     len);
+        return false;
+    }
     bson_init(out);
     BSON_APPEND_UTF8(out, "_data", p);
     return true;
@@ -196,19 +336,57 @@ char *tw_token_to_json(const bson_t *token)
     return bson_as_relaxed_extended_json(token, NULL);
 }
 
+static bool event_cluster_time(const bson_t *event, tw_ctime_t *out)
+{
+    bson_iter_t it;
+
+    if (!event || !bson_iter_init_find(&it, event, "clusterTime") ||
+        !BSON_ITER_HOLDS_TIMESTAMP(&it))
+        return false;
+    bson_iter_timestamp(&it, &out->t, &out->i);
+    return true;
+}
+
+tw_time_source_t tw_position_time(const bson_t *event, const bson_t *token,
+                                  const tw_ctime_t *op_time, int64_t local_ms,
+                                  tw_ctime_t *out)
+{
+    if (event_cluster_time(event, out))
+        return TW_TIME_EVENT;
+    if (token && tw_token_layout(token, out) != TW_LAYOUT_OPAQUE)
+        return TW_TIME_TOKEN;
+    if (op_time) {
+        *out = *op_time;
+        return TW_TIME_OPERATION;
+    }
+    out->t = (uint32_t)(local_ms / 1000);
+    out->i = 0;
+    return TW_TIME_LOCAL;
+}
+
+int tw_position_cmp(tw_ctime_t ta, const bson_t *a, tw_ctime_t tb,
+                    const bson_t *b)
+{
+    tw_token_layout_t la = tw_token_layout(a, NULL), lb = tw_token_layout(b, NULL);
+    const char *da, *db;
+    int c = tw_ctime_cmp(ta, tb);
+
+    if (c != 0)
+        return c;
+    if (la != lb || la == TW_LAYOUT_OPAQUE || !tw_token_data(a, &da, NULL) ||
+        !tw_token_data(b, &db, NULL))
+        return 0;
+    c = strcasecmp(da, db);
+    return c < 0 ? -1 : (c > 0 ? 1 : 0);
+}
+
 int tw_token_cmp(const bson_t *a, const bson_t *b)
 {
-    tw_ctime_t ta, tb;
-    const char *da, *db;
-    bool oka = tw_token_data(a, &da, NULL) && tw_token_decode_hex(da, &ta, NULL);
-    bool okb = tw_token_data(b, &db, NULL) && tw_token_decode_hex(db, &tb, NULL);
-    int c;
+    tw_ctime_t ta = {0, 0}, tb = {0, 0};
+    bool oka = tw_token_layout(a, &ta) != TW_LAYOUT_OPAQUE;
+    bool okb = tw_token_layout(b, &tb) != TW_LAYOUT_OPAQUE;
 
     if (!oka || !okb)
         return (int)oka - (int)okb;
-    c = tw_ctime_cmp(ta, tb);
-    if (c != 0)
-        return c;
-    c = strcasecmp(da, db);
-    return c < 0 ? -1 : (c > 0 ? 1 : 0);
+    return tw_position_cmp(ta, a, tb, b);
 }

@@ -2,13 +2,16 @@
  * checkpoint.h - the stored resume position of a stream, in Redis.
  *
  * tokenwatch:{NAME}:checkpoint is a hash: token (the resume token as JSON,
- * as the server sent it), cluster_time (T:I), wall_ms (the cluster time in
- * Unix ms), updated_ms, events (count so far), source (event, pbrt,
- * invalidate, ...), scope (what the token belongs to).
+ * byte for byte as the server sent it), cluster_time (T:I), time_source
+ * (where that time came from: event, token, operation, local), layout (the
+ * token's: mongodb, documentdb, opaque), wall_ms (the cluster time in Unix
+ * ms), updated_ms, events (count so far), source (event, pbrt, invalidate,
+ * ...), scope (what the token belongs to).
  *
  * A commit is atomic and never moves the checkpoint backwards: a Lua script
- * compares the stored cluster time (then the token) with the new one and
- * writes only when it does not go back. With the redis sink, the events of
+ * compares the stored cluster time with the new one (at the same time, the
+ * tokens' _data, when both have one known layout) and writes only when it
+ * does not go back. With the redis sink, the events of
  * the batch and the checkpoint covering them go in one MULTI/EXEC, sent as
  * one pipeline.
  */
@@ -39,6 +42,8 @@ typedef struct {
     bson_t token;
     bool has_token;
     tw_ctime_t cluster_time;
+    tw_time_source_t time_source;
+    tw_token_layout_t layout;
     int64_t wall_ms;
     int64_t updated_ms;
     int64_t events;
@@ -49,15 +54,23 @@ typedef struct {
 void tw_checkpoint_init(tw_checkpoint_t *cp);
 void tw_checkpoint_release(tw_checkpoint_t *cp);
 
-/* Replaces cp's token with a copy of token and sets the cluster time from it. */
+/* Replaces cp's token with a copy of token and sets the cluster time from
+ * its layout; fails for an opaque token (use tw_checkpoint_set_position). */
 bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
                              tw_error_t *err);
+
+/* Replaces cp's token with a copy of token, at cluster time ct from source. */
+void tw_checkpoint_set_position(tw_checkpoint_t *cp, const bson_t *token,
+                                tw_ctime_t ct, tw_time_source_t source);
+
+/* Copies src's position (token, time, its source, layout) into dst. */
+void tw_checkpoint_copy_position(tw_checkpoint_t *dst, const tw_checkpoint_t *src);
 
 /* "tokenwatch:{NAME}:<what>" */
 void tw_checkpoint_key(const char *name, const char *what,
                        char out[TW_KEY_MAX]);
 
-#define TW_CHECKPOINT_FIELDS 7
+#define TW_CHECKPOINT_FIELDS 9
 
 /* The hash fields of a record, in a fixed order; values are owned by fields. */
 typedef struct {
@@ -71,8 +84,10 @@ void tw_checkpoint_fields_release(tw_checkpoint_fields_t *fields);
 
 /*
  * Reads a record from hash fields (as HGETALL returns them). Only `token`
- * is required; a missing cluster_time is taken from the token, and a
- * cluster_time that disagrees with the token is an error.
+ * is required, and any token will do; a missing cluster_time is taken from
+ * the token's layout (an opaque token without one has time_source
+ * unknown), and a cluster_time that disagrees with a MongoDB token is an
+ * error.
  */
 bool tw_checkpoint_decode(const char *const names[], const char *const values[],
                           size_t count, tw_checkpoint_t *out, tw_error_t *err);

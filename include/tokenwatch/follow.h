@@ -3,9 +3,14 @@
  *
  * libmongoc already resumes what the change-streams spec calls resumable
  * (once, from its cached token). What reaches us has failed or skipped
- * that, and tw_follow sorts it into three kinds: the resume point is gone
- * (LOST), the server or network is away for now (TRANSIENT: reconnect with
- * backoff), or it will not get better by waiting (FATAL).
+ * that, and tw_follow sorts it: the resume point is gone (LOST), the token
+ * is not in this stream's history though its time may be (NOT_FOUND), an
+ * event is over 16 MB (TOO_LARGE), the server does not know startAfter
+ * (NO_START_AFTER), the server or network is away for now (TRANSIENT:
+ * reconnect with backoff), or it will not get better by waiting (FATAL).
+ *
+ * Each stream runs in an explicit session, so the reply's operationTime
+ * (the deployment's cluster time) can be read after every call.
  */
 #ifndef TOKENWATCH_FOLLOW_H
 #define TOKENWATCH_FOLLOW_H
@@ -37,12 +42,17 @@ typedef struct {
     const char *pipeline;   /* a JSON array of stages */
     const char *full_document;
     int64_t max_await_ms;
+    /* Append $changeStreamSplitLargeEvent and hand on whole events. */
+    bool split_large_events;
 } tw_follow_opts_t;
 
 typedef enum {
     TW_FAILURE_NONE = 0,
     TW_FAILURE_TRANSIENT,
-    TW_FAILURE_LOST,
+    TW_FAILURE_LOST,           /* 286, 260, 136, 40576; Cosmos DB's 72 */
+    TW_FAILURE_NOT_FOUND,      /* 280, 40585: the token, not its time, is gone */
+    TW_FAILURE_TOO_LARGE,      /* 10334: an event over 16 MB */
+    TW_FAILURE_NO_START_AFTER, /* the server does not know startAfter */
     TW_FAILURE_FATAL
 } tw_failure_t;
 
@@ -77,9 +87,19 @@ tw_follow_status_t tw_follow_next(tw_follow_t *f, const bson_t **event,
 /* The stream's current resume token (borrowed; copy it to keep it), or NULL. */
 const bson_t *tw_follow_resume_token(tw_follow_t *f);
 
+/* The operationTime of the stream's last reply: the deployment's cluster
+ * time. False when the server sent none (or has no sessions). */
+bool tw_follow_operation_time(const tw_follow_t *f, tw_ctime_t *out);
+
+/*
+ * The deployment's current cluster time: the operationTime of a ping run
+ * in an explicit session. False when the server gives none.
+ */
+bool tw_follow_cluster_time(mongoc_client_t *client, tw_ctime_t *out, tw_error_t *err);
+
 void tw_follow_close(tw_follow_t *f);
 
-/* Codes that mean the resume point is gone: 286, 280, 260, 40576, 40585. */
+/* Codes that mean the resume point is gone: 286, 260, 136, 40576. */
 bool tw_follow_is_lost_code(int code);
 
 /* Sorts an error libmongoc surfaced; reply may be NULL or empty. */

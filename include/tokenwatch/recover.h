@@ -45,6 +45,28 @@ void tw_plan_print(const tw_plan_t *plan, const char *name, const char *source,
 char *tw_gap_json(tw_ctime_t from, tw_ctime_t to, const char *reason,
                   int64_t detected_ms);
 
+/*
+ * Finding the earliest start a server accepts when its history cannot be
+ * read (Amazon DocumentDB, mongos without shard access, a missing role):
+ * bisect startAtOperationTime between a time it refuses and one it
+ * accepts, to one second. Pure: the caller opens (and closes) a stream at
+ * each probe and reports the answer.
+ */
+#define TW_PROBE_MAX 40
+
+typedef struct {
+    uint32_t refused_t;  /* a second the server refuses (or is assumed to) */
+    uint32_t accepted_t; /* a second it accepts */
+    unsigned probes;
+} tw_bisect_t;
+
+void tw_bisect_init(tw_bisect_t *b, uint32_t refused_t, uint32_t accepted_t);
+
+/* The next second to probe; false when done (accepted_t is the answer) or
+ * after TW_PROBE_MAX probes. */
+bool tw_bisect_next(const tw_bisect_t *b, uint32_t *probe_t);
+void tw_bisect_answer(tw_bisect_t *b, uint32_t probe_t, bool accepted);
+
 /* Manual recovery in a protected environment needs --confirm ENV. */
 bool tw_recover_confirmed(const char *environment, char *const *protect,
                           size_t protect_count, const char *confirm,

@@ -26,6 +26,7 @@ typedef struct {
      * events are moved into batches. */
     bson_t *token;
     tw_ctime_t cluster_time;
+    tw_time_source_t time_source; /* see tw_position_time */
     char *op; /* operationType */
     char *ns; /* "db.coll", "db", or "" */
     bool invalidate;
@@ -34,10 +35,12 @@ typedef struct {
 /*
  * Copies what it needs from doc (which libmongoc may reuse). The event's
  * JSON is made only with_json: the none sink has no use for it, and it is
- * the costliest step per event.
+ * the costliest step per event. Its cluster time is the event's
+ * clusterTime, else its token's, else op_time (the reply's operationTime,
+ * may be NULL), else local_ms.
  */
-bool tw_event_from_bson(const bson_t *doc, bool with_json, tw_event_t *out,
-                        tw_error_t *err);
+bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_time,
+                        int64_t local_ms, tw_event_t *out, tw_error_t *err);
 void tw_event_release(tw_event_t *event);
 
 typedef struct {

@@ -1,8 +1,8 @@
 /*
  * spec.h - resume positions (SPEC), as operators write them.
  *
- *   {"_data":"8263..."}    a resume token as JSON: resume after it
- *   8263A1F2C4000000012B  the same, bare _data hex
+ *   {"_data":"8263..."}    a resume token as JSON (any token): resume after it
+ *   8263A1F2C4000000012B  the same, bare _data hex (82 MongoDB, 01 DocumentDB)
  *   1700000000:1          a cluster time T:I: startAtOperationTime
  *   1700000000            epoch seconds (increment 0)
  *   2026-11-21T05:00:00Z  an RFC 3339 date (any offset; seconds precision)
@@ -32,6 +32,7 @@ typedef struct {
     tw_spec_kind_t kind;
     bson_t token;    /* TW_SPEC_TOKEN only; released by tw_spec_clear */
     tw_ctime_t time; /* TW_SPEC_TOKEN (its cluster time) and TW_SPEC_TIME */
+    bool has_time;   /* false for a token of no known layout */
 } tw_spec_t;
 
 /* The forms, one per line, for error messages and --help. */

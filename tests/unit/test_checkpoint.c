@@ -38,6 +38,8 @@ Test(checkpoint, encodes_the_contract_fields)
         {"events", "42"},
         {"source", "event"},
         {"scope", "rs=rs0 db=shop coll=orders pipeline=sha256:44136fa355b3"},
+        {"layout", "mongodb"},
+        {"time_source", "token"},
     };
     tw_checkpoint_t cp;
     tw_checkpoint_fields_t fields;
@@ -97,7 +99,8 @@ typedef struct {
 
 static const bad_record_t bad_records[] = {
     {{"cluster_time"}, {"1:1"}, 1, "no token"},
-    {{"token"}, {"{\"_data\": \"83\"}"}, 1, "token"},
+    {{"token"}, {"{\"id\": \"83\"}"}, 1, "token"},
+    {{"token"}, {"AeARBpQ/AAAA"}, 1, "token"},
     {{"token", "cluster_time"}, {"8265536F00000000072B", "1699966720:8"}, 2, "disagrees"},
     {{"token", "cluster_time"}, {"8265536F00000000072B", "yesterday"}, 2, "yesterday"},
     {{"token", "events"}, {"8265536F00000000072B", "many"}, 2, "events"},
@@ -115,4 +118,53 @@ Test(checkpoint, rejects_broken_records)
         cr_expect(strstr(err.message, c->reason) != NULL, "case %zu: %s", k,
                   err.message);
     }
+}
+
+/* Tokens are opaque: a DocumentDB token, and one of no known layout whose
+ * time came from the server's operationTime, both come back as stored. */
+Test(checkpoint, keeps_tokens_of_any_layout)
+{
+    static const struct {
+        const char *token;
+        tw_time_source_t source;
+        const char *layout;
+    } cases[] = {
+        {"{\"_data\": \"015daf94f600000002010000000200009025\"}", TW_TIME_EVENT, "documentdb"},
+        {"{\"_data\": \"AeARBpQ/AAAA\"}", TW_TIME_OPERATION, "opaque"},
+    };
+
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        tw_checkpoint_t cp, back;
+        tw_checkpoint_fields_t fields;
+        bson_t token;
+
+        tw_checkpoint_init(&cp);
+        cr_assert(tw_token_parse(cases[k].token, &token, NULL));
+        tw_checkpoint_set_position(&cp, &token, (tw_ctime_t){1700000000, 3}, cases[k].source);
+        bson_destroy(&token);
+        cr_assert(tw_checkpoint_encode(&cp, &fields, NULL));
+        cr_expect_str_eq(fields.values[7], cases[k].layout);
+        cr_expect_str_eq(fields.values[8], tw_time_source_name(cases[k].source));
+        cr_assert(tw_checkpoint_decode(fields.names, (const char *const *)fields.values,
+                                       TW_CHECKPOINT_FIELDS, &back, NULL));
+        cr_expect(bson_equal(&cp.token, &back.token), "case %zu", k);
+        cr_expect_eq(back.cluster_time.t, 1700000000u);
+        cr_expect_eq(back.cluster_time.i, 3u);
+        cr_expect_eq(back.time_source, cases[k].source);
+        tw_checkpoint_fields_release(&fields);
+        tw_checkpoint_release(&cp);
+        tw_checkpoint_release(&back);
+    }
+}
+
+Test(checkpoint, an_opaque_token_alone_has_an_unknown_time)
+{
+    const char *names[] = {"token"};
+    const char *values[] = {"{\"_data\": \"AeARBpQ/AAAA\"}"};
+    tw_checkpoint_t cp;
+
+    cr_assert(tw_checkpoint_decode(names, values, 1, &cp, NULL));
+    cr_expect_eq(cp.time_source, TW_TIME_UNKNOWN);
+    cr_expect_eq(cp.layout, TW_LAYOUT_OPAQUE);
+    tw_checkpoint_release(&cp);
 }

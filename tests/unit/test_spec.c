@@ -15,6 +15,10 @@ static const spec_case_t spec_cases[] = {
      1699966720, 7},
     {"8265536F00000000072B022C0100296E5A1004", true, TW_SPEC_TOKEN, 1699966720, 7},
     {"8263A1F2C4000000012B", true, TW_SPEC_TOKEN, 0x63A1F2C4, 1},
+    /* Amazon DocumentDB, bare and as JSON; any token as JSON. */
+    {"015daf94f600000002010000000200009025", true, TW_SPEC_TOKEN, 0x5daf94f6, 2},
+    {"{\"_data\":\"0167c8cbe60000000004\"}", true, TW_SPEC_TOKEN, 0x67c8cbe6, 0},
+    {"{\"_data\":\"AeARBpQ/AAAA\"}", true, TW_SPEC_TOKEN, 0, 0},
     {"1700000000:1", true, TW_SPEC_TIME, 1700000000, 1},
     {"1700000000", true, TW_SPEC_TIME, 1700000000, 0},
     {"0", true, TW_SPEC_TIME, 0, 0},

@@ -1,0 +1,51 @@
+#include <criterion/criterion.h>
+
+#include "tokenwatch/recover.h"
+
+typedef struct {
+    uint32_t refused, accepted; /* the bounds the search starts with */
+    uint32_t oldest;            /* the server accepts a start at or after this */
+    uint32_t want;              /* the answer: the first whole second accepted */
+    unsigned max_probes;
+} bisect_case_t;
+
+static const bisect_case_t bisect_cases[] = {
+    /* DocumentDB: a 3 h retention that keeps 3 h 15 min; lost 5 h ago. */
+    {1700000000u - 5 * 3600, 1700000000u - 3 * 3600, 1700000000u - 3 * 3600 - 900,
+     1700000000u - 3 * 3600 - 900, 14},
+    /* Thirty days down to one second. */
+    {1700000000u - 30 * 86400, 1700000000u, 1700000000u - 12345, 1700000000u - 12345, 22},
+    /* Already one second apart: nothing to ask. */
+    {1700000000u, 1700000001u, 1700000001u, 1700000001u, 0},
+    /* The oldest right after the refused bound. */
+    {1000, 2000, 1001, 1001, 10},
+};
+
+Test(recover, bisection_finds_the_oldest_accepted_second)
+{
+    for (size_t k = 0; k < sizeof bisect_cases / sizeof bisect_cases[0]; k++) {
+        const bisect_case_t *c = &bisect_cases[k];
+        tw_bisect_t b;
+        uint32_t probe;
+
+        tw_bisect_init(&b, c->refused, c->accepted);
+        while (tw_bisect_next(&b, &probe)) {
+            cr_assert(probe > b.refused_t && probe < b.accepted_t, "case %zu", k);
+            tw_bisect_answer(&b, probe, probe >= c->oldest);
+        }
+        cr_expect_eq(b.accepted_t, c->want, "case %zu: %u", k, b.accepted_t);
+        cr_expect_leq(b.probes, c->max_probes, "case %zu: %u probes", k, b.probes);
+    }
+}
+
+Test(recover, bisection_is_bounded)
+{
+    tw_bisect_t b;
+    uint32_t probe;
+
+    /* A server whose answers make no sense still ends the search. */
+    tw_bisect_init(&b, 0, UINT32_MAX);
+    while (tw_bisect_next(&b, &probe))
+        tw_bisect_answer(&b, probe, b.probes % 2 == 0);
+    cr_expect_leq(b.probes, TW_PROBE_MAX);
+}
