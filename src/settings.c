@@ -100,6 +100,11 @@ static const setting_def_t table[] = {
      full_document_choices, NULL, "MODE",
      "updateLookup, whenAvailable or required (default: the server's)", 0,
      F(full_document), NULL},
+    {"split-large-events", "TOKENWATCH_SPLIT_LARGE_EVENTS", TYPE_BOOL, 0, 0,
+     NULL, "false", "",
+     "append $changeStreamSplitLargeEvent to the pipeline and reassemble "
+     "events over 16 MB before the sink (MongoDB 6.0.9+/7.0+)",
+     0, F(split_large_events), NULL},
     {"redis-url", "TOKENWATCH_REDIS_URL", TYPE_STRING, 0, 0, NULL,
      "redis://127.0.0.1:6379/0", "URL",
      "where checkpoints live: redis://[user:password@]host:port/db or "

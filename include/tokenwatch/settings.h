@@ -41,6 +41,7 @@ typedef struct {
     char *collection;
     char *pipeline; /* a JSON array of stages, validated */
     char *full_document;
+    bool split_large_events; /* append the split stage, reassemble fragments */
     char *redis_url;
     char *redis_password_file;
     int sink; /* tw_sink_kind_t */
