@@ -4,14 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/split.h"
+
 struct tw_follow {
     mongoc_change_stream_t *stream;
     mongoc_collection_t *collection;
     mongoc_database_t *database;
     mongoc_client_session_t *session; /* NULL: the server has no sessions */
+    tw_split_t *split;                /* with --split-large-events */
 };
-
-#define SPLIT_STAGE "$changeStreamSplitLargeEvent"
 
 #define DEFAULT_SELECTION_TIMEOUT_MS 5000
 
@@ -157,20 +158,15 @@ static bool is_split_stage(const bson_t *stage)
     bson_iter_t it;
 
     return bson_iter_init(&it, stage) && bson_iter_next(&it) &&
-           strcmp(bson_iter_key(&it), SPLIT_STAGE) == 0;
+           strcmp(bson_iter_key(&it), TW_SPLIT_STAGE) == 0;
 }
 
-/*
- * Copies the stages of {"pipeline": [...]} into a new {"pipeline": [...]}:
- * without a trailing split stage (strip), or with one (add) unless it is
- * already last.
- */
-static void rebuild_pipeline(const bson_t *in, bool add_split, bson_t *out)
+/* {"pipeline": [...]} without a trailing split stage, for the scope. */
+static void strip_split_stage(const bson_t *in, bson_t *out)
 {
     bson_iter_t it, stages;
     bson_t array, stage;
     uint32_t n = 0, count = 0;
-    bool last_is_split = false;
     char key[16];
     const char *k;
 
@@ -180,30 +176,17 @@ static void rebuild_pipeline(const bson_t *in, bool add_split, bson_t *out)
         while (bson_iter_next(&stages))
             count++;
         bson_iter_recurse(&it, &stages);
-        while (bson_iter_next(&stages)) {
+        while (bson_iter_next(&stages) && BSON_ITER_HOLDS_DOCUMENT(&stages)) {
             const uint8_t *data;
             uint32_t len;
 
-            n++;
-            if (!BSON_ITER_HOLDS_DOCUMENT(&stages))
-                continue;
             bson_iter_document(&stages, &len, &data);
             bson_init_static(&stage, data, len);
-            last_is_split = n == count && is_split_stage(&stage);
-            if (last_is_split && !add_split)
+            if (++n == count && is_split_stage(&stage))
                 break;
             bson_uint32_to_string(n - 1, &k, key, sizeof key);
             bson_append_document(&array, k, -1, &stage);
         }
-    }
-    if (add_split && !last_is_split) {
-        bson_t split, empty;
-
-        bson_uint32_to_string(n, &k, key, sizeof key);
-        bson_append_document_begin(&array, k, -1, &split);
-        bson_append_document_begin(&split, SPLIT_STAGE, -1, &empty);
-        bson_append_document_end(&split, &empty);
-        bson_append_document_end(&array, &split);
     }
     bson_append_array_end(out, &array);
 }
@@ -223,17 +206,17 @@ static bool parse_pipeline(const char *json, bson_t *out, tw_error_t *err)
 /* The pipeline to send: --pipeline, and the split stage last when asked. */
 static bool build_pipeline(const tw_follow_opts_t *opts, bson_t *out, tw_error_t *err)
 {
-    bson_t parsed;
+    char *with_stage;
+    bool ok;
 
-    if (!parse_pipeline(opts->pipeline, &parsed, err))
+    if (!opts->split_large_events)
+        return parse_pipeline(opts->pipeline, out, err);
+    with_stage = tw_split_pipeline_append(opts->pipeline, err);
+    if (!with_stage)
         return false;
-    if (!opts->split_large_events) {
-        bson_steal(out, &parsed);
-        return true;
-    }
-    rebuild_pipeline(&parsed, true, out);
-    bson_destroy(&parsed);
-    return true;
+    ok = parse_pipeline(with_stage, out, err);
+    bson_free(with_stage);
+    return ok;
 }
 
 static void build_opts(const tw_follow_opts_t *opts, const tw_start_t *start,
@@ -279,6 +262,8 @@ tw_follow_t *tw_follow_open(mongoc_client_t *client,
         return NULL;
     }
     build_opts(opts, start, &watch_opts);
+    if (opts->split_large_events)
+        f->split = tw_split_new(TW_SPLIT_MAX_BYTES_DEFAULT);
     /* A server without sessions (or a refusal) leaves operationTime unread. */
     f->session = mongoc_client_start_session(client, NULL, &berr);
     if (f->session && !mongoc_client_session_append(f->session, &watch_opts, &berr)) {
@@ -308,16 +293,32 @@ tw_follow_status_t tw_follow_next(tw_follow_t *f, const bson_t **event,
                                   tw_failure_t *failure, tw_error_t *err)
 {
     bson_error_t berr;
-    const bson_t *reply = NULL;
+    const bson_t *reply = NULL, *doc;
 
     *failure = TW_FAILURE_NONE;
-    if (mongoc_change_stream_next(f->stream, event))
-        return TW_FOLLOW_EVENT;
+    while (mongoc_change_stream_next(f->stream, &doc)) {
+        if (!f->split) {
+            *event = doc;
+            return TW_FOLLOW_EVENT;
+        }
+        /* Fragments of an event over 16 MB: hand on only the whole. */
+        if (!tw_split_push(f->split, doc, event, err)) {
+            *failure = TW_FAILURE_TRANSIENT; /* reopen from the checkpoint */
+            return TW_FOLLOW_FAILED;
+        }
+        if (*event)
+            return TW_FOLLOW_EVENT;
+    }
     if (mongoc_change_stream_error_document(f->stream, &berr, &reply)) {
         fill_error(&berr, reply, failure, err);
         return TW_FOLLOW_FAILED;
     }
     return TW_FOLLOW_IDLE;
+}
+
+bool tw_follow_partial(const tw_follow_t *f)
+{
+    return f->split && tw_split_pending(f->split);
 }
 
 const bson_t *tw_follow_resume_token(tw_follow_t *f)
@@ -381,6 +382,7 @@ void tw_follow_close(tw_follow_t *f)
         return;
     mongoc_change_stream_destroy(f->stream);
     mongoc_client_session_destroy(f->session);
+    tw_split_free(f->split);
     mongoc_collection_destroy(f->collection);
     mongoc_database_destroy(f->database);
     free(f);
@@ -399,7 +401,7 @@ char *tw_follow_scope_format(const char *set_name, const tw_follow_opts_t *opts)
     if (parse_pipeline(opts->pipeline, &pipeline, NULL)) {
         bson_t stripped;
 
-        rebuild_pipeline(&pipeline, false, &stripped);
+        strip_split_stage(&pipeline, &stripped);
         canonical = bson_as_canonical_extended_json(&stripped, NULL);
         bson_destroy(&stripped);
         bson_destroy(&pipeline);

@@ -1001,7 +1001,7 @@ static follow_outcome_t on_idle(runner_t *r, tw_follow_t *f, int *code)
 
     dependency_ok(r, &r->mongo_dep);
     r->losses = 0;
-    if (!token)
+    if (!token || tw_follow_partial(f))
         return FOLLOW_NEXT;
     source = tw_position_time(NULL, token, reply_time(f, &op), tw_clock_wall_ms(r->clock), &ct);
     if (!moves_forward(r, token, ct))
@@ -1201,6 +1201,7 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
     r->follow_opts.collection = s->collection;
     r->follow_opts.pipeline = s->pipeline;
     r->follow_opts.full_document = s->full_document;
+    r->follow_opts.split_large_events = s->split_large_events;
     /* A quiet stream still returns this often, to checkpoint and to stop. */
     r->follow_opts.max_await_ms =
         s->checkpoint_interval_ms < 1000 ? s->checkpoint_interval_ms : 1000;

@@ -77,12 +77,18 @@ tw_follow_t *tw_follow_open(mongoc_client_t *client,
                             tw_error_t *err);
 
 /*
- * EVENT: *event is borrowed, valid until the next call. IDLE: an empty
- * batch came back (the resume token may have moved: postBatchResumeToken).
+ * EVENT: *event is borrowed, valid until the next call; with
+ * split_large_events it is a whole event, reassembled from its fragments,
+ * whose _id is the last fragment's. IDLE: an empty batch came back (the
+ * resume token may have moved: postBatchResumeToken).
  * FAILED: err and *failure are filled; the stream is done.
  */
 tw_follow_status_t tw_follow_next(tw_follow_t *f, const bson_t **event,
                                   tw_failure_t *failure, tw_error_t *err);
+
+/* An event is half reassembled: neither its fragments' tokens nor the
+ * postBatchResumeToken is a position to checkpoint yet. */
+bool tw_follow_partial(const tw_follow_t *f);
 
 /* The stream's current resume token (borrowed; copy it to keep it), or NULL. */
 const bson_t *tw_follow_resume_token(tw_follow_t *f);

@@ -543,3 +543,63 @@ Test(platforms, mongos_fallback_probes_when_local_is_refused)
     bson_destroy(&gap);
     bson_free(old);
 }
+
+/* One stdout line's _id._data (bson_free), and whether it has splitEvent. */
+static bool big_event_line(const char *line, char **data, bool *has_split)
+{
+    bson_t doc;
+    bson_iter_t it;
+
+    if (!bson_init_from_json(&doc, line, -1, NULL))
+        return false;
+    *data = NULL;
+    if (bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, "_id._data", &it))
+        *data = bson_strdup(bson_iter_utf8(&it, NULL));
+    *has_split = bson_iter_init_find(&it, &doc, "splitEvent");
+    bson_destroy(&doc);
+    return *data != NULL;
+}
+
+Test(platforms, split_large_events_hands_on_a_20mb_event_whole)
+{
+    static const char *const plain[] = {"--sink", "stdout", NULL};
+    static const char *const split[] = {"--sink", "stdout", "--split-large-events", NULL};
+    th_proc_t p, q;
+    bson_t reply, command;
+    bson_iter_t it;
+    char *out, *line, *save = NULL, *data = NULL, *stored;
+    size_t lines = 0, size = 0;
+    bool has_split = true;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    /* A checkpoint written without the stage: adding it changes no scope. */
+    start_following(&p, plain);
+    stop_cleanly(&p);
+    fx_spawn(&fx, &q, split);
+    fx_sim(&fx, "POST", "/events", "{\"count\": 1, \"size\": 20000000}", &reply);
+    bson_destroy(&reply);
+    th_assert_dump(fx_wait_checkpoint_events(&fx, 1, 30000), q.err_path,
+                   "the large event is handed on");
+    stop_cleanly(&q);
+
+    out = th_proc_stdout(&q);
+    for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        lines++;
+        size = strlen(line);
+        bson_free(data);
+        cr_assert(big_event_line(line, &data, &has_split), "a JSON event");
+    }
+    cr_expect_eq(lines, 1, "one line: the whole event, not its fragments");
+    cr_expect_gt(size, 20000000, "all of it: %zu bytes", size);
+    cr_expect_not(has_split, "no splitEvent left");
+    stored = fx_checkpoint_data(&fx);
+    cr_expect_str_eq(stored, data, "the checkpoint is the last fragment's token");
+    cr_assert(fx_last_aggregate(&fx, &command, NULL, 0));
+    cr_expect(bson_iter_init(&it, &command) &&
+                  bson_iter_find_descendant(&it, "pipeline.1.$changeStreamSplitLargeEvent", &it),
+              "the stage is last");
+    bson_destroy(&command);
+    free(stored);
+    bson_free(data);
+    free(out);
+}
