@@ -435,10 +435,14 @@ static int report_lost(runner_t *r, const char *why)
              "is skipped: tokenwatch run --name %s --environment %s "
              "--resume-from oldest --dry-run, then the same with --confirm %s "
              "instead of --dry-run; or run with --on-token-lost fallback. To "
-             "keep the next token from ageing out, widen the oplog window "
-             "(replSetResizeOplog with minRetentionHours).",
+             "keep the next token from ageing out, widen the history window: %s.",
              why, r->checkpoint_key, token ? token : "(none)", at, r->s->name,
-             r->s->environment, r->s->environment);
+             r->s->environment, r->s->environment,
+             r->s->retention_ms > 0
+                 ? "raise the change stream log retention (Amazon DocumentDB: "
+                   "change_stream_log_retention_duration, up to 7 days)"
+                 : "replSetResizeOplog with minRetentionHours on each member (MongoDB "
+                   "4.4+; on Atlas, the cluster's minimum oplog window)");
     bson_free(token);
     return TW_EXIT_LOST;
 }
