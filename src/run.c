@@ -652,8 +652,11 @@ static void resolved_release(resolved_start_t *rs)
 
 static const char *start_how(const resolved_start_t *rs)
 {
-    return rs->kind == TW_START_RESUME_AFTER ? "resumeAfter the given token"
-                                             : "startAtOperationTime";
+    if (rs->kind == TW_START_RESUME_AFTER)
+        return "resumeAfter the given token";
+    return rs->probed ? "startAtOperationTime, the earliest start the server accepts "
+                        "(found by probing, to one second)"
+                      : "startAtOperationTime";
 }
 
 /*
@@ -1355,7 +1358,9 @@ static int resume_from(runner_t *r, FILE *out)
         return TW_EXIT_USAGE;
     }
     memset(&plan, 0, sizeof plan);
-    plan.has_current = r->committed.has_token;
+    /* A token of no known layout has no time to measure a gap by. */
+    plan.has_current = r->committed.has_token && rs.has_time &&
+                       r->committed.time_source != TW_TIME_UNKNOWN;
     plan.current = r->committed.cluster_time;
     plan.start = rs.at;
     plan.start_how = start_how(&rs);
