@@ -19,45 +19,80 @@ void tw_tail_init(tw_tail_t *tail)
     memset(tail, 0, sizeof *tail);
 }
 
-void tw_tail_observe(tw_tail_t *tail, tw_ctime_t oldest, int64_t mono_ms)
+static double ctime_seconds(tw_ctime_t ct)
 {
-    tail->mono_ms[tail->next] = mono_ms;
-    tail->oldest_s[tail->next] = (double)oldest.t + (double)oldest.i / 4294967296.0;
+    return (double)ct.t + (double)ct.i / 4294967296.0;
+}
+
+static size_t tail_at(const tw_tail_t *tail, size_t k) /* 0 = the oldest held */
+{
+    size_t first = tail->count < TW_TAIL_SAMPLES ? 0 : tail->next;
+
+    return (first + k) % TW_TAIL_SAMPLES;
+}
+
+static void tail_push(tw_tail_t *tail, double ct_s, double oldest_s)
+{
+    tail->ct_s[tail->next] = ct_s;
+    tail->oldest_s[tail->next] = oldest_s;
     tail->next = (tail->next + 1) % TW_TAIL_SAMPLES;
     if (tail->count < TW_TAIL_SAMPLES)
         tail->count++;
 }
 
-/* The first and the last sample held. */
-static void tail_ends(const tw_tail_t *tail, size_t *first, size_t *last)
+void tw_tail_observe(tw_tail_t *tail, const tw_oplog_window_t *window)
 {
-    *last = (tail->next + TW_TAIL_SAMPLES - 1) % TW_TAIL_SAMPLES;
-    *first = tail->count < TW_TAIL_SAMPLES ? 0 : tail->next;
+    double now = ctime_seconds(window->newest);
+    double oldest = ctime_seconds(window->oldest);
+
+    if (tail->count > 0) {
+        double last = tail->oldest_s[tail_at(tail, tail->count - 1)];
+
+        /* A resized or replaced member can report an older oldest entry, or
+         * an older newest one: that is no truncation; measure afresh. */
+        if (oldest < last || now < tail->now_s)
+            tw_tail_init(tail);
+        else if (oldest == last)
+            goto seen;
+    }
+    tail_push(tail, now, oldest);
+seen:
+    tail->now_s = now;
+    tail->window_s = (double)tw_oplog_window_seconds(window);
+}
+
+/* The sample the rate is measured from: the last move at least a horizon
+ * ago, so the measure spans whole steps; else the oldest held. A tail that
+ * stood still all that time measures 0 from it. */
+static size_t tail_reference(const tw_tail_t *tail)
+{
+    double horizon = tail->window_s * TW_TAIL_HORIZON_SHARE;
+
+    if (horizon < TW_TAIL_HORIZON_S)
+        horizon = TW_TAIL_HORIZON_S;
+    for (size_t k = tail->count; k-- > 0;) {
+        size_t at = tail_at(tail, k);
+
+        if (tail->ct_s[at] <= tail->now_s - horizon)
+            return at;
+    }
+    return tail_at(tail, 0);
 }
 
 bool tw_tail_measured(const tw_tail_t *tail)
 {
-    size_t first, last;
-
-    if (tail->count < 2)
-        return false;
-    tail_ends(tail, &first, &last);
-    return tail->mono_ms[last] > tail->mono_ms[first];
+    return tail->count > 0 && tail->now_s > tail->ct_s[tail_reference(tail)];
 }
 
 double tw_tail_rate(const tw_tail_t *tail)
 {
-    size_t first, last;
-    double advanced, elapsed;
+    size_t ref, last;
 
     if (!tw_tail_measured(tail))
         return 1.0;
-    tail_ends(tail, &first, &last);
-    advanced = tail->oldest_s[last] - tail->oldest_s[first];
-    elapsed = (double)(tail->mono_ms[last] - tail->mono_ms[first]) / 1000.0;
-    /* A resized or replaced member can report an older oldest entry: that
-     * is no truncation, not a negative one. */
-    return advanced > 0 ? advanced / elapsed : 0.0;
+    ref = tail_reference(tail);
+    last = tail_at(tail, tail->count - 1);
+    return (tail->oldest_s[last] - tail->oldest_s[ref]) / (tail->now_s - tail->ct_s[ref]);
 }
 
 void tw_guard_measure(const tw_oplog_window_t *window, tw_ctime_t token,
@@ -83,17 +118,42 @@ bool tw_guard_under(const tw_measure_t *m, const tw_limit_t *limit)
     return !m->unbounded && m->time_left_s * 1000.0 < (double)limit->ms;
 }
 
-tw_state_t tw_guard_state(tw_ctime_t token, const tw_oplog_window_t *window,
-                          const tw_measure_t *m, const tw_limit_t *warn,
-                          const tw_limit_t *crit)
+/* The limit a better state must clear: TW_GUARD_RECOVERY_MARGIN beyond it. */
+static tw_limit_t with_margin(const tw_limit_t *limit)
 {
-    if (tw_ctime_cmp(token, window->oldest) < 0)
-        return TW_STATE_LOST;
+    tw_limit_t l = *limit;
+
+    l.share *= 1.0 + TW_GUARD_RECOVERY_MARGIN;
+    l.ms = (int64_t)((double)l.ms * (1.0 + TW_GUARD_RECOVERY_MARGIN));
+    return l;
+}
+
+static tw_state_t state_under(const tw_measure_t *m, const tw_limit_t *warn,
+                              const tw_limit_t *crit)
+{
     if (tw_guard_under(m, crit))
         return TW_STATE_CRIT;
     if (tw_guard_under(m, warn))
         return TW_STATE_WARN;
     return TW_STATE_OK;
+}
+
+tw_state_t tw_guard_state(tw_ctime_t token, const tw_oplog_window_t *window,
+                          const tw_measure_t *m, const tw_limit_t *warn,
+                          const tw_limit_t *crit, tw_state_t previous)
+{
+    tw_state_t now;
+
+    if (tw_ctime_cmp(token, window->oldest) < 0)
+        return window->from_retention ? TW_STATE_CRIT : TW_STATE_LOST;
+    now = state_under(m, warn, crit);
+    if ((previous == TW_STATE_WARN || previous == TW_STATE_CRIT) && now < previous) {
+        tw_limit_t w = with_margin(warn), c = with_margin(crit);
+        tw_state_t strict = state_under(m, &w, &c);
+
+        return strict < previous ? strict : previous;
+    }
+    return now;
 }
 
 tw_notify_t tw_tracker_update(tw_tracker_t *t, tw_state_t state,

@@ -311,6 +311,47 @@ static void append_seconds(bson_t *doc, const char *key, bool known, double valu
         BSON_APPEND_NULL(doc, key);
 }
 
+static void append_clock_json(bson_t *doc, const tw_monitor_clock_t *c)
+{
+    char now[TW_CTIME_TEXT_MAX];
+
+    tw_ctime_format(c->now, now);
+    BSON_APPEND_UTF8(doc, "cluster_time", now);
+    BSON_APPEND_UTF8(doc, "clock", c->from_server ? "cluster" : "local");
+    append_seconds(doc, "clock_skew_seconds", c->from_server, c->skew_s);
+}
+
+static void append_shards_json(bson_t *doc, const tw_shards_t *shards)
+{
+    bson_t list;
+
+    if (!shards)
+        return;
+    BSON_APPEND_ARRAY_BEGIN(doc, "shards", &list);
+    for (size_t k = 0; k < shards->count; k++) {
+        const tw_shard_t *shard = &shards->shards[k];
+        char index[24], oldest[TW_CTIME_TEXT_MAX], newest[TW_CTIME_TEXT_MAX];
+        bson_t item;
+
+        snprintf(index, sizeof index, "%zu", k);
+        BSON_APPEND_DOCUMENT_BEGIN(&list, index, &item);
+        BSON_APPEND_UTF8(&item, "name", shard->name);
+        BSON_APPEND_BOOL(&item, "readable", shard->readable);
+        BSON_APPEND_BOOL(&item, "edge", shards->has_edge && shards->edge == k);
+        if (shard->readable) {
+            tw_ctime_format(shard->window.oldest, oldest);
+            tw_ctime_format(shard->window.newest, newest);
+            BSON_APPEND_INT64(&item, "window_seconds", tw_oplog_window_seconds(&shard->window));
+            BSON_APPEND_UTF8(&item, "oldest", oldest);
+            BSON_APPEND_UTF8(&item, "newest", newest);
+        } else {
+            BSON_APPEND_UTF8(&item, "error", shard->error.message);
+        }
+        bson_append_document_end(&list, &item);
+    }
+    bson_append_array_end(doc, &list);
+}
+
 static void print_status_json(const tw_monitor_t *m, int code)
 {
     static const char *const codes[] = {"OK", "WARN", "CRIT", "UNKNOWN"};
@@ -337,6 +378,8 @@ static void print_status_json(const tw_monitor_t *m, int code)
         BSON_APPEND_NULL(&doc, "window");
     }
     BSON_APPEND_DOUBLE(&doc, "tail_rate", tw_monitor_tail_rate(m));
+    append_clock_json(&doc, tw_monitor_clock(m));
+    append_shards_json(&doc, tw_monitor_shards(m));
     BSON_APPEND_ARRAY_BEGIN(&doc, "keys", &list);
     for (size_t k = 0; k < n; k++) {
         const tw_guarded_t *g = &keys[k];
@@ -368,6 +411,41 @@ static void print_status_json(const tw_monitor_t *m, int code)
     printf("%s\n", json);
     bson_free(json);
     bson_destroy(&doc);
+}
+
+static void print_shards_table(const tw_shards_t *shards)
+{
+    if (!shards)
+        return;
+    for (size_t k = 0; k < shards->count; k++) {
+        const tw_shard_t *shard = &shards->shards[k];
+        char window[TW_DURATION_TEXT_MAX], oldest[TW_UTC_TEXT_MAX];
+
+        if (!shard->readable) {
+            printf("shard %s: cannot be read: %s\n", shard->name, shard->error.message);
+            continue;
+        }
+        tw_duration_words(tw_oplog_window_seconds(&shard->window) * 1000, window);
+        tw_utc_format(tw_ctime_wall_ms(shard->window.oldest), oldest);
+        printf("shard %s: window %s from %s%s\n", shard->name, window, oldest,
+               shards->has_edge && shards->edge == k ? " (the edge: it drives the guard)"
+                                                     : "");
+    }
+}
+
+static void print_clock_line(const tw_monitor_clock_t *c)
+{
+    char now[TW_UTC_TEXT_MAX], skew[TW_DURATION_TEXT_MAX];
+    double off = c->skew_s < 0 ? -c->skew_s : c->skew_s;
+
+    tw_utc_format(tw_ctime_wall_ms(c->now), now);
+    if (!c->from_server) {
+        printf("clock: the server reports no cluster time; the local clock stands in\n");
+        return;
+    }
+    tw_duration_words((int64_t)(off * 1000.0), skew);
+    printf("clock: cluster time %s; the local clock is %s %s it\n", now, skew,
+           c->skew_s >= 0 ? "ahead of" : "behind");
 }
 
 static void print_status_table(const tw_monitor_t *m)
@@ -408,6 +486,8 @@ static void print_status_table(const tw_monitor_t *m)
         printf("window %s%s: %s to %s; tail rate assumed 1.0 (one probe)\n", window,
                w->from_retention ? " (--retention)" : "", oldest, newest);
     }
+    print_shards_table(tw_monitor_shards(m));
+    print_clock_line(tw_monitor_clock(m));
 }
 
 /* One round of the guard, for cron, Kubernetes CronJobs and Nagios/Icinga. */
@@ -431,13 +511,12 @@ static int cmd_status(const tw_settings_t *s)
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         return TW_EXIT_USAGE;
     }
-    if (s->retention_ms == 0) {
-        pool = tw_follow_pool_new(s->mongo_uri, &err);
-        if (!pool) {
-            fprintf(stderr, "tokenwatch: %s\n", err.message);
-            tw_redis_url_release(&url);
-            return TW_EXIT_USAGE;
-        }
+    /* Even with --retention: the window's "now" is the deployment's. */
+    pool = tw_follow_pool_new(s->mongo_uri, &err);
+    if (!pool) {
+        fprintf(stderr, "tokenwatch: %s\n", err.message);
+        tw_redis_url_release(&url);
+        return TW_EXIT_USAGE;
     }
     memset(&opts, 0, sizeof opts);
     opts.settings = s;

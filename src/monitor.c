@@ -9,6 +9,7 @@
 #include "tokenwatch/alert.h"
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/duration.h"
+#include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/retry.h"
 
@@ -29,7 +30,15 @@ struct tw_monitor {
     tw_error_t redis_error;
     tw_outage_t mongo_outage;
     tw_outage_t redis_outage;
-    bool told_unauthorized;
+    bool told_unreadable; /* the history cannot be read: said once */
+    bool told_local_clock;
+
+    bool topology_known;
+    bool sharded;
+    bool rediscover; /* a shard failed: list them again next round */
+    tw_shards_t shards;
+
+    tw_monitor_clock_t clock_now; /* the deployment's time at the last round */
 
     pthread_t thread;
     bool running;
@@ -48,15 +57,21 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
         {"tokenwatch_events_total", TW_METRIC_COUNTER, "Change events handed on."},
         {"tokenwatch_checkpoints_total", TW_METRIC_COUNTER, "Checkpoints written to Redis."},
         {"tokenwatch_checkpoint_age_seconds", TW_METRIC_GAUGE,
-         "Wall time now minus the stored checkpoint's cluster time."},
+         "The deployment's cluster time now minus the stored checkpoint's."},
         {"tokenwatch_oplog_window_seconds", TW_METRIC_GAUGE,
          "Newest oplog entry's time minus the oldest's (or --retention)."},
         {"tokenwatch_oplog_tail_rate", TW_METRIC_GAUGE,
-         "Oplog seconds the oldest entry advances per wall second."},
+         "Seconds the oldest oplog entry advances per second of cluster time."},
+        {"tokenwatch_oplog_edge_shard", TW_METRIC_GAUGE,
+         "1 for the shard whose oplog window drives the guard (sharded clusters)."},
+        {"tokenwatch_shard_up", TW_METRIC_GAUGE,
+         "1 when a shard's oplog window could be read at the last round."},
+        {"tokenwatch_clock_skew_seconds", TW_METRIC_GAUGE,
+         "The local clock minus the deployment's cluster time."},
         {"tokenwatch_token_headroom_seconds", TW_METRIC_GAUGE,
          "A guarded token's cluster time minus the oldest oplog entry's."},
         {"tokenwatch_token_time_left_seconds", TW_METRIC_GAUGE,
-         "Headroom divided by the tail rate: wall seconds until the token is lost."},
+         "Headroom divided by the tail rate: seconds until the token is lost."},
         {"tokenwatch_token_state", TW_METRIC_GAUGE,
          "1 for a guarded token's current state (OK, WARN, CRIT, LOST, UNKNOWN)."},
         {"tokenwatch_alerts_sent_total", TW_METRIC_COUNTER, "Alerts delivered to Slack."},
@@ -113,35 +128,104 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
     return m;
 }
 
-static void probe_window(tw_monitor_t *m, int64_t now_wall, int64_t now_mono)
+/* The oplog window: the replica set's, or on mongos the edge shard's. */
+static bool read_history(tw_monitor_t *m, tw_oplog_window_t *w, tw_ctime_t *newest,
+                         tw_error_t *err)
 {
-    tw_error_t err;
+    const tw_settings_t *s = m->opts.settings;
 
-    if (m->opts.settings->retention_ms > 0) {
-        tw_oplog_from_retention(now_wall, m->opts.settings->retention_ms, &m->window);
-        m->has_window = true;
-        m->mongo_failures = 0;
-        return;
-    }
     if (!m->client)
         m->client = mongoc_client_pool_pop(m->opts.pool);
-    if (tw_oplog_probe(m->client, &m->window, &err)) {
+    if (!m->topology_known) {
+        if (!tw_shards_is_router(m->client, &m->sharded, err))
+            return false;
+        m->topology_known = true;
+    }
+    if (!m->sharded) {
+        if (!tw_oplog_probe(m->client, w, err))
+            return false;
+        *newest = w->newest;
+        return true;
+    }
+    if (m->rediscover)
+        tw_shards_release(&m->shards);
+    m->rediscover = false;
+    if (m->shards.count == 0 &&
+        !tw_shards_discover(m->client, s->mongo_uri, (const char *const *)s->shard_uri,
+                            s->shard_uri_count, &m->shards, err))
+        return false;
+    if (tw_shards_probe(&m->shards, w, newest, err))
+        return true;
+    m->rediscover = true;
+    return false;
+}
+
+/* The deployment's time: the newest entry read, a ping's operationTime,
+ * else (said once) the local clock. */
+static void read_cluster_time(tw_monitor_t *m, tw_ctime_t newest, int64_t now_wall)
+{
+    tw_monitor_clock_t *c = &m->clock_now;
+    tw_error_t err;
+
+    c->from_server = newest.t != 0 ||
+                     (m->client && tw_follow_cluster_time(m->client, &newest, &err));
+    if (!c->from_server) {
+        if (!m->told_local_clock)
+            TW_WARN("guard: the server reports no cluster time: the local clock stands in");
+        m->told_local_clock = true;
+        newest.t = (uint32_t)(now_wall / 1000);
+        newest.i = 0;
+    }
+    c->now = newest;
+    c->skew_s = c->from_server ? (double)(now_wall - tw_ctime_wall_ms(newest)) / 1000.0 : 0;
+}
+
+static void history_unreadable(tw_monitor_t *m, const tw_error_t *err, int64_t now_mono)
+{
+    char retention[TW_DURATION_TEXT_MAX];
+
+    if (m->opts.settings->retention_ms > 0) {
+        tw_duration_words(m->opts.settings->retention_ms, retention);
+        if (!m->told_unreadable)
+            TW_INFO("guard: %s; --retention %s stands in as the window's floor",
+                    err->message, retention);
+        m->told_unreadable = true;
+        tw_oplog_from_retention(tw_ctime_wall_ms(m->clock_now.now),
+                                m->opts.settings->retention_ms, &m->window);
         m->has_window = true;
         m->mongo_failures = 0;
-        tw_tail_observe(&m->tail, m->window.oldest, now_mono);
-        if (tw_outage_ok(&m->mongo_outage, now_mono))
-            TW_INFO("guard: the oplog window can be read again");
         return;
     }
     m->mongo_failures++;
-    m->mongo_error = err;
-    if (err.code == TW_OPLOG_UNAUTHORIZED) {
-        if (!m->told_unauthorized)
-            TW_ERROR("guard: %s", err.message);
-        m->told_unauthorized = true;
+    m->mongo_error = *err;
+    if (err->code == TW_OPLOG_UNAUTHORIZED || m->sharded) {
+        if (!m->told_unreadable)
+            TW_ERROR("guard: %s", err->message);
+        m->told_unreadable = true;
     } else if (tw_outage_fail(&m->mongo_outage, now_mono)) {
-        TW_WARN("guard: cannot read the oplog window: %s", err.message);
+        TW_WARN("guard: cannot read the oplog window: %s", err->message);
     }
+}
+
+static void probe_window(tw_monitor_t *m, int64_t now_wall, int64_t now_mono)
+{
+    tw_oplog_window_t w;
+    tw_ctime_t newest = {0, 0};
+    tw_error_t err;
+    bool readable = read_history(m, &w, &newest, &err);
+
+    read_cluster_time(m, newest, now_wall);
+    if (!readable) {
+        history_unreadable(m, &err, now_mono);
+        return;
+    }
+    m->window = w;
+    m->has_window = true;
+    m->mongo_failures = 0;
+    tw_tail_observe(&m->tail, &w);
+    if (tw_outage_ok(&m->mongo_outage, now_mono) || m->told_unreadable)
+        TW_INFO("guard: the oplog window can be read again");
+    m->told_unreadable = false;
 }
 
 /* Reads every guarded key; false when Redis itself failed. */
@@ -178,7 +262,7 @@ failed:
     return false;
 }
 
-static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g, int64_t now_wall)
+static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g)
 {
     char labels[TW_METRICS_LABELS_MAX];
 
@@ -202,11 +286,45 @@ static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g, int64_t now_w
     }
     if (g->own && g->has_token)
         tw_metrics_set(m->opts.metrics, "tokenwatch_checkpoint_age_seconds", NULL,
-                       (double)(now_wall - tw_ctime_wall_ms(g->token)) / 1000.0);
+                       (double)(tw_ctime_wall_ms(m->clock_now.now) -
+                                tw_ctime_wall_ms(g->token)) /
+                           1000.0);
 }
 
-static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify,
-                  int64_t now_wall)
+static void shard_metrics(tw_monitor_t *m)
+{
+    for (size_t k = 0; k < m->shards.count; k++) {
+        const tw_shard_t *shard = &m->shards.shards[k];
+        char labels[TW_METRICS_LABELS_MAX];
+
+        tw_metrics_label(labels, sizeof labels, "shard", shard->name);
+        tw_metrics_set(m->opts.metrics, "tokenwatch_shard_up", labels, shard->readable);
+        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_edge_shard", labels,
+                       m->shards.has_edge && m->shards.edge == k);
+        if (shard->readable)
+            tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_window_seconds", labels,
+                           (double)tw_oplog_window_seconds(&shard->window));
+    }
+}
+
+static void window_metrics(tw_monitor_t *m)
+{
+    if (!m->opts.metrics)
+        return;
+    if (m->clock_now.from_server)
+        tw_metrics_set(m->opts.metrics, "tokenwatch_clock_skew_seconds", NULL,
+                       m->clock_now.skew_s);
+    if (m->sharded)
+        shard_metrics(m);
+    if (m->has_window && m->mongo_failures == 0) {
+        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_window_seconds", NULL,
+                       (double)tw_oplog_window_seconds(&m->window));
+        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_tail_rate", NULL,
+                       tw_monitor_tail_rate(m));
+    }
+}
+
+static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
 {
     tw_alert_t a;
     char *text;
@@ -225,7 +343,7 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify,
     a.measure = g->measure;
     a.window = m->window;
     a.reason = g->reason[0] ? g->reason : NULL;
-    a.now_ms = now_wall;
+    a.now_ms = tw_ctime_wall_ms(m->clock_now.now);
     text = tw_alert_text(&a);
     if (g->state == TW_STATE_OK)
         TW_INFO("alert: %s", text);
@@ -245,7 +363,8 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify,
 static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
                    bool read_ok, bool found, tw_ctime_t position)
 {
-    double rate = m->opts.settings->retention_ms > 0 ? 1.0 : tw_tail_rate(&m->tail);
+    double rate = tw_monitor_tail_rate(m);
+    tw_state_t previous = g->assessed ? g->state : TW_STATE_OK;
     unsigned after = m->opts.unknown_after;
 
     g->reason[0] = '\0';
@@ -283,8 +402,8 @@ static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
     g->token = position;
     g->has_measure = true;
     tw_guard_measure(&m->window, position, rate, &g->measure);
-    g->state = tw_guard_state(position, &m->window, &g->measure,
-                              &m->opts.settings->warn_at, &m->opts.settings->crit_at);
+    g->state = tw_guard_state(position, &m->window, &g->measure, &m->opts.settings->warn_at,
+                              &m->opts.settings->crit_at, previous);
     g->assessed = true;
 }
 
@@ -302,12 +421,7 @@ void tw_monitor_tick(tw_monitor_t *m)
         abort();
     probe_window(m, now_wall, now_mono);
     redis_ok = read_keys(m, now_mono, errors, found, positions);
-    if (m->opts.metrics && m->has_window && m->mongo_failures == 0) {
-        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_window_seconds", NULL,
-                       (double)tw_oplog_window_seconds(&m->window));
-        tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_tail_rate", NULL,
-                       tw_monitor_tail_rate(m));
-    }
+    window_metrics(m);
     for (size_t k = 0; k < n; k++) {
         tw_guarded_t *g = &m->keys[k];
         bool read_ok = redis_ok && errors[k].domain == TW_ERR_NONE;
@@ -322,9 +436,9 @@ void tw_monitor_tick(tw_monitor_t *m)
              * did about it (exit or replay). */
             bool follower_tells = g->own && g->state == TW_STATE_LOST;
             if (notify != TW_NOTIFY_NONE && !follower_tells)
-                alert(m, g, notify, now_wall);
+                alert(m, g, notify);
         }
-        update_metrics(m, g, now_wall);
+        update_metrics(m, g);
     }
     free(errors);
     free(found);
@@ -344,7 +458,18 @@ const tw_oplog_window_t *tw_monitor_window(const tw_monitor_t *m)
 
 double tw_monitor_tail_rate(const tw_monitor_t *m)
 {
-    return m->opts.settings->retention_ms > 0 ? 1.0 : tw_tail_rate(&m->tail);
+    /* A --retention window moves with the clock: one second a second. */
+    return m->has_window && m->window.from_retention ? 1.0 : tw_tail_rate(&m->tail);
+}
+
+const tw_shards_t *tw_monitor_shards(const tw_monitor_t *m)
+{
+    return m->sharded && m->shards.count > 0 ? &m->shards : NULL;
+}
+
+const tw_monitor_clock_t *tw_monitor_clock(const tw_monitor_t *m)
+{
+    return &m->clock_now;
 }
 
 static void *monitor_main(void *arg)
@@ -403,6 +528,7 @@ void tw_monitor_free(tw_monitor_t *m)
         pthread_mutex_unlock(&m->lock);
         pthread_join(m->thread, NULL);
     }
+    tw_shards_release(&m->shards);
     if (m->client)
         mongoc_client_pool_push(m->opts.pool, m->client);
     redisFree(m->redis);

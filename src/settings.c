@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "tokenwatch/duration.h"
+#include "tokenwatch/shards.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redis.h"
@@ -29,6 +30,8 @@ typedef enum {
 
 /* May hold a password: its check redacts what it quotes, help says so. */
 #define SECRET 1u
+/* A TYPE_LIST whose items may hold commas: separated by white space. */
+#define SPACED 2u
 
 typedef bool (*check_fn)(const char *value, tw_error_t *err);
 
@@ -57,6 +60,7 @@ static void add_string(char ***list, size_t *count, const char *text);
 static bool check_metrics_addr(const char *value, tw_error_t *err);
 static bool check_spec(const char *value, tw_error_t *err);
 static bool check_fallback_spec(const char *value, tw_error_t *err);
+static bool check_shard_uri(const char *value, tw_error_t *err);
 
 static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
 static const char *const full_document_choices[] = {
@@ -155,6 +159,11 @@ static const setting_def_t table[] = {
      "the window when the oplog cannot be read (Amazon DocumentDB's change "
      "stream log retention: 3h by default)",
      0, F(retention_ms), NULL},
+    {"shard-uri", "TOKENWATCH_SHARD_URI", TYPE_LIST, 0, 0, NULL, NULL, "NAME=URI",
+     "on a sharded cluster, read this shard's oplog window with this URI "
+     "instead of the router's credentials and listShards' hosts (repeatable; "
+     "the environment takes a space-separated list)",
+     SECRET | SPACED, F(shard_uri), check_shard_uri},
     {"slack-webhook", "TOKENWATCH_SLACK_WEBHOOK", TYPE_STRING, 0, 0, NULL,
      NULL, "URL", "Slack incoming webhook; without one alerts are only logged",
      SECRET, F(slack_webhook), check_webhook},
@@ -203,7 +212,9 @@ static const setting_def_t table[] = {
 _Static_assert(offsetof(tw_settings_t, guard_count) ==
                        offsetof(tw_settings_t, guard) + sizeof(char **) &&
                    offsetof(tw_settings_t, protect_count) ==
-                       offsetof(tw_settings_t, protect) + sizeof(char **),
+                       offsetof(tw_settings_t, protect) + sizeof(char **) &&
+                   offsetof(tw_settings_t, shard_uri_count) ==
+                       offsetof(tw_settings_t, shard_uri) + sizeof(char **),
                "a TYPE_LIST field must be followed by its count");
 _Static_assert(TABLE_SIZE <= sizeof((tw_settings_t *)0)->sources /
                                  sizeof(tw_setting_source_t),
@@ -255,6 +266,24 @@ static bool check_mongo_uri(const char *value, tw_error_t *err)
                  "?replicaSet=NAME or mongodb+srv://...)",
                  shown);
     return false;
+}
+
+static bool check_shard_uri(const char *value, tw_error_t *err)
+{
+    const char *eq = strchr(value, '=');
+    char name[TW_SHARD_NAME_MAX];
+
+    if (!eq || eq == value || (size_t)(eq - value) >= sizeof name) {
+        char shown[512];
+
+        tw_redact_url(value, shown, sizeof shown);
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "'%s' is not NAME=URI (a shard's name as listShards gives "
+                     "it, then its connection string)",
+                     shown);
+        return false;
+    }
+    return check_mongo_uri(eq + 1, err);
 }
 
 static bool check_pipeline(const char *value, tw_error_t *err)
@@ -411,10 +440,17 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
     size_t *count = (size_t *)((char *)s + def->offset + sizeof(char **));
     const char *p = value;
 
+    const char *separators = def->flags & SPACED ? " \t\r\n" : ",";
+
     if (s->sources[index] != source)
         list_clear(items, count);
     while (*p) {
-        size_t len = strcspn(p, ",");
+        size_t len;
+
+        p += strspn(p, separators + (def->flags & SPACED ? 0 : 1));
+        if (!*p)
+            break;
+        len = strcspn(p, separators);
         char *item = strndup(p, len);
 
         if (!item)
@@ -426,7 +462,7 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
         add_string(items, count, item);
         free(item);
         p += len;
-        if (*p == ',')
+        if (*p && strchr(separators, *p))
             p++;
     }
     return true;

@@ -5,14 +5,23 @@
  *
  *   window    = newest entry's time - oldest entry's time (or --retention)
  *   headroom  = token's cluster time - oldest entry's time
- *   tail rate = oplog seconds the oldest entry advances per wall second,
- *               averaged over the last probes (1.0 until measured, 0 when
- *               the oplog is not being truncated)
- *   time left = headroom / tail rate, in wall seconds (unbounded at rate 0)
+ *   tail rate = seconds the oldest entry advances per second of cluster
+ *               time (the newest entry's), from one move of the oldest
+ *               entry to the last over the horizon (1.0 until measured, 0
+ *               when the oplog is not being truncated)
+ *   time left = headroom / tail rate, in seconds of cluster time
+ *               (unbounded at rate 0)
+ *
+ * Every time is the deployment's: a scripted server that runs an hour a
+ * second and a real one agree. Storage engines truncate in steps (whole
+ * truncate markers, 10 to 100 per oplog), so the oldest entry stands still
+ * and then jumps: measuring from move to move over hours, not over the
+ * last few probes, keeps the rate steady between jumps.
  *
  * A LIMIT written as a share (20%) is compared with headroom / window; one
  * written as a duration (2h) with time left. A token older than the oldest
- * entry is LOST at once.
+ * entry is LOST at once, unless the window is only --retention's floor:
+ * the server may still hold it, so it is CRIT until the server says.
  */
 #ifndef TOKENWATCH_GUARD_H
 #define TOKENWATCH_GUARD_H
@@ -40,23 +49,32 @@ const char *tw_state_name(tw_state_t state);
 /* Failed reads of MongoDB or Redis in a row before a token is UNKNOWN. */
 #define TW_GUARD_UNKNOWN_AFTER 3
 
-/* Probes the tail rate is averaged over: long enough to smooth the bursts in
- * which storage engines truncate, short enough to see a change of pace. */
-#define TW_TAIL_SAMPLES 10
+/* Moves of the oldest entry remembered, and the horizon the rate is
+ * measured over: at least 6 hours of cluster time, and at least 30% of the
+ * window, so that even 10 markers per oplog give three moves. */
+#define TW_TAIL_SAMPLES 64
+#define TW_TAIL_HORIZON_S (6 * 3600)
+#define TW_TAIL_HORIZON_SHARE 0.3
+
+/* A state gets better only once its limit is cleared by this share of it,
+ * so a rate that wavers between two jumps does not flap WARN, OK, WARN. */
+#define TW_GUARD_RECOVERY_MARGIN 0.1
 
 typedef struct {
-    int64_t mono_ms[TW_TAIL_SAMPLES];
-    double oldest_s[TW_TAIL_SAMPLES];
-    size_t count; /* samples held, up to TW_TAIL_SAMPLES */
-    size_t next;  /* where the next sample goes */
+    double ct_s[TW_TAIL_SAMPLES];     /* cluster time of a move */
+    double oldest_s[TW_TAIL_SAMPLES]; /* the oldest entry after it */
+    size_t count;                     /* samples held, up to TW_TAIL_SAMPLES */
+    size_t next;                      /* where the next sample goes */
+    double now_s;                     /* the last probe's cluster time */
+    double window_s;                  /* the last probe's window */
 } tw_tail_t;
 
 void tw_tail_init(tw_tail_t *tail);
 
-/* Records the oldest entry's time at a probe (monotonic wall ms). */
-void tw_tail_observe(tw_tail_t *tail, tw_ctime_t oldest, int64_t mono_ms);
+/* Records a probe: its oldest entry, and its newest as the cluster time. */
+void tw_tail_observe(tw_tail_t *tail, const tw_oplog_window_t *window);
 
-/* Oplog seconds per wall second; 1.0 until two probes apart in time. */
+/* Oldest-entry seconds per cluster second; 1.0 until cluster time passed. */
 double tw_tail_rate(const tw_tail_t *tail);
 bool tw_tail_measured(const tw_tail_t *tail);
 
@@ -72,10 +90,11 @@ typedef struct {
 void tw_guard_measure(const tw_oplog_window_t *window, tw_ctime_t token,
                       double rate, tw_measure_t *out);
 
-/* OK, WARN, CRIT or LOST for a measured token. */
+/* OK, WARN, CRIT or LOST for a measured token, from its previous state
+ * (OK for none): a better state needs TW_GUARD_RECOVERY_MARGIN to spare. */
 tw_state_t tw_guard_state(tw_ctime_t token, const tw_oplog_window_t *window,
                           const tw_measure_t *m, const tw_limit_t *warn,
-                          const tw_limit_t *crit);
+                          const tw_limit_t *crit, tw_state_t previous);
 
 /* A LIMIT reached: the share or the time left is under it. */
 bool tw_guard_under(const tw_measure_t *m, const tw_limit_t *limit);

@@ -19,6 +19,7 @@
 #include "tokenwatch/oplog.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/settings.h"
+#include "tokenwatch/shards.h"
 #include "tokenwatch/slack.h"
 
 #define TW_REASON_MAX (TW_ERROR_MESSAGE_MAX + 128)
@@ -54,6 +55,13 @@ typedef struct {
 
 typedef struct tw_monitor tw_monitor_t;
 
+/* The deployment's time at the last round, and the local clock's skew. */
+typedef struct {
+    tw_ctime_t now;
+    bool from_server; /* false: the local clock stood in */
+    double skew_s;    /* local minus cluster; 0 when not from the server */
+} tw_monitor_clock_t;
+
 tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts);
 
 /* One round: measure, assess, alert, update metrics. */
@@ -65,6 +73,11 @@ size_t tw_monitor_keys(const tw_monitor_t *m, const tw_guarded_t **keys);
 /* The last window read, or NULL when none was. Borrowed. */
 const tw_oplog_window_t *tw_monitor_window(const tw_monitor_t *m);
 double tw_monitor_tail_rate(const tw_monitor_t *m);
+
+/* The shards and their windows on a sharded cluster, else NULL. Borrowed. */
+const tw_shards_t *tw_monitor_shards(const tw_monitor_t *m);
+
+const tw_monitor_clock_t *tw_monitor_clock(const tw_monitor_t *m);
 
 /* Runs rounds on a thread of its own, every --monitor-interval. */
 bool tw_monitor_start(tw_monitor_t *m, tw_error_t *err);

@@ -59,6 +59,8 @@ typedef struct {
     tw_limit_t crit_at;
     int64_t monitor_interval_ms;
     int64_t retention_ms; /* 0: read the oplog */
+    char **shard_uri;     /* NAME=URI, secret */
+    size_t shard_uri_count;
     char *slack_webhook;  /* secret */
     char *slack_webhook_file;
     int64_t alert_repeat_ms;

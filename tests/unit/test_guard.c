@@ -39,7 +39,7 @@ Test(guard, measures_a_worked_example)
     cr_expect_float_eq(m.time_left_s, 12.0 * HOUR, 1e-6);
     cr_expect_not(m.unbounded);
     cr_expect_eq(tw_guard_state((tw_ctime_t){T0 + 12 * HOUR, 5}, &w, &m, &(tw_limit_t){TW_LIMIT_SHARE, 0.5, 0},
-                                &(tw_limit_t){TW_LIMIT_SHARE, 0.2, 0}),
+                                &(tw_limit_t){TW_LIMIT_SHARE, 0.2, 0}, TW_STATE_OK),
                  TW_STATE_WARN);
 }
 
@@ -79,7 +79,7 @@ Test(guard, thresholds_as_shares_and_durations)
         tw_state_t got;
 
         tw_guard_measure(&w, token, cases[k].rate, &m);
-        got = tw_guard_state(token, &w, &m, &cases[k].warn, &cases[k].crit);
+        got = tw_guard_state(token, &w, &m, &cases[k].warn, &cases[k].crit, TW_STATE_OK);
         cr_expect_eq(got, cases[k].want, "case %zu: %s, want %s", k, tw_state_name(got),
                      tw_state_name(cases[k].want));
     }
@@ -94,14 +94,21 @@ Test(guard, older_than_the_oldest_entry_is_lost_at_once)
     tw_limit_t warn = share(0.5), crit = share(0.2);
 
     tw_guard_measure(&w, same_second, 1.0, &m);
-    cr_expect_eq(tw_guard_state(same_second, &w, &m, &warn, &crit), TW_STATE_LOST);
+    cr_expect_eq(tw_guard_state(same_second, &w, &m, &warn, &crit, TW_STATE_OK), TW_STATE_LOST);
     cr_expect_eq(m.time_left_s, 0);
     tw_guard_measure(&w, exact, 1.0, &m);
-    cr_expect_eq(tw_guard_state(exact, &w, &m, &warn, &crit), TW_STATE_CRIT,
+    cr_expect_eq(tw_guard_state(exact, &w, &m, &warn, &crit, TW_STATE_OK), TW_STATE_CRIT,
                  "the oldest entry itself can still be resumed from");
     tw_guard_measure(&w, (tw_ctime_t){T0 - 7 * DAY, 1}, 0.0, &m);
-    cr_expect_eq(tw_guard_state((tw_ctime_t){T0 - 7 * DAY, 1}, &w, &m, &warn, &crit),
+    cr_expect_eq(tw_guard_state((tw_ctime_t){T0 - 7 * DAY, 1}, &w, &m, &warn, &crit, TW_STATE_OK),
                  TW_STATE_LOST, "even with no truncation");
+}
+
+static void observe(tw_tail_t *tail, uint32_t oldest, uint32_t newest)
+{
+    tw_oplog_window_t w = window_of(oldest, newest);
+
+    tw_tail_observe(tail, &w);
 }
 
 Test(guard, tail_rate_is_one_until_measured)
@@ -110,19 +117,18 @@ Test(guard, tail_rate_is_one_until_measured)
 
     tw_tail_init(&tail);
     cr_expect_float_eq(tw_tail_rate(&tail), 1.0, 1e-12);
-    tw_tail_observe(&tail, (tw_ctime_t){T0, 1}, 1000);
+    observe(&tail, T0, T0 + DAY);
     cr_expect_float_eq(tw_tail_rate(&tail), 1.0, 1e-12);
     cr_expect_not(tw_tail_measured(&tail));
-    tw_tail_observe(&tail, (tw_ctime_t){T0 + 10, 1}, 1000);
-    cr_expect_not(tw_tail_measured(&tail), "no time passed");
+    observe(&tail, T0 + 10, T0 + DAY);
+    cr_expect_not(tw_tail_measured(&tail), "no cluster time passed");
 }
 
 Test(guard, weeks_of_oplog_in_milliseconds)
 {
-    /* A quiet weekend at 36000x: a probe every 30 wall seconds, the tail
+    /* A quiet weekend: a probe every 30 s of cluster time, the tail
      * advancing 30 oplog seconds each time (rate 1), for three weeks. */
     tw_tail_t tail;
-    int64_t mono = 0;
     uint32_t oldest = T0;
     tw_ctime_t token = {T0 + 2 * DAY, 1};
     tw_limit_t warn = share(0.5), crit = share(0.2);
@@ -135,9 +141,9 @@ Test(guard, weeks_of_oplog_in_milliseconds)
         tw_measure_t m;
         tw_state_t st;
 
-        tw_tail_observe(&tail, w.oldest, mono);
+        tw_tail_observe(&tail, &w);
         tw_guard_measure(&w, token, tw_tail_rate(&tail), &m);
-        st = tw_guard_state(token, &w, &m, &warn, &crit);
+        st = tw_guard_state(token, &w, &m, &warn, &crit, last);
         cr_assert_geq(st, last, "states only worsen for a frozen token");
         if (st != last)
             changes++;
@@ -145,11 +151,23 @@ Test(guard, weeks_of_oplog_in_milliseconds)
             cr_expect_float_eq(m.time_left_s, (double)m.headroom_s, 1e-6,
                                "rate 1: time left equals headroom");
         last = st;
-        mono += 30000;
         oldest += 30;
     }
     cr_expect_eq(last, TW_STATE_LOST);
     cr_expect_eq(changes, 3, "OK to WARN to CRIT to LOST");
+}
+
+Test(guard, the_rate_is_per_second_of_cluster_time_not_of_the_wall)
+{
+    /* A scripted server running an hour a second, or a real one: the same
+     * probes in cluster time give the same rate, whatever the wall did. */
+    tw_tail_t tail;
+
+    tw_tail_init(&tail);
+    for (int k = 0; k <= 10; k++)
+        observe(&tail, T0 + (uint32_t)k * HOUR, T0 + 2 * DAY + (uint32_t)k * HOUR);
+    cr_expect(tw_tail_measured(&tail));
+    cr_expect_float_eq(tw_tail_rate(&tail), 1.0, 1e-9);
 }
 
 Test(guard, tail_rate_zero_when_nothing_is_truncated)
@@ -157,26 +175,48 @@ Test(guard, tail_rate_zero_when_nothing_is_truncated)
     tw_tail_t tail;
 
     tw_tail_init(&tail);
-    for (int k = 0; k < 5; k++)
-        tw_tail_observe(&tail, (tw_ctime_t){T0, 1}, k * 30000);
+    for (uint32_t k = 0; k < 5; k++)
+        observe(&tail, T0, T0 + DAY + k * 30);
     cr_expect(tw_tail_measured(&tail));
     cr_expect_float_eq(tw_tail_rate(&tail), 0.0, 1e-12);
 }
 
-Test(guard, tail_rate_averages_jumps_over_the_last_probes)
+Test(guard, stepwise_truncation_gives_a_steady_rate)
 {
-    /* Truncation in bursts: 300 s of oplog every tenth probe of 30 s. */
+    /* A 24 h oplog cut in 12 markers of 2 h (kMinStonesToKeep 10 to 100):
+     * the oldest entry stands still for 2 h, then jumps 2 h. Probed every
+     * 30 s for two days, the rate stays near 1 between the jumps, never 0
+     * and never a spike, once a few jumps were seen. */
     tw_tail_t tail;
-    uint32_t oldest = T0;
+    double lo = 1e9, hi = 0;
 
     tw_tail_init(&tail);
-    for (int k = 0; k < 40; k++) {
-        if (k % 10 == 9)
-            oldest += 300;
-        tw_tail_observe(&tail, (tw_ctime_t){oldest, 1}, (int64_t)k * 30000);
+    for (uint32_t now = T0; now < T0 + 2 * DAY; now += 30) {
+        uint32_t oldest = T0 - DAY + (now - T0) / (2 * HOUR) * (2 * HOUR);
+        double rate;
+
+        observe(&tail, oldest, now);
+        rate = tw_tail_rate(&tail);
+        if (now >= T0 + 8 * HOUR) {
+            lo = rate < lo ? rate : lo;
+            hi = rate > hi ? rate : hi;
+        }
     }
-    /* Over the last ten probes (270 s) one burst of 300 s: about 1.1. */
-    cr_expect_float_eq(tw_tail_rate(&tail), 300.0 / 270.0, 1e-9);
+    cr_expect_geq(lo, 0.7, "lowest %f", lo);
+    cr_expect_leq(hi, 1.0 + 1e-9, "highest %f", hi);
+}
+
+Test(guard, a_tail_that_stopped_long_ago_measures_zero)
+{
+    /* Truncation stopped (the oplog was resized up): after the horizon the
+     * rate falls to 0 rather than remembering the old pace. */
+    tw_tail_t tail;
+
+    tw_tail_init(&tail);
+    for (uint32_t k = 0; k <= 10; k++)
+        observe(&tail, T0 + k * HOUR, T0 + DAY + k * HOUR);
+    observe(&tail, T0 + 10 * HOUR, T0 + 3 * DAY + 10 * HOUR); /* still for 2 days */
+    cr_expect_float_eq(tw_tail_rate(&tail), 0.0, 1e-12);
 }
 
 Test(guard, a_window_that_shrinks_speeds_the_tail)
@@ -187,18 +227,58 @@ Test(guard, a_window_that_shrinks_speeds_the_tail)
     tw_oplog_window_t w;
 
     tw_tail_init(&tail);
-    tw_tail_observe(&tail, (tw_ctime_t){T0, 1}, 0);
-    tw_tail_observe(&tail, (tw_ctime_t){T0 + 30, 1}, 30000);
+    observe(&tail, T0, T0 + DAY);
+    observe(&tail, T0 + 30, T0 + DAY + 30);
     cr_expect_float_eq(tw_tail_rate(&tail), 1.0, 1e-9);
-    tw_tail_observe(&tail, (tw_ctime_t){T0 + 10 * HOUR, 1}, 60000);
+    observe(&tail, T0 + 10 * HOUR, T0 + DAY + 60);
     cr_expect_gt(tw_tail_rate(&tail), 100.0);
     w = window_of(T0 + 10 * HOUR, T0 + 12 * HOUR);
     tw_guard_measure(&w, (tw_ctime_t){T0 + 11 * HOUR, 1}, tw_tail_rate(&tail), &m);
     cr_expect_eq(m.window_s, 2 * HOUR);
     cr_expect_lt(m.time_left_s, 60.0, "an hour of headroom goes in under a minute");
     /* An older oldest entry (another member) is not negative truncation. */
-    tw_tail_observe(&tail, (tw_ctime_t){T0, 1}, 90000);
+    observe(&tail, T0, T0 + DAY + 90);
     cr_expect_geq(tw_tail_rate(&tail), 0.0);
+    cr_expect_not(tw_tail_measured(&tail), "measured afresh");
+}
+
+Test(guard, a_better_state_needs_the_margin)
+{
+    tw_oplog_window_t w = window_of(T0, T0 + 100 * HOUR);
+    tw_limit_t warn = share(0.5), crit = share(0.2);
+    tw_ctime_t token = {T0 + 52 * HOUR, 1}; /* 52%: over 50%, under 55% */
+    tw_measure_t m;
+
+    tw_guard_measure(&w, token, 1.0, &m);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_OK), TW_STATE_OK);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_WARN), TW_STATE_WARN,
+                 "WARN stays until 55%%");
+    token.t = T0 + 56 * HOUR;
+    tw_guard_measure(&w, token, 1.0, &m);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_WARN), TW_STATE_OK);
+    token.t = T0 + 21 * HOUR; /* over CRIT's 20%, under its 22% */
+    tw_guard_measure(&w, token, 1.0, &m);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_CRIT), TW_STATE_CRIT);
+    token.t = T0 + 30 * HOUR;
+    tw_guard_measure(&w, token, 1.0, &m);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_CRIT), TW_STATE_WARN);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_LOST), TW_STATE_WARN,
+                 "a lost token moved on is measured afresh");
+}
+
+Test(guard, retention_is_a_floor_not_a_proof_of_loss)
+{
+    tw_oplog_window_t w = window_of(T0 - 3 * HOUR, T0);
+    tw_ctime_t token = {T0 - 4 * HOUR, 1};
+    tw_limit_t warn = share(0.5), crit = share(0.2);
+    tw_measure_t m;
+
+    w.from_retention = true;
+    tw_guard_measure(&w, token, 1.0, &m);
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_OK), TW_STATE_CRIT,
+                 "the server may keep more than --retention");
+    w.from_retention = false;
+    cr_expect_eq(tw_guard_state(token, &w, &m, &warn, &crit, TW_STATE_OK), TW_STATE_LOST);
 }
 
 Test(guard, alerts_on_each_change_and_repeats_without_bursts)
