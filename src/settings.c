@@ -273,7 +273,10 @@ static bool check_shard_uri(const char *value, tw_error_t *err)
     const char *eq = strchr(value, '=');
     char name[TW_SHARD_NAME_MAX];
 
-    if (!eq || eq == value || (size_t)(eq - value) >= sizeof name) {
+    size_t name_len = eq ? (size_t)(eq - value) : 0;
+
+    if (!eq || name_len == 0 || name_len >= sizeof name ||
+        strcspn(value, ":/?@") < name_len) {
         char shown[512];
 
         tw_redact_url(value, shown, sizeof shown);

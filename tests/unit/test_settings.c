@@ -346,3 +346,24 @@ Test(settings, the_readme_documents_every_setting)
     free(help);
     free(text);
 }
+
+Test(settings, shard_uris_are_space_separated_and_checked)
+{
+    tw_settings_t s;
+    tw_error_t err;
+    const char *envp[] = {"TOKENWATCH_SHARD_URI=shard0=mongodb://tw:pw@a:1,b:2/?replicaSet=shard0 "
+                          " shard1=mongodb://c:3/?replicaSet=shard1",
+                          NULL};
+    const char *bad[] = {"--shard-uri", "mongodb://tw:hunter2@a:1/?replicaSet=shard0"};
+    const char *none[] = {NULL};
+
+    cr_assert(load(&s, NULL, 0, envp, &err), "%s", err.message);
+    cr_assert_eq(s.shard_uri_count, 2);
+    cr_expect_str_eq(s.shard_uri[0], "shard0=mongodb://tw:pw@a:1,b:2/?replicaSet=shard0");
+    cr_expect_str_eq(s.shard_uri[1], "shard1=mongodb://c:3/?replicaSet=shard1");
+    tw_settings_release(&s);
+    cr_expect_not(load(&s, bad, 2, none, &err), "no NAME=");
+    cr_expect(strstr(err.message, "NAME=URI") != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "hunter2") == NULL, "%s", err.message);
+    tw_settings_release(&s);
+}
