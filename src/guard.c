@@ -19,9 +19,12 @@ void tw_tail_init(tw_tail_t *tail)
     memset(tail, 0, sizeof *tail);
 }
 
-static double ctime_seconds(tw_ctime_t ct)
+/* a - b in seconds; whole seconds first, so the increments keep their
+ * weight next to a Unix time. */
+static double ctime_diff(tw_ctime_t a, tw_ctime_t b)
 {
-    return (double)ct.t + (double)ct.i / 4294967296.0;
+    return (double)((int64_t)a.t - (int64_t)b.t) +
+           ((double)a.i - (double)b.i) / 4294967296.0;
 }
 
 static size_t tail_at(const tw_tail_t *tail, size_t k) /* 0 = the oldest held */
@@ -31,33 +34,26 @@ static size_t tail_at(const tw_tail_t *tail, size_t k) /* 0 = the oldest held */
     return (first + k) % TW_TAIL_SAMPLES;
 }
 
-static void tail_push(tw_tail_t *tail, double ct_s, double oldest_s)
-{
-    tail->ct_s[tail->next] = ct_s;
-    tail->oldest_s[tail->next] = oldest_s;
-    tail->next = (tail->next + 1) % TW_TAIL_SAMPLES;
-    if (tail->count < TW_TAIL_SAMPLES)
-        tail->count++;
-}
-
 void tw_tail_observe(tw_tail_t *tail, const tw_oplog_window_t *window)
 {
-    double now = ctime_seconds(window->newest);
-    double oldest = ctime_seconds(window->oldest);
-
     if (tail->count > 0) {
-        double last = tail->oldest_s[tail_at(tail, tail->count - 1)];
+        tw_ctime_t last = tail->oldest[tail_at(tail, tail->count - 1)];
+        int moved = tw_ctime_cmp(window->oldest, last);
 
         /* A resized or replaced member can report an older oldest entry, or
          * an older newest one: that is no truncation; measure afresh. */
-        if (oldest < last || now < tail->now_s)
+        if (moved < 0 || tw_ctime_cmp(window->newest, tail->now) < 0)
             tw_tail_init(tail);
-        else if (oldest == last)
+        else if (moved == 0)
             goto seen;
     }
-    tail_push(tail, now, oldest);
+    tail->at[tail->next] = window->newest;
+    tail->oldest[tail->next] = window->oldest;
+    tail->next = (tail->next + 1) % TW_TAIL_SAMPLES;
+    if (tail->count < TW_TAIL_SAMPLES)
+        tail->count++;
 seen:
-    tail->now_s = now;
+    tail->now = window->newest;
     tail->window_s = (double)tw_oplog_window_seconds(window);
 }
 
@@ -73,7 +69,7 @@ static size_t tail_reference(const tw_tail_t *tail)
     for (size_t k = tail->count; k-- > 0;) {
         size_t at = tail_at(tail, k);
 
-        if (tail->ct_s[at] <= tail->now_s - horizon)
+        if (ctime_diff(tail->now, tail->at[at]) >= horizon)
             return at;
     }
     return tail_at(tail, 0);
@@ -81,7 +77,7 @@ static size_t tail_reference(const tw_tail_t *tail)
 
 bool tw_tail_measured(const tw_tail_t *tail)
 {
-    return tail->count > 0 && tail->now_s > tail->ct_s[tail_reference(tail)];
+    return tail->count > 0 && ctime_diff(tail->now, tail->at[tail_reference(tail)]) > 0;
 }
 
 double tw_tail_rate(const tw_tail_t *tail)
@@ -92,7 +88,8 @@ double tw_tail_rate(const tw_tail_t *tail)
         return 1.0;
     ref = tail_reference(tail);
     last = tail_at(tail, tail->count - 1);
-    return (tail->oldest_s[last] - tail->oldest_s[ref]) / (tail->now_s - tail->ct_s[ref]);
+    return ctime_diff(tail->oldest[last], tail->oldest[ref]) /
+           ctime_diff(tail->now, tail->at[ref]);
 }
 
 void tw_guard_measure(const tw_oplog_window_t *window, tw_ctime_t token,

@@ -47,10 +47,11 @@ static bool probe_end(mongoc_collection_t *oplog, int direction, tw_ctime_t *ts,
 
         if (server && (berr.code == 13 || berr.code == 18 || berr.code == 8000)) {
             tw_error_set(err, TW_ERR_MONGO, TW_OPLOG_UNAUTHORIZED,
-                         "cannot read local.oplog.rs (%s): grant the user the "
-                         "clusterMonitor role or read on the local database, "
-                         "or give the window with --retention (for Amazon "
-                         "DocumentDB: its change_stream_log_retention_duration)",
+                         "cannot read local.oplog.rs (%s): grant the user "
+                         "read on the local database ({role: \"read\", db: "
+                         "\"local\"}), or give the window with --retention "
+                         "(for Amazon DocumentDB: its "
+                         "change_stream_log_retention_duration)",
                          berr.message);
         } else {
             tw_error_set(err, TW_ERR_MONGO, server ? (int)berr.code : 0,

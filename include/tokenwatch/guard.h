@@ -61,12 +61,12 @@ const char *tw_state_name(tw_state_t state);
 #define TW_GUARD_RECOVERY_MARGIN 0.1
 
 typedef struct {
-    double ct_s[TW_TAIL_SAMPLES];     /* cluster time of a move */
-    double oldest_s[TW_TAIL_SAMPLES]; /* the oldest entry after it */
-    size_t count;                     /* samples held, up to TW_TAIL_SAMPLES */
-    size_t next;                      /* where the next sample goes */
-    double now_s;                     /* the last probe's cluster time */
-    double window_s;                  /* the last probe's window */
+    tw_ctime_t at[TW_TAIL_SAMPLES];     /* cluster time of a move */
+    tw_ctime_t oldest[TW_TAIL_SAMPLES]; /* the oldest entry after it */
+    size_t count;                       /* samples held, up to TW_TAIL_SAMPLES */
+    size_t next;                        /* where the next sample goes */
+    tw_ctime_t now;                     /* the last probe's cluster time */
+    double window_s;                    /* the last probe's window */
 } tw_tail_t;
 
 void tw_tail_init(tw_tail_t *tail);

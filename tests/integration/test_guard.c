@@ -335,13 +335,14 @@ Test(guard, an_unreadable_oplog_names_the_role_and_retention_stands_in)
                               fx.redis_url, NULL};
         code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
         cr_expect_eq(code, 3, "UNKNOWN: %s", out);
-        cr_expect(strstr(out, "clusterMonitor") != NULL, "%s", out);
+        cr_expect(strstr(out, "read on the local database") != NULL, "%s", out);
         cr_expect(strstr(out, "--retention") != NULL, "%s", out);
         free(out);
         free(err);
     }
-    /* With --retention the window is [now - 3h, now] by the local clock. */
-    snprintf(recent, sizeof recent, "%lld:1", (long long)time(NULL) - 1800);
+    /* With --retention the window is [now - 3h, now] on the cluster's clock
+     * (the simulator's T0, years before the local clock). */
+    snprintf(recent, sizeof recent, "%u:1", T0 - 1800);
     {
         char *data = NULL;
         const char *argv[] = {th_binary(), "status", "--mongo-uri", fx.sim.uri, "--redis-url",
@@ -473,4 +474,91 @@ Test(guard, a_bad_state_repeats_every_alert_repeat_without_bursts)
         free(texts[k]);
     }
     free(texts);
+}
+
+Test(guard, fast_time_measures_the_tail_per_cluster_second)
+{
+    /* The simulator runs an hour a second and truncates as it goes: per
+     * wall second the tail moves 3600 s, per cluster second 1 s. Time left
+     * is then the headroom, as `status` says, not 3600 times less. */
+    static const char *const more[] = {"--warn-at", "1h", "--crit-at", "30m", NULL};
+    th_proc_t p;
+    int port = th_free_port();
+    char series[256];
+    double rate, headroom, left;
+
+    fx_start(&fx, "{\"rate\": 3600, \"retention\": 172800, \"initial_oplog_span\": 172800, "
+                  "\"background_every\": 60}");
+    fx_webhook_start(&fx, &hook);
+    set_key_time(OTHER_KEY, T0 + 30 * 24 * HOUR); /* far ahead: stays OK */
+    spawn_guarding(&p, port, more);
+    th_sleep_ms(2500);
+    rate = metric(port, "tokenwatch_oplog_tail_rate");
+    cr_expect(rate > 0.9 && rate < 1.1, "about one second a cluster second: %f", rate);
+    snprintf(series, sizeof series, "tokenwatch_token_headroom_seconds{key=\"%s\"}", OTHER_KEY);
+    headroom = metric(port, series);
+    snprintf(series, sizeof series, "tokenwatch_token_time_left_seconds{key=\"%s\"}", OTHER_KEY);
+    left = metric(port, series);
+    cr_expect(fabs(left - headroom) < headroom * 0.1, "time left %f, headroom %f", left,
+              headroom);
+    cr_expect(metric(port, "tokenwatch_clock_skew_seconds") > 365.0 * 24 * HOUR,
+              "the local clock is years ahead of the simulator's");
+    th_proc_stop(&p, 10000);
+    expect_no_secret(&p);
+}
+
+Test(guard, status_shows_the_cluster_clock_and_the_local_skew)
+{
+    char *out, *err;
+    int code;
+    const char *argv[] = {th_binary(), "status", "--mongo-uri", fx.sim.uri, "--redis-url",
+                          fx.redis_url, "--json", NULL};
+
+    fx_start(&fx, WEEKEND);
+    argv[3] = fx.sim.uri;
+    argv[5] = fx.redis_url;
+    set_key("tokenwatch:{default}:checkpoint", "1700000000:1");
+    code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+    cr_expect_eq(code, 0, "%s%s", out, err);
+    cr_expect(strstr(out, "\"cluster_time\" : \"1700000000:") != NULL, "%s", out);
+    cr_expect(strstr(out, "\"clock\" : \"cluster\"") != NULL, "%s", out);
+    cr_expect(strstr(out, "\"clock_skew_seconds\" : ") != NULL, "%s", out);
+    free(out);
+    free(err);
+    argv[6] = NULL;
+    code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+    cr_expect(strstr(out, "clock: cluster time 2023-11-14T22:13:20Z; the local clock is ") !=
+                  NULL,
+              "%s", out);
+    cr_expect(strstr(out, " ahead of it") != NULL, "%s", out);
+    free(out);
+    free(err);
+}
+
+Test(guard, past_the_retention_floor_is_crit_not_lost)
+{
+    /* No oplog to read (DocumentDB): a token older than now - --retention
+     * may still be kept; only the server's refusal proves it lost. */
+    char *out, *err;
+    bson_t reply;
+    char old[32];
+    int code;
+    const char *argv[] = {th_binary(), "status", "--mongo-uri", NULL, "--redis-url", NULL,
+                          "--retention", "3h", "--guard", OTHER_KEY, NULL};
+
+    fx_start(&fx, WEEKEND);
+    argv[3] = fx.sim.uri;
+    argv[5] = fx.redis_url;
+    fx_sim(&fx, "POST", "/fault",
+           "{\"command\": \"find\", \"kind\": \"error\", \"code\": 13, \"count\": 100}", &reply);
+    bson_destroy(&reply);
+    snprintf(old, sizeof old, "%u:1", T0 - 4 * HOUR);
+    set_key(OTHER_KEY, old);
+    set_key("tokenwatch:{default}:checkpoint", "1700000000:1");
+    code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+    cr_expect_eq(code, 2, "%s%s", out, err);
+    cr_expect(strstr(out, OTHER_KEY) != NULL && strstr(out, " CRIT ") != NULL, "%s", out);
+    cr_expect(strstr(out, "LOST") == NULL, "%s", out);
+    free(out);
+    free(err);
 }
