@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "fixture.h"
+#include "scrape.h"
 
 #define T0 1700000000u
 #define HOUR 3600
@@ -41,46 +42,6 @@ static void set_key_time(const char *key, uint32_t t)
 
     snprintf(value, sizeof value, "%u:1", t);
     set_key(key, value);
-}
-
-static double metric(int port, const char *series)
-{
-    long status;
-    char *text = fx_http(port, "GET", "/metrics", NULL, &status);
-    double value = NAN;
-
-    for (char *line = text; line && *line;) {
-        char *end = strchr(line, '\n');
-        size_t len = strlen(series);
-
-        if (strncmp(line, series, len) == 0 && line[len] == ' ')
-            value = strtod(line + len + 1, NULL);
-        if (!end)
-            break;
-        line = end + 1;
-    }
-    free(text);
-    return value;
-}
-
-typedef struct {
-    int port;
-    const char *series;
-    double want;
-} metric_wait_t;
-
-static bool metric_is(void *ctx)
-{
-    metric_wait_t *w = ctx;
-
-    return metric(w->port, w->series) == w->want;
-}
-
-static bool wait_metric(int port, const char *series, double want, int timeout_ms)
-{
-    metric_wait_t w = {port, series, want};
-
-    return th_wait_until(metric_is, &w, timeout_ms);
 }
 
 typedef struct {
@@ -154,7 +115,7 @@ Test(guard, a_quiet_weekend_goes_warn_crit_lost_each_once_then_resolves)
     set_key_time(OTHER_KEY, T0 - 20 * HOUR);
     spawn_guarding(&p, port, NULL);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
-    th_assert_dump(wait_metric(port, series, 1, 10000), p.err_path, "first probe: OK");
+    th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "first probe: OK");
 
     /* The weekend: ten hours of cluster writes per second, the token frozen. */
     fx_sim(&fx, "POST", "/clock", "{\"rate\": 36000}", &reply);
@@ -209,11 +170,11 @@ Test(guard, a_webhook_failing_twice_delivers_once)
     set_key_time(OTHER_KEY, T0 - 60 * HOUR); /* already lost */
     spawn_guarding(&p, port, NULL);
     th_assert_dump(wait_texts(1, 20000), p.err_path, "delivered after two 500s");
-    th_assert_dump(wait_metric(port, "tokenwatch_alerts_sent_total", 1, 5000), p.err_path,
+    th_assert_dump(fx_wait_metric(port, "tokenwatch_alerts_sent_total", 1, 5000), p.err_path,
                    "counted once");
     th_sleep_ms(500);
     cr_expect_eq(fx_webhook_count(&hook), 3, "two failures and one delivery");
-    cr_expect_eq(metric(port, "tokenwatch_alerts_failed_total"), 0);
+    cr_expect_eq(fx_metric(port, "tokenwatch_alerts_failed_total"), 0);
     n = fx_webhook_texts(&hook, &texts);
     cr_expect_eq(n, 1);
     for (size_t k = 0; k < n; k++)
@@ -371,24 +332,24 @@ Test(guard, metrics_are_scraped_with_the_right_values)
     set_key_time(OTHER_KEY, T0 - 30 * HOUR);
     spawn_guarding(&p, port, NULL);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"WARN\"}", OTHER_KEY);
-    th_assert_dump(wait_metric(port, series, 1, 10000), p.err_path, "WARN");
+    th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "WARN");
     bson_free(fx_post_events(&fx, 3));
-    th_assert_dump(wait_metric(port, "tokenwatch_events_total", 3, 10000), p.err_path, "events");
+    th_assert_dump(fx_wait_metric(port, "tokenwatch_events_total", 3, 10000), p.err_path, "events");
 
-    window = metric(port, "tokenwatch_oplog_window_seconds");
+    window = fx_metric(port, "tokenwatch_oplog_window_seconds");
     cr_expect(window >= 172800 - 60 && window <= 172800, "window %f", window);
     snprintf(series, sizeof series, "tokenwatch_token_headroom_seconds{key=\"%s\"}", OTHER_KEY);
-    headroom = metric(port, series);
+    headroom = fx_metric(port, series);
     cr_expect(headroom >= 18 * HOUR - 60 && headroom <= 18 * HOUR, "headroom %f", headroom);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
-    cr_expect_eq(metric(port, series), 0);
+    cr_expect_eq(fx_metric(port, series), 0);
     cr_assert(fx_wait_checkpoint_events(&fx, 3, 10000));
-    th_assert_dump(wait_metric(port, "tokenwatch_oplog_tail_rate", 0, 10000), p.err_path,
+    th_assert_dump(fx_wait_metric(port, "tokenwatch_oplog_tail_rate", 0, 10000), p.err_path,
                    "measured over two probes: nothing truncated");
-    cr_expect_geq(metric(port, "tokenwatch_checkpoints_total"), 1);
+    cr_expect_geq(fx_metric(port, "tokenwatch_checkpoints_total"), 1);
     snprintf(series, sizeof series, "tokenwatch_token_time_left_seconds{key=\"%s\"}", OTHER_KEY);
-    cr_expect(isinf(metric(port, series)), "unbounded at rate 0");
-    cr_expect_eq(metric(port, "tokenwatch_fallbacks_total"), 0);
+    cr_expect(isinf(fx_metric(port, series)), "unbounded at rate 0");
+    cr_expect_eq(fx_metric(port, "tokenwatch_fallbacks_total"), 0);
     {
         long status;
         char *body = fx_http(port, "GET", "/healthz", NULL, &status);
@@ -430,7 +391,7 @@ Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)
     set_key_time(OTHER_KEY, T0 - 10 * HOUR); /* OK */
     spawn_guarding(&p, port, NULL);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
-    th_assert_dump(wait_metric(port, series, 1, 10000), p.err_path, "OK first");
+    th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "OK first");
     th_redis_stop(&fx.redis);
     th_assert_dump(wait_texts(1, 10000), p.err_path, "UNKNOWN after three rounds");
     cr_assert(th_redis_restart(&fx.redis));
@@ -493,15 +454,15 @@ Test(guard, fast_time_measures_the_tail_per_cluster_second)
     set_key_time(OTHER_KEY, T0 + 30 * 24 * HOUR); /* far ahead: stays OK */
     spawn_guarding(&p, port, more);
     th_sleep_ms(2500);
-    rate = metric(port, "tokenwatch_oplog_tail_rate");
+    rate = fx_metric(port, "tokenwatch_oplog_tail_rate");
     cr_expect(rate > 0.9 && rate < 1.1, "about one second a cluster second: %f", rate);
     snprintf(series, sizeof series, "tokenwatch_token_headroom_seconds{key=\"%s\"}", OTHER_KEY);
-    headroom = metric(port, series);
+    headroom = fx_metric(port, series);
     snprintf(series, sizeof series, "tokenwatch_token_time_left_seconds{key=\"%s\"}", OTHER_KEY);
-    left = metric(port, series);
+    left = fx_metric(port, series);
     cr_expect(fabs(left - headroom) < headroom * 0.1, "time left %f, headroom %f", left,
               headroom);
-    cr_expect(metric(port, "tokenwatch_clock_skew_seconds") > 365.0 * 24 * HOUR,
+    cr_expect(fx_metric(port, "tokenwatch_clock_skew_seconds") > 365.0 * 24 * HOUR,
               "the local clock is years ahead of the simulator's");
     th_proc_stop(&p, 10000);
     expect_no_secret(&p);
