@@ -24,6 +24,16 @@ static void seconds_words(double seconds, char out[TW_DURATION_TEXT_MAX])
     tw_duration_words(seconds > 0 ? (int64_t)llround(seconds * 1000.0) : 0, out);
 }
 
+/* On a sharded cluster, whose window it is: " on shard NAME, the
+ * smallest of N", else "". */
+static void shard_words(const tw_alert_t *a, char out[TW_ALERT_SHARD_TEXT_MAX])
+{
+    out[0] = '\0';
+    if (a->edge_shard && !a->window.from_retention)
+        snprintf(out, TW_ALERT_SHARD_TEXT_MAX, " on shard %.*s, the smallest of %zu",
+                 TW_SHARD_NAME_MAX, a->edge_shard, a->shard_count);
+}
+
 static void time_left_words(const tw_alert_t *a, char out[TW_DURATION_TEXT_MAX])
 {
     if (a->state == TW_STATE_LOST)
@@ -101,14 +111,15 @@ char *tw_alert_recovery(const tw_alert_t *a)
 
 char *tw_alert_text(const tw_alert_t *a)
 {
-    char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX];
+    char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX + TW_ALERT_SHARD_TEXT_MAX];
+    char shard[TW_ALERT_SHARD_TEXT_MAX];
     char left[TW_DURATION_TEXT_MAX], when[TW_UTC_TEXT_MAX];
     char *advice = tw_alert_advice(a);
     char *recovery = tw_alert_recovery(a);
     char *widen = tw_alert_widen_command(a);
     char *text;
     const char *lead;
-    char detail[512] = "";
+    char detail[768] = "";
 
     if (a->notify == TW_NOTIFY_RESOLVED)
         lead = "resolved";
@@ -120,18 +131,19 @@ char *tw_alert_text(const tw_alert_t *a)
         tw_utc_format(tw_ctime_wall_ms(a->token), token_date);
     if (a->has_measure) {
         seconds_words((double)a->measure.window_s, window);
+        shard_words(a, shard);
         time_left_words(a, left);
         if (a->state != TW_STATE_LOST && !a->measure.unbounded) {
             /* Whole seconds: a forecast has no millisecond precision. */
             tw_utc_format((a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0)) / 1000 * 1000,
                           when);
             snprintf(detail, sizeof detail,
-                     "; token from %s, %s left (%.0f%% of a %s window; lost "
+                     "; token from %s, %s left (%.0f%% of a %s window%s; lost "
                      "around %s)",
-                     token_date, left, a->measure.share * 100.0, window, when);
+                     token_date, left, a->measure.share * 100.0, window, shard, when);
         } else {
-            snprintf(detail, sizeof detail, "; token from %s, time left %s, window %s",
-                     a->has_token ? token_date : "?", left, window);
+            snprintf(detail, sizeof detail, "; token from %s, time left %s, window %s%s",
+                     a->has_token ? token_date : "?", left, window, shard);
         }
     } else if (a->has_token) {
         snprintf(detail, sizeof detail, "; token from %s", token_date);
@@ -197,7 +209,8 @@ char *tw_alert_slack_payload(const tw_alert_t *a)
     char *recovery = tw_alert_recovery(a);
     char *header;
     char *json;
-    char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX];
+    char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX + TW_ALERT_SHARD_TEXT_MAX];
+    char shard[TW_ALERT_SHARD_TEXT_MAX];
     char left[TW_DURATION_TEXT_MAX], ct[TW_CTIME_TEXT_MAX];
     char *token_field;
     int nblocks = 0, nfields = 0;
@@ -228,7 +241,9 @@ char *tw_alert_slack_payload(const tw_alert_t *a)
         }
         if (a->has_measure) {
             seconds_words((double)a->measure.window_s, window);
+        shard_words(a, shard);
             time_left_words(a, left);
+            strncat(window, shard, sizeof window - strlen(window) - 1);
             append_field(&fields, &nfields,
                          a->window.from_retention ? "Window (--retention)" : "Oplog window",
                          window);

@@ -342,6 +342,10 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
     a.has_measure = g->has_measure && g->state != TW_STATE_UNKNOWN;
     a.measure = g->measure;
     a.window = m->window;
+    if (m->sharded && m->shards.has_edge && !m->window.from_retention) {
+        a.edge_shard = m->shards.shards[m->shards.edge].name;
+        a.shard_count = m->shards.count;
+    }
     a.reason = g->reason[0] ? g->reason : NULL;
     a.now_ms = tw_ctime_wall_ms(m->clock_now.now);
     text = tw_alert_text(&a);

@@ -15,7 +15,10 @@
 
 #include "tokenwatch/guard.h"
 #include "tokenwatch/oplog.h"
+#include "tokenwatch/shards.h"
 #include "tokenwatch/token.h"
+
+#define TW_ALERT_SHARD_TEXT_MAX (TW_SHARD_NAME_MAX + 48)
 
 typedef struct {
     const char *environment;
@@ -30,6 +33,8 @@ typedef struct {
     bool has_measure;
     tw_measure_t measure;
     tw_oplog_window_t window;
+    const char *edge_shard; /* the shard whose window it is, or NULL */
+    size_t shard_count;
     const char *reason; /* why UNKNOWN, or what happened (may be NULL) */
     int64_t now_ms;     /* wall clock, to say when a token will be lost */
 } tw_alert_t;

@@ -143,3 +143,19 @@ Test(alert, text_with_quotes_stays_valid_json)
     bson_destroy(&doc);
     bson_free(json);
 }
+
+Test(alert, a_sharded_cluster_names_the_edge_shard)
+{
+    tw_alert_t a = example(TW_STATE_CRIT, TW_NOTIFY_CHANGE);
+    char *text, *payload;
+
+    a.edge_shard = "shard1";
+    a.shard_count = 3;
+    text = tw_alert_text(&a);
+    cr_expect(strstr(text, "of a 2d window on shard shard1, the smallest of 3; lost around") != NULL,
+              "%s", text);
+    payload = tw_alert_slack_payload(&a);
+    cr_expect(strstr(payload, "2d on shard shard1, the smallest of 3") != NULL, "%s", payload);
+    bson_free(text);
+    bson_free(payload);
+}
