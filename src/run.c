@@ -386,6 +386,22 @@ static bool lost_already_told(runner_t *r)
     return told;
 }
 
+/* An alert about the watcher's own checkpoint, as it was last committed. */
+static void own_alert(runner_t *r, tw_alert_t *a, tw_state_t state, const char *reason)
+{
+    memset(a, 0, sizeof *a);
+    a->environment = r->s->environment;
+    a->name = r->s->name;
+    a->key = r->checkpoint_key;
+    a->own = true;
+    a->state = state;
+    a->notify = TW_NOTIFY_CHANGE;
+    a->has_token = r->committed.has_token;
+    a->token = r->committed.cluster_time;
+    a->reason = reason;
+    a->now_ms = tw_clock_wall_ms(r->clock);
+}
+
 /* Tells Slack (when there is one) and the log that the own token is lost. */
 static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char *reason,
                        bool wait)
@@ -393,19 +409,9 @@ static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char 
     tw_alert_t a;
     char *text;
 
-    memset(&a, 0, sizeof a);
-    a.environment = r->s->environment;
-    a.name = r->s->name;
-    a.key = r->checkpoint_key;
-    a.own = true;
-    a.state = TW_STATE_LOST;
-    a.notify = TW_NOTIFY_CHANGE;
-    a.has_token = r->committed.has_token;
-    a.token = r->committed.cluster_time;
+    own_alert(r, &a, TW_STATE_LOST, reason);
     if (window)
         a.window = *window;
-    a.reason = reason;
-    a.now_ms = tw_clock_wall_ms(r->clock);
     text = tw_alert_text(&a);
     TW_ERROR("alert: %s", text);
     bson_free(text);
@@ -723,17 +729,7 @@ static void alert_warn(runner_t *r, const char *reason)
     tw_alert_t a;
     char *text;
 
-    memset(&a, 0, sizeof a);
-    a.environment = r->s->environment;
-    a.name = r->s->name;
-    a.key = r->checkpoint_key;
-    a.own = true;
-    a.state = TW_STATE_WARN;
-    a.notify = TW_NOTIFY_CHANGE;
-    a.has_token = r->committed.has_token;
-    a.token = r->committed.cluster_time;
-    a.reason = reason;
-    a.now_ms = tw_clock_wall_ms(r->clock);
+    own_alert(r, &a, TW_STATE_WARN, reason);
     text = tw_alert_text(&a);
     TW_WARN("alert: %s", text);
     bson_free(text);

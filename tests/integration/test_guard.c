@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "fixture.h"
-#include "scrape.h"
+#include "guarded.h"
 
 #define T0 1700000000u
 #define HOUR 3600
@@ -30,19 +30,6 @@ static void teardown(void)
 }
 
 TestSuite(guard, .fini = teardown, .timeout = 90);
-
-static void set_key(const char *key, const char *value)
-{
-    freeReplyObject(th_redis_cmd(&fx.redis, "SET %s %s", key, value));
-}
-
-static void set_key_time(const char *key, uint32_t t)
-{
-    char value[32];
-
-    snprintf(value, sizeof value, "%u:1", t);
-    set_key(key, value);
-}
 
 typedef struct {
     size_t at_least;
@@ -112,7 +99,7 @@ Test(guard, a_quiet_weekend_goes_warn_crit_lost_each_once_then_resolves)
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
     /* 28 h of headroom in a 48 h window: 58%, OK. */
-    set_key_time(OTHER_KEY, T0 - 20 * HOUR);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 20 * HOUR);
     spawn_guarding(&p, port, NULL);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
     th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "first probe: OK");
@@ -132,7 +119,7 @@ Test(guard, a_quiet_weekend_goes_warn_crit_lost_each_once_then_resolves)
         fx_sim(&fx, "GET", "/state", NULL, &state);
         cr_assert(bson_iter_init(&it, &state) &&
                   bson_iter_find_descendant(&it, "newest.t", &it));
-        set_key_time(OTHER_KEY, (uint32_t)bson_iter_as_int64(&it));
+        fx_set_key_time(&fx, OTHER_KEY, (uint32_t)bson_iter_as_int64(&it));
         bson_destroy(&state);
     }
     th_assert_dump(wait_texts(4, 10000), p.err_path, "resolved");
@@ -167,7 +154,7 @@ Test(guard, a_webhook_failing_twice_delivers_once)
     fx_webhook_start(&fx, &hook);
     fx_webhook_script(&hook, "{\"responses\": [{\"status\": 500}, {\"status\": 500}], "
                              "\"then\": 200}");
-    set_key_time(OTHER_KEY, T0 - 60 * HOUR); /* already lost */
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 60 * HOUR); /* already lost */
     spawn_guarding(&p, port, NULL);
     th_assert_dump(wait_texts(1, 20000), p.err_path, "delivered after two 500s");
     th_assert_dump(fx_wait_metric(port, "tokenwatch_alerts_sent_total", 1, 5000), p.err_path,
@@ -205,7 +192,7 @@ Test(guard, a_hanging_webhook_leaves_following_at_full_speed)
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
     fx_webhook_script(&hook, "{\"responses\": [{\"hang\": 60}], \"then\": 200}");
-    set_key_time(OTHER_KEY, T0 - 60 * HOUR);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 60 * HOUR);
     spawn_guarding(&p, port, more);
     cr_assert(fx_wait_checkpoint(&fx, 10000));
     th_assert_dump(th_wait_until(webhook_called, &hook, 10000), p.err_path,
@@ -250,9 +237,9 @@ Test(guard, status_exit_codes_in_each_state)
         int code;
 
         if (cases[k].other)
-            set_key_time(OTHER_KEY, cases[k].other);
+            fx_set_key_time(&fx, OTHER_KEY, cases[k].other);
         else
-            set_key(OTHER_KEY, "not a token");
+            fx_set_key(&fx, OTHER_KEY, "not a token");
         code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
         cr_expect_eq(code, cases[k].want_code, "case %zu: exit %d\n%s%s", k, code, out, err);
         cr_expect(strstr(out, cases[k].want_state) != NULL, "case %zu:\n%s", k, out);
@@ -309,8 +296,8 @@ Test(guard, an_unreadable_oplog_names_the_role_and_retention_stands_in)
         const char *argv[] = {th_binary(), "status", "--mongo-uri", fx.sim.uri, "--redis-url",
                               fx.redis_url, "--retention", "3h", "--guard", OTHER_KEY,
                               "--name", "docdb", NULL};
-        set_key(OTHER_KEY, recent);
-        set_key("tokenwatch:{docdb}:checkpoint", recent); /* a string works too */
+        fx_set_key(&fx, OTHER_KEY, recent);
+        fx_set_key(&fx, "tokenwatch:{docdb}:checkpoint", recent); /* a string works too */
         code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
         cr_expect_eq(code, 0, "%s%s", out, err);
         cr_expect(strstr(out, "window 3h (--retention)") != NULL, "%s", out);
@@ -329,7 +316,7 @@ Test(guard, metrics_are_scraped_with_the_right_values)
 
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
-    set_key_time(OTHER_KEY, T0 - 30 * HOUR);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 30 * HOUR);
     spawn_guarding(&p, port, NULL);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"WARN\"}", OTHER_KEY);
     th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "WARN");
@@ -388,7 +375,7 @@ Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)
 
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
-    set_key_time(OTHER_KEY, T0 - 10 * HOUR); /* OK */
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 10 * HOUR); /* OK */
     spawn_guarding(&p, port, NULL);
     snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"OK\"}", OTHER_KEY);
     th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "OK first");
@@ -421,7 +408,7 @@ Test(guard, a_bad_state_repeats_every_alert_repeat_without_bursts)
 
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
-    set_key_time(OTHER_KEY, T0 - 60 * HOUR); /* LOST */
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 60 * HOUR); /* LOST */
     spawn_guarding(&p, port, more);
     th_assert_dump(wait_texts(1, 10000), p.err_path, "LOST");
     th_sleep_ms(3300);
@@ -451,7 +438,7 @@ Test(guard, fast_time_measures_the_tail_per_cluster_second)
     fx_start(&fx, "{\"rate\": 3600, \"retention\": 172800, \"initial_oplog_span\": 172800, "
                   "\"background_every\": 60}");
     fx_webhook_start(&fx, &hook);
-    set_key_time(OTHER_KEY, T0 + 30 * 24 * HOUR); /* far ahead: stays OK */
+    fx_set_key_time(&fx, OTHER_KEY, T0 + 30 * 24 * HOUR); /* far ahead: stays OK */
     spawn_guarding(&p, port, more);
     th_sleep_ms(2500);
     rate = fx_metric(port, "tokenwatch_oplog_tail_rate");
@@ -478,7 +465,7 @@ Test(guard, status_shows_the_cluster_clock_and_the_local_skew)
     fx_start(&fx, WEEKEND);
     argv[3] = fx.sim.uri;
     argv[5] = fx.redis_url;
-    set_key("tokenwatch:{default}:checkpoint", "1700000000:1");
+    fx_set_key(&fx, "tokenwatch:{default}:checkpoint", "1700000000:1");
     code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
     cr_expect_eq(code, 0, "%s%s", out, err);
     cr_expect(strstr(out, "\"cluster_time\" : \"1700000000:") != NULL, "%s", out);
@@ -514,8 +501,8 @@ Test(guard, past_the_retention_floor_is_crit_not_lost)
            "{\"command\": \"find\", \"kind\": \"error\", \"code\": 13, \"count\": 100}", &reply);
     bson_destroy(&reply);
     snprintf(old, sizeof old, "%u:1", T0 - 4 * HOUR);
-    set_key(OTHER_KEY, old);
-    set_key("tokenwatch:{default}:checkpoint", "1700000000:1");
+    fx_set_key(&fx, OTHER_KEY, old);
+    fx_set_key(&fx, "tokenwatch:{default}:checkpoint", "1700000000:1");
     code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
     cr_expect_eq(code, 2, "%s%s", out, err);
     cr_expect(strstr(out, OTHER_KEY) != NULL && strstr(out, " CRIT ") != NULL, "%s", out);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "fixture.h"
-#include "scrape.h"
+#include "guarded.h"
 
 #define T0 1700000000u
 #define HOUR 3600
@@ -31,19 +31,6 @@ static void teardown(void)
 }
 
 TestSuite(shards, .fini = teardown, .timeout = 90);
-
-static void set_key(const char *key, const char *value)
-{
-    freeReplyObject(th_redis_cmd(&fx.redis, "SET %s %s", key, value));
-}
-
-static void set_key_time(const char *key, uint32_t t)
-{
-    char value[32];
-
-    snprintf(value, sizeof value, "%u:1", t);
-    set_key(key, value);
-}
 
 static int status(const char *const more[], char **out)
 {
@@ -77,10 +64,10 @@ Test(shards, status_reads_every_shard_and_the_edge_drives_the_state)
     int code;
 
     fx_start(&fx, TWO_SHARDS);
-    set_key_time("tokenwatch:{default}:checkpoint", T0);
+    fx_set_key_time(&fx, "tokenwatch:{default}:checkpoint", T0);
     /* 1000 s above shard1's oldest entry: 56% of its window, OK; 1000 s
      * older: below it, LOST (shard0 alone would say 44%, WARN). */
-    set_key_time(OTHER_KEY, T0 - 800);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 800);
     code = status(NULL, &out);
     cr_expect_eq(code, 0, "%s", out);
     cr_expect(strstr(out, "shard shard0: window 1h from ") != NULL, "%s", out);
@@ -90,7 +77,7 @@ Test(shards, status_reads_every_shard_and_the_edge_drives_the_state)
     cr_expect(fx_count(out, "(the edge") == 1, "%s", out);
     free(out);
 
-    set_key_time(OTHER_KEY, T0 - 2800);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 2800);
     code = status(json, &out);
     cr_expect_eq(code, 2, "LOST on the edge shard: %s", out);
     cr_assert(bson_init_from_json(&doc, out, -1, NULL), "%s", out);
@@ -144,7 +131,7 @@ Test(shards, metrics_per_shard_then_a_shard_down_is_said_once)
 
     fx_start(&fx, TWO_SHARDS);
     fx_webhook_start(&fx, &hook);
-    set_key_time(OTHER_KEY, T0 - 800);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 800);
     spawn_guarding(&p, port, NULL);
     th_assert_dump(fx_wait_metric(port, "tokenwatch_shard_up{shard=\"shard1\"}", 1, 15000),
                    p.err_path, "shard1 read");
@@ -192,8 +179,8 @@ Test(shards, a_shard_down_with_retention_keeps_a_window)
     int code;
 
     fx_start(&fx, TWO_SHARDS);
-    set_key_time("tokenwatch:{default}:checkpoint", T0);
-    set_key_time(OTHER_KEY, T0 - 600);
+    fx_set_key_time(&fx, "tokenwatch:{default}:checkpoint", T0);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 600);
     fx_sim(&fx, "POST", "/down", "{\"seconds\": 60, \"shard\": \"shard0\"}", &reply);
     bson_destroy(&reply);
     code = status(more, &out);
@@ -220,7 +207,7 @@ Test(shards, stepwise_truncation_warns_crits_and_loses_once_each)
     fx_start(&fx, "{\"rate\": 0, \"retention\": 14400, \"initial_oplog_span\": 16200, "
                   "\"truncate_markers\": 8, \"background_every\": 60}");
     fx_webhook_start(&fx, &hook);
-    set_key_time(OTHER_KEY, T0 - 5400); /* 1.5 h old, with 2.5 h or more of headroom */
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 5400); /* 1.5 h old, with 2.5 h or more of headroom */
     spawn_guarding(&p, port, more);
     th_assert_dump(fx_wait_metric(port,
                                   "tokenwatch_token_state{key=\"" OTHER_KEY "\",state=\"OK\"}",

@@ -1,10 +1,24 @@
-#include "scrape.h"
+#include "guarded.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fixture.h"
+
+void fx_set_key(fx_t *fx, const char *key, const char *value)
+{
+    freeReplyObject(th_redis_cmd(&fx->redis, "SET %s %s", key, value));
+}
+
+void fx_set_key_time(fx_t *fx, const char *key, uint32_t t)
+{
+    char value[32];
+
+    snprintf(value, sizeof value, "%u:1", t);
+    fx_set_key(fx, key, value);
+}
 
 double fx_metric(int port, const char *series)
 {

@@ -1,0 +1,23 @@
+/*
+ * guarded.h - guarded keys and /metrics in the guard's integration tests.
+ */
+#ifndef TOKENWATCH_TEST_GUARDED_H
+#define TOKENWATCH_TEST_GUARDED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fixture.h"
+
+/* SET key value in the fixture's Redis; a cluster time as "t:1". */
+void fx_set_key(fx_t *fx, const char *key, const char *value);
+void fx_set_key_time(fx_t *fx, const char *key, uint32_t t);
+
+/* The value of one series ("name" or "name{labels}") on 127.0.0.1:port's
+ * /metrics, or NAN when it is not there. */
+double fx_metric(int port, const char *series);
+
+/* Waits until the series has the value; false on timeout. */
+bool fx_wait_metric(int port, const char *series, double want, int timeout_ms);
+
+#endif
