@@ -162,7 +162,8 @@ def test(fn):
 def identity_and_basic_commands():
     sim = Sim()
     try:
-        eq(sorted(sim.ports), ['control_port', 'mongo_port', 'pid'], 'port file keys')
+        eq(sorted(sim.ports), ['control_port', 'mongo_port', 'pid', 'uri'], 'port file keys')
+        eq(sim.ports['uri'], sim.uri, 'uri in port file')
         eq(sim.ports['pid'], sim.proc.pid, 'pid in port file')
         client = sim.client()
         port = sim.ports['mongo_port']
@@ -474,7 +475,9 @@ def retention_and_history_lost():
         # A cursor not polled for longer than the retention falls off.
         cursor = open_stream(db, 'orders')['cursor']
         time.sleep(0.5)   # 30 simulated minutes > 10 minute retention
-        raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 286)
+        err = raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 136)
+        eq(err.details.get('codeName'), 'CappedPositionLost', '136 codeName')
+        check(not err.details.get('errorLabels'), '136 has no labels')
         raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 43)
         # Retention off: the window grows with the clock.
         sim.call('POST', '/retention', {'seconds': None})
