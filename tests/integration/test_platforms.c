@@ -89,12 +89,18 @@ static size_t aggregates(aggregate_t **out)
             continue;
         *out = realloc(*out, (n + 1) * sizeof **out);
         bson_iter_document(&stage, &len, &data);
+        /* A view for now: a copied bson_t points into itself, so the copies
+         * are made once the array stops moving (below). */
         bson_init_static(&(*out)[n].stage, data, len);
-        bson_copy_to(&(*out)[n].stage, &(*out)[n].stage);
         (*out)[n].code = 0;
         if (bson_iter_init(&e, &entry) && bson_iter_find_descendant(&e, "reply.code", &e))
             (*out)[n].code = (int)bson_iter_as_int64(&e);
         n++;
+    }
+    for (size_t k = 0; k < n; k++) {
+        bson_t view = (*out)[k].stage;
+
+        bson_copy_to(&view, &(*out)[k].stage);
     }
     bson_destroy(&log);
     return n;

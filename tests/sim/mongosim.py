@@ -18,6 +18,7 @@ import argparse
 import bisect
 import collections
 import datetime
+import heapq
 import http.server
 import json
 import math
@@ -31,6 +32,7 @@ import time
 import traceback
 import urllib.parse
 
+import bson
 from bson import Int64, Timestamp, json_util
 from bson.binary import UuidRepresentation
 import mockupdb
@@ -39,15 +41,21 @@ import mockupdb
 # --------------------------------------------------------------------------
 # Constants
 
+PROFILES = ('mongodb', 'documentdb', 'mongos')
+
 DEFAULTS = {
+    'profile': 'mongodb',
     'set_name': 'rs0',
-    'max_wire_version': 17,
+    'max_wire_version': None,      # 17 (6.0), or 13 (5.0) for documentdb
     'start_time': 1700000000,
     'rate': 1.0,
     'namespace': 'shop.orders',
     'events': 0,
     'background_every': 10,
     'retention': None,
+    'history_extra': 0,
+    'truncate_markers': 0,
+    'shards': None,
     'initial_oplog_span': 0,
     'batch_size': 100,
     'await_ms': 1000,
@@ -75,6 +83,30 @@ SUB_EVENT, SUB_INVALIDATE, SUB_HWM = 0, 1, 2
 
 HISTORY_LOST_MSG = ('Resume of change stream was not possible, as the resume '
                     'point may no longer be in the oplog.')
+CAPPED_LOST_MSG = ('CollectionScan died due to position in capped collection '
+                   'being deleted')
+NOT_FOUND_MSG = 'cannot resume stream; the resume token was not found. '
+SPLIT_STAGE = '$changeStreamSplitLargeEvent'
+
+# Sizes: a change event over BSONObjMaxInternalSize fails with 10334 (the
+# server's errmsg names 16793600); a batch, and each fragment of a split
+# event, stays within BSONObjMaxUserSize.
+MAX_EVENT_BYTES = 16 * 1024 * 1024 + 16 * 1024
+MAX_USER_BYTES = 16 * 1024 * 1024
+# Room kept in a fragment for its _id and splitEvent.
+FRAGMENT_OVERHEAD = 256
+
+# DocumentDB layout ('01'): lowercase hex, as in AWS's examples.  Tails
+# after '01' + %08x t + %08x i: an event '01' + %016x seq, an invalidate
+# '02' + 16 zeros, a high-water mark '04'.  At one (t, i) string order is
+# event < invalidate < high-water mark.
+DOCDB_EVENT_TAIL = '01'
+DOCDB_INVALIDATE_TAIL = '02'
+DOCDB_HWM_TAIL = '04'
+# 82 layout: a fragment of a split event is the whole event's token with
+# '2A' + %04X fragment inserted before the final '04', so fragments sort
+# after the whole-event token and before the next event.
+FRAGMENT_MARK = '2A'
 
 CODE_NAMES = {
     1: 'InternalError', 2: 'BadValue', 6: 'HostUnreachable',
@@ -87,6 +119,9 @@ CODE_NAMES = {
     234: 'RetryChangeStream', 237: 'CursorKilled', 260: 'InvalidResumeToken',
     262: 'ExceededTimeLimit', 280: 'ChangeStreamFatalError',
     286: 'ChangeStreamHistoryLost', 9001: 'SocketException',
+    20: 'IllegalOperation', 10334: 'BSONObjectTooLarge',
+    40324: 'Location40324', 40415: 'Location40415',
+    7182803: 'Location7182803',
     10107: 'NotWritablePrimary', 11600: 'InterruptedAtShutdown',
     11601: 'Interrupted', 11602: 'InterruptedDueToReplStateChange',
     13388: 'StaleConfig', 13435: 'NotPrimaryNoSecondaryOk',
@@ -95,7 +130,7 @@ CODE_NAMES = {
 # errorLabels a real server attaches when a fault does not name any.
 DEFAULT_LABELS = {280: ['NonResumableChangeStreamError'],
                   286: ['NonResumableChangeStreamError']}
-DEFAULT_ERRMSG = {286: HISTORY_LOST_MSG}
+DEFAULT_ERRMSG = {286: HISTORY_LOST_MSG, 136: CAPPED_LOST_MSG}
 
 # buildInfo version for a maxWireVersion, so drivers that look see a match.
 SERVER_VERSIONS = {6: '3.6.23', 7: '4.0.28', 8: '4.2.24', 9: '4.4.25',
@@ -142,6 +177,19 @@ def history_lost():
                         labels=['NonResumableChangeStreamError'])
 
 
+def capped_position_lost():
+    """An open cursor fell off the oplog (MongoDB), or an expired resume
+    point (DocumentDB): no labels."""
+    return CommandError(136, CAPPED_LOST_MSG)
+
+
+def too_large(size, token):
+    return CommandError(
+        10334, 'BSONObj size: %d (0x%X) is invalid. Size must be between 0 and '
+               '16793600(16MB) First element: _id: { _data: "%s" }'
+               % (size, size, token))
+
+
 class BadRequest(Exception):
     """A control-API request we refuse (HTTP 400)."""
 
@@ -149,26 +197,41 @@ class BadRequest(Exception):
 # --------------------------------------------------------------------------
 # Resume tokens
 
-def _prefix(t, i):
+LAYOUT_82, LAYOUT_01 = '82', '01'
+
+
+def _prefix(t, i, layout=LAYOUT_82):
+    if layout == LAYOUT_01:
+        return '01%08x%08x' % (t, i)
     return '82%08X%08X' % (t, i)
 
 
-def hwm_token(t, i):
+def hwm_token(t, i, layout=LAYOUT_82):
     """High-water-mark token: "everything up to (t, i) has been seen"."""
+    if layout == LAYOUT_01:
+        return _prefix(t, i, layout) + DOCDB_HWM_TAIL
     return _prefix(t, i) + HWM_TAIL
 
 
-def event_token(t, i, seq, invalidate=False):
-    """Token of the change event at (t, i); sorts after hwm_token(t, i)."""
+def event_token(t, i, seq, invalidate=False, layout=LAYOUT_82, fragment=None):
+    """Token of the change event at (t, i); sorts after hwm_token(t, i) in
+    the 82 layout, before it in the 01 layout.  `fragment` (1-based) gives
+    the token of one fragment of a split event (82 layout only)."""
+    if layout == LAYOUT_01:
+        tail = DOCDB_INVALIDATE_TAIL if invalidate else DOCDB_EVENT_TAIL
+        return _prefix(t, i, layout) + tail + '%016x' % seq
     tail = INVALIDATE_TAIL if invalidate else EVENT_TAIL
-    return _prefix(t, i) + tail + '%016X' % seq + '04'
+    mark = '' if fragment is None else FRAGMENT_MARK + '%04X' % fragment
+    return _prefix(t, i) + tail + '%016X' % seq + mark + '04'
 
 
-def parse_token(token):
-    """Return (t, i, sub) for a resume token document.
+def parse_token(token, layout=LAYOUT_82):
+    """Return (t, i, sub, fragment) for a resume token document.
 
-    Any well-formed '82…' token is accepted (tests may build their own); sub
-    says where within (t, i) the token sits, see SUB_*.
+    Any well-formed token of the profile's layout is accepted (tests may
+    build their own, in either case); sub says where within (t, i) the
+    token sits, see SUB_*; fragment is k for fragment k of a split event,
+    else None.
     """
     data = token.get('_data') if isinstance(token, dict) else None
     if not isinstance(data, str):
@@ -178,15 +241,31 @@ def parse_token(token):
         bytes.fromhex(data)
     except ValueError:
         raise CommandError(9, 'resume token string was not a valid hex string')
+    data = data.upper()
+    if layout == LAYOUT_01:
+        # DocumentDB: an undecodable token is 9 "Invalid resume token".
+        if len(data) < 18 or data[:2] != '01':
+            raise CommandError(9, 'Invalid resume token')
+        t, i = int(data[2:10], 16), int(data[10:18], 16)
+        tail = data[18:]
+        if tail == '' or tail.startswith(DOCDB_HWM_TAIL):
+            return t, i, SUB_HWM, None
+        if tail.startswith(DOCDB_INVALIDATE_TAIL):
+            return t, i, SUB_INVALIDATE, None
+        return t, i, SUB_EVENT, None
     if len(data) < 18 or data[:2] != '82':
         raise CommandError(9, 'resume token does not start with a timestamp')
     t, i = int(data[2:10], 16), int(data[10:18], 16)
-    tail = data[18:].upper()
+    tail = data[18:]
     if tail.startswith('2B0229'):
-        return t, i, SUB_HWM
+        return t, i, SUB_HWM, None
     if tail.startswith(INVALIDATE_TAIL[:14]):
-        return t, i, SUB_INVALIDATE
-    return t, i, SUB_EVENT
+        return t, i, SUB_INVALIDATE, None
+    fragment = None
+    rest = tail[len(EVENT_TAIL) + 16:] if tail.startswith(EVENT_TAIL) else ''
+    if rest.startswith(FRAGMENT_MARK) and len(rest) >= 8:
+        fragment = int(rest[2:6], 16)
+    return t, i, SUB_EVENT, fragment
 
 
 def predecessor(t, i):
@@ -228,14 +307,23 @@ class OplogEntry:
 
 
 class ChangeEvent:
-    """A change notification: insert, drop, or the invalidate after a drop."""
-    __slots__ = ('t', 'i', 'sub', 'kind', 'db', 'coll', 'seq', 'token')
+    """A change notification: insert, drop, or the invalidate after a drop.
 
-    def __init__(self, t, i, kind, db, coll, seq):
+    pads: padding strings for a large event (POST /events "size"): the first
+    goes into fullDocument, a second into fullDocumentBeforeChange.
+    """
+    __slots__ = ('t', 'i', 'sub', 'kind', 'db', 'coll', 'seq', 'token',
+                 'layout', 'pads', '_size', '_fragments')
+
+    def __init__(self, t, i, kind, db, coll, seq, layout=LAYOUT_82, pads=()):
         self.t, self.i, self.kind = t, i, kind
         self.db, self.coll, self.seq = db, coll, seq
+        self.layout, self.pads = layout, tuple(pads)
         self.sub = SUB_INVALIDATE if kind == 'invalidate' else SUB_EVENT
-        self.token = event_token(t, i, seq, invalidate=kind == 'invalidate')
+        self.token = event_token(t, i, seq, invalidate=kind == 'invalidate',
+                                 layout=layout)
+        self._size = None
+        self._fragments = None
 
     @property
     def key(self):
@@ -243,15 +331,60 @@ class ChangeEvent:
 
     def document(self):
         doc = {'_id': {'_data': self.token}, 'operationType': self.kind,
-               'clusterTime': Timestamp(self.t, self.i),
-               'wallTime': wall_time(self.t)}
+               'clusterTime': Timestamp(self.t, self.i)}
+        if self.layout != LAYOUT_01:     # DocumentDB events have no wallTime
+            doc['wallTime'] = wall_time(self.t)
         if self.kind != 'invalidate':
             doc['ns'] = {'db': self.db, 'coll': self.coll}
         if self.kind == 'insert':
             doc['documentKey'] = {'_id': self.seq}
             doc['fullDocument'] = {'_id': self.seq, 'seq': self.seq,
                                    'note': 'sim'}
+            if self.pads:
+                doc['fullDocument']['pad'] = self.pads[0]
+            if len(self.pads) > 1:
+                doc['fullDocumentBeforeChange'] = {'_id': self.seq,
+                                                   'pad': self.pads[1]}
         return doc
+
+    @property
+    def size(self):
+        """The event's BSON size in bytes."""
+        if self._size is None:
+            self._size = len(bson.encode(self.document()))
+        return self._size
+
+    def fragments(self):
+        """The event as $changeStreamSplitLargeEvent sends it: documents of
+        at most MAX_USER_BYTES, its top-level fields shared out in order.
+        A single field too large for a fragment gives 10334, as on a real
+        server."""
+        if self._fragments is None:
+            groups, current, used = [], [], 0
+            budget = MAX_USER_BYTES - FRAGMENT_OVERHEAD
+            for name, value in self.document().items():
+                if name == '_id':
+                    continue
+                size = len(bson.encode({name: value})) - 5
+                if size > budget:
+                    raise too_large(self.size, self.token)
+                if current and used + size > budget:
+                    groups.append(current)
+                    current, used = [], 0
+                current.append((name, value))
+                used += size
+            groups.append(current)
+            n = len(groups)
+            frags = []
+            for k, fields in enumerate(groups, 1):
+                doc = {'_id': {'_data': event_token(self.t, self.i, self.seq,
+                                                    layout=self.layout,
+                                                    fragment=k)},
+                       'splitEvent': {'fragment': k, 'of': n}}
+                doc.update(fields)
+                frags.append((doc, len(bson.encode(doc))))
+            self._fragments = frags
+        return self._fragments
 
 
 def _event_key(ev):
@@ -286,12 +419,100 @@ class Cursor:
 
     pos: events with key > pos are still to come.  pbrt: the
     postBatchResumeToken last reported, which never moves backwards.
+    oplogs: the oplogs it reads (every shard's through mongos).  split: the
+    pipeline ends with $changeStreamSplitLargeEvent.  frag_resume: (t, i, k)
+    when fragment k of the event at (t, i) was the last one sent.
     """
-    __slots__ = ('id', 'scope', 'pos', 'pbrt', 'closed')
+    __slots__ = ('id', 'scope', 'pos', 'pbrt', 'closed', 'oplogs', 'split',
+                 'frag_resume')
 
-    def __init__(self, cursor_id, scope, pos, pbrt):
+    def __init__(self, cursor_id, scope, pos, pbrt, oplogs, split=False):
         self.id, self.scope, self.pos, self.pbrt = cursor_id, scope, pos, pbrt
         self.closed = False
+        self.oplogs, self.split = oplogs, split
+        self.frag_resume = None
+
+
+class Oplog:
+    """One oplog: the replica set's, or one shard's.
+
+    Keeps entries with t >= now - retention - history_extra (retention None:
+    everything).  With truncate_markers N > 0 it is cut only in whole
+    markers of (retention + history_extra) / N seconds, aligned to multiples
+    of the marker size: a marker goes once all of it is older than the kept
+    span, so the oldest entry jumps and stands still in between.
+    """
+
+    def __init__(self, name, retention, history_extra, markers):
+        self.name = name
+        self.retention = retention
+        self.history_extra = history_extra
+        self.markers = markers
+        self.entries = collections.deque()   # oldest first
+        self.events = []                     # change events, sorted by key
+        self.truncated_through = None        # newest (t, i) ever removed
+        self.down_until = 0.0                # mongos shards: POST /down
+        self.port = None
+
+    def keep_span(self):
+        if self.retention is None:
+            return None
+        return self.retention + self.history_extra
+
+    def marker_size(self):
+        keep = self.keep_span()
+        if not self.markers or not keep:
+            return 0
+        return keep / self.markers
+
+    def cut(self, now):
+        """Entries before this (t, i) go; None keeps everything."""
+        keep = self.keep_span()
+        if keep is None:
+            return None
+        edge = now - keep
+        size = self.marker_size()
+        if size:
+            edge = math.floor(edge / size) * size
+        return (math.ceil(edge), 0)
+
+    def truncate_before(self, ts):
+        """Drop every entry (and its events) with (t, i) < ts, except the
+        newest: like a real oplog, it is never emptied."""
+        removed = 0
+        while len(self.entries) > 1 and self.entries[0].ts < ts:
+            last = self.entries.popleft()
+            removed += 1
+        if removed:
+            if self.truncated_through is None or last.ts > self.truncated_through:
+                self.truncated_through = last.ts
+            n = bisect.bisect_left(self.events, ts + (-1,), key=_event_key)
+            del self.events[:n]
+        return removed
+
+    def lost(self, ts):
+        """Can a stream no longer start at `ts`?  As on a real server: yes if
+        it is older than the oldest entry kept."""
+        return ts < self.entries[0].ts
+
+    def fell_off(self, pos):
+        """Has an entry after pos been removed?"""
+        return (self.truncated_through is not None
+                and self.truncated_through > pos[:2])
+
+    def has_entry(self, ts):
+        return any(e.ts == ts for e in self.entries)
+
+    def state(self):
+        oldest = self.entries[0].ts if self.entries else None
+        newest = self.entries[-1].ts if self.entries else None
+        return {'name': self.name, 'port': self.port,
+                'oldest': _tjson(oldest), 'newest': _tjson(newest),
+                'window_seconds': newest[0] - oldest[0] if oldest else None,
+                'entries': len(self.entries), 'retention': self.retention,
+                'history_extra': self.history_extra,
+                'truncate_markers': self.markers,
+                'down': time.monotonic() < self.down_until}
 
 
 class Fault:
@@ -356,18 +577,33 @@ def _tjson(ts):
     return None if ts is None else {'t': ts[0], 'i': ts[1]}
 
 
+def _pads(missing):
+    """Padding for an event `missing` bytes short of its asked size: one
+    string in fullDocument up to 16 MB, else two halves (the second goes to
+    fullDocumentBeforeChange) so that $changeStreamSplitLargeEvent, which
+    splits by top-level field, can split it."""
+    if missing <= MAX_USER_BYTES - 1024:
+        return ('x' * missing,)
+    half = (missing + 1) // 2
+    return ('x' * half, 'x' * half)
+
+
 # --------------------------------------------------------------------------
 # Simulator: the oplog, the clock, cursors, faults and the command log
 
 class Simulator:
     """All simulated state, guarded by one lock.
 
-    The wire front end and the control API call the public methods; methods
-    whose names start with '_' expect the lock to be held.
+    The wire front ends and the control API call the public methods;
+    methods whose names start with '_' expect the lock to be held.  There is
+    one oplog (a replica set) or one per shard (mongos), one clock and one
+    increment counter for all.
     """
 
     def __init__(self, config):
         self.cfg = config
+        self.profile = config['profile']
+        self.layout = LAYOUT_01 if self.profile == 'documentdb' else LAYOUT_82
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)   # new events appended
         self.stopping = False
@@ -380,11 +616,18 @@ class Simulator:
         self.retention = config['retention']
         self.default_ns = config['namespace']
 
-        self.entries = collections.deque()   # every oplog entry, oldest first
-        self.events = []                     # change events, sorted by key
+        if self.profile == 'mongos':
+            self.oplogs = [Oplog(sh['name'], sh['retention'],
+                                 sh['history_extra'], sh['truncate_markers'])
+                           for sh in config['shards']]
+        else:
+            self.oplogs = [Oplog(config['set_name'], config['retention'],
+                                 config['history_extra'],
+                                 config['truncate_markers'])]
+        self.by_name = {o.name: o for o in self.oplogs}
+
         self.last_ts = None                  # newest (t, i) ever allocated
         self.increment = 0                   # global, strictly increasing i
-        self.truncated_through = None        # newest (t, i) ever removed
         self.next_seq = 1
         self.change_entries = 0              # non-noop entries ever appended
 
@@ -396,6 +639,20 @@ class Simulator:
 
         self._prefill(start)
         self._next_background = start + self.every
+
+    def oplog(self, name=None):
+        """A shard's oplog by name (mongos), else the only one."""
+        if name is None:
+            return self.oplogs[0]
+        if self.profile != 'mongos':
+            raise BadRequest('"shard" is for the mongos profile only')
+        if name not in self.by_name:
+            raise BadRequest('no shard %r' % name)
+        return self.by_name[name]
+
+    def _targets(self, name):
+        """The oplogs a control request acts on: the named shard, else all."""
+        return [self.oplog(name)] if name is not None else list(self.oplogs)
 
     # ---- clock -----------------------------------------------------------
 
@@ -431,83 +688,75 @@ class Simulator:
             step = self.every if self.every > 0 else span
             k = 0
             while start - span + k * step < start:
-                self._append_noop(start - span + k * step)
+                for oplog in self.oplogs:
+                    self._append_noop(oplog, start - span + k * step)
                 k += 1
         for _ in range(self.cfg['events']):
-            self._append_insert(start - 1, *split_ns(self.default_ns))
+            self._append_insert(self.oplogs[0], start - 1,
+                                *split_ns(self.default_ns))
         # What a primary writes when it takes office.  The oplog is never
         # empty, so a token taken from a fresh simulator stays resumable.
-        self._append_noop(start, 'new primary')
+        for oplog in self.oplogs:
+            self._append_noop(oplog, start, 'new primary')
 
-    def _append_noop(self, t, msg='periodic noop'):
+    def _append_noop(self, oplog, t, msg='periodic noop'):
         t, i = self._allocate(t)
-        self.entries.append(OplogEntry(t, i, 'n', '', {'msg': msg}))
+        oplog.entries.append(OplogEntry(t, i, 'n', '', {'msg': msg}))
 
-    def _append_insert(self, t, db, coll):
+    def _append_insert(self, oplog, t, db, coll, size=0):
         t, i = self._allocate(t)
         seq = self.next_seq
         self.next_seq += 1
-        self.entries.append(OplogEntry(
-            t, i, 'i', '%s.%s' % (db, coll),
-            {'_id': seq, 'seq': seq, 'note': 'sim'}))
+        o = {'_id': seq, 'seq': seq, 'note': 'sim'}
+        if size:
+            o['size'] = size    # the padding lives in the event only
+        oplog.entries.append(OplogEntry(t, i, 'i', '%s.%s' % (db, coll), o))
         self.change_entries += 1
-        ev = ChangeEvent(t, i, 'insert', db, coll, seq)
-        self.events.append(ev)
+        ev = ChangeEvent(t, i, 'insert', db, coll, seq, self.layout)
+        if size and ev.size < size:
+            ev = ChangeEvent(t, i, 'insert', db, coll, seq, self.layout,
+                             _pads(size - ev.size))
+        oplog.events.append(ev)
         return ev
 
-    def _append_drop(self, db, coll):
+    def _append_drop(self, oplog, db, coll):
         t, i = self._allocate(self._now())
-        self.entries.append(OplogEntry(t, i, 'c', db + '.$cmd', {'drop': coll}))
+        oplog.entries.append(OplogEntry(t, i, 'c', db + '.$cmd',
+                                        {'drop': coll}))
         self.change_entries += 1
-        drop = ChangeEvent(t, i, 'drop', db, coll, 0)
-        invalidate = ChangeEvent(t, i, 'invalidate', db, coll, 0)
-        self.events.extend([drop, invalidate])
+        drop = ChangeEvent(t, i, 'drop', db, coll, 0, self.layout)
+        invalidate = ChangeEvent(t, i, 'invalidate', db, coll, 0, self.layout)
+        oplog.events.extend([drop, invalidate])
         return drop, invalidate
 
     # ---- time passing ------------------------------------------------------
 
     def _catch_up(self):
-        """Bring the oplog up to the clock: background entries, retention."""
+        """Bring the oplogs up to the clock: background entries, retention."""
         now = self._now()
         if self.every > 0:
-            if self.retention is not None:
-                # Entries retention would remove at once are never written,
-                # so a long clock jump stays cheap.
-                cutoff = now - self.retention
+            # Entries every oplog's retention would remove at once are never
+            # written, so a long clock jump stays cheap.
+            cutoffs = []
+            for oplog in self.oplogs:
+                keep = oplog.keep_span()
+                if keep is None:
+                    break
+                cutoffs.append(now - keep - oplog.marker_size() - 1)
+            else:
+                cutoff = min(cutoffs)
                 if self._next_background < cutoff:
                     skip = math.ceil((cutoff - self._next_background)
                                      / self.every)
                     self._next_background += skip * self.every
             while self._next_background <= now:
-                self._append_noop(self._next_background)
+                for oplog in self.oplogs:
+                    self._append_noop(oplog, self._next_background)
                 self._next_background += self.every
-        if self.retention is not None:
-            # Keep t >= now - retention; entries have whole-second t.
-            self._truncate_before((math.ceil(now - self.retention), 0))
-
-    def _truncate_before(self, ts):
-        """Drop every entry (and its events) with (t, i) < ts, except the
-        newest: like a real oplog, it is never emptied."""
-        removed = 0
-        while len(self.entries) > 1 and self.entries[0].ts < ts:
-            last = self.entries.popleft()
-            removed += 1
-        if removed:
-            if self.truncated_through is None or last.ts > self.truncated_through:
-                self.truncated_through = last.ts
-            n = bisect.bisect_left(self.events, ts + (-1,), key=_event_key)
-            del self.events[:n]
-        return removed
-
-    def _lost(self, ts):
-        """Can a stream no longer start at `ts`?  As on a real server: yes if
-        it is older than the oldest entry kept."""
-        return ts < self.entries[0].ts
-
-    def _fell_off(self, cursor):
-        """Has an entry the open cursor had not read yet been removed?"""
-        return (self.truncated_through is not None
-                and self.truncated_through > cursor.pos[:2])
+        for oplog in self.oplogs:
+            cut = oplog.cut(now)
+            if cut is not None:
+                oplog.truncate_before(cut)
 
     def _tick_loop(self):
         while not self.stopping:
@@ -530,24 +779,51 @@ class Simulator:
 
     # ---- change streams ----------------------------------------------------
 
-    def open_change_stream(self, scope, spec, limit):
+    def _lost_error(self):
+        # DocumentDB reports an expired resume point as 136.
+        if self.profile == 'documentdb':
+            return capped_position_lost()
+        return history_lost()
+
+    def _not_found(self, oplogs, scope, t, i):
+        """280: the token's (t, i) is an entry still kept, but no event of
+        this stream's scope is there."""
+        if not any(o.has_entry((t, i)) for o in oplogs):
+            return False
+        for oplog in oplogs:
+            n = bisect.bisect_left(oplog.events, (t, i, -1), key=_event_key)
+            for ev in oplog.events[n:]:
+                if (ev.t, ev.i) != (t, i):
+                    break
+                if scope.matches(ev):
+                    return False
+        return True
+
+    def open_change_stream(self, scope, spec, limit, oplogs, split=False):
         """Handle aggregate + $changeStream; returns the reply document."""
+        if 'startAfter' in spec and self.profile == 'documentdb':
+            raise CommandError(40415, "BSON field '$changeStream.startAfter' "
+                                      "is an unknown field.")
         options = [k for k in ('resumeAfter', 'startAfter',
                                'startAtOperationTime') if k in spec]
         if len(options) > 1:
             raise CommandError(40674, 'Only one type of resume option is '
                                       'allowed, but multiple were found.')
+        fragment = None
         with self.lock:
             self._catch_up()
             if options and options[0] != 'startAtOperationTime':
                 option = options[0]
-                t, i, sub = parse_token(spec[option])
+                t, i, sub, fragment = parse_token(spec[option], self.layout)
                 if sub == SUB_INVALIDATE and option == 'resumeAfter':
                     raise CommandError(
                         260, "Attempting to resume a change stream using "
                              "'resumeAfter' is not allowed from an invalidate "
                              "notification.")
                 start, pos, pbrt = (t, i), (t, i, sub), spec[option]['_data']
+                if fragment is not None:
+                    # Fragments after k of the event at (t, i) are still due.
+                    pos = (t, i, SUB_EVENT - 1)
             elif options:
                 at = spec['startAtOperationTime']
                 if not isinstance(at, Timestamp):
@@ -555,14 +831,23 @@ class Simulator:
                                            'timestamp')
                 before = predecessor(at.time, at.inc)
                 start, pos = (at.time, at.inc), before + (SUB_HWM,)
-                pbrt = hwm_token(*before)
+                pbrt = hwm_token(*before, layout=self.layout)
             else:
                 now = self._cluster_ts()
-                start, pos, pbrt = now, now + (SUB_HWM,), hwm_token(*now)
-            if self._lost(start):
-                raise history_lost()
+                start, pos = now, now + (SUB_HWM,)
+                pbrt = hwm_token(*now, layout=self.layout)
+            # Through mongos: refused if any shard lacks the start.
+            if any(o.lost(start) for o in oplogs):
+                raise self._lost_error()
+            if (options and options[0] != 'startAtOperationTime'
+                    and sub == SUB_EVENT and self.profile != 'documentdb'
+                    and self._not_found(oplogs, scope, t, i)):
+                raise CommandError(280, NOT_FOUND_MSG + '{_data: "%s"}'
+                                   % spec[options[0]]['_data'])
             cursor_id = self._new_cursor_id()
-            cursor = Cursor(cursor_id, scope, pos, pbrt)
+            cursor = Cursor(cursor_id, scope, pos, pbrt, oplogs, split)
+            if fragment is not None:
+                cursor.frag_resume = (t, i, fragment)
             batch = self._scan(cursor, limit)
             self._commit(cursor, batch, limit)
             if not cursor.closed:
@@ -581,12 +866,18 @@ class Simulator:
                 if cursor.closed:
                     raise CommandError(237, 'cursor id %d was killed'
                                        % cursor_id)
-                if self._fell_off(cursor):
+                if any(o.fell_off(cursor.pos) for o in cursor.oplogs):
                     # Not polled for longer than the retention, or a backlog
-                    # truncated before it was read.
+                    # truncated before it was read: the open cursor's scan
+                    # lost its place (136; 286 is for a new aggregate).
                     self.cursors.pop(cursor_id, None)
-                    raise history_lost()
-                batch = self._scan(cursor, limit)
+                    raise capped_position_lost()
+                try:
+                    batch = self._scan(cursor, limit)
+                except CommandError:    # 10334: the cursor dies with it
+                    self.cursors.pop(cursor_id, None)
+                    cursor.closed = True
+                    raise
                 remaining = deadline - time.monotonic()
                 if batch or self.stopping or remaining <= 0:
                     break
@@ -623,45 +914,97 @@ class Simulator:
             if cursor_id not in self.cursors:
                 return cursor_id
 
+    @staticmethod
+    def _events_after(cursor):
+        """Every oplog's events after the cursor's position, in key order
+        (one global increment makes the merge of shards a plain merge)."""
+        def tail(oplog):
+            events = oplog.events
+            for k in range(bisect.bisect_right(events, cursor.pos,
+                                               key=_event_key), len(events)):
+                yield events[k]
+        if len(cursor.oplogs) == 1:
+            return tail(cursor.oplogs[0])
+        return heapq.merge(*[tail(o) for o in cursor.oplogs], key=_event_key)
+
     def _scan(self, cursor, limit):
-        """Events the cursor would get next (does not move it)."""
-        batch = []
+        """What the cursor would get next (does not move it): a list of
+        (event, fragment) where fragment is None or (k, n, doc, size).
+        A batch stops before a document that would take it past 16 MB; an
+        event over the limit gives 10334 unless the stream splits it."""
+        batch, used = [], 0
         if limit <= 0:
             return batch
-        index = bisect.bisect_right(self.events, cursor.pos, key=_event_key)
-        for ev in self.events[index:]:
-            if cursor.scope.matches(ev):
-                batch.append(ev)
-                if ev.kind == 'invalidate' or len(batch) >= limit:
-                    break
+        for ev in self._events_after(cursor):
+            if not cursor.scope.matches(ev):
+                continue
+            if ev.size > MAX_EVENT_BYTES:
+                if not cursor.split:
+                    if batch:
+                        break
+                    raise too_large(ev.size, ev.token)
+                frags = ev.fragments()
+                first = 0
+                if cursor.frag_resume and cursor.frag_resume[:2] == (ev.t, ev.i):
+                    first = cursor.frag_resume[2]
+                for k in range(first, len(frags)):
+                    doc, size = frags[k]
+                    if batch and used + size > MAX_USER_BYTES:
+                        return batch
+                    batch.append((ev, (k + 1, len(frags), doc, size)))
+                    used += size
+                    if len(batch) >= limit:
+                        return batch
+                continue
+            if batch and used + ev.size > MAX_USER_BYTES:
+                break
+            batch.append((ev, None))
+            used += ev.size
+            if ev.kind == 'invalidate' or len(batch) >= limit:
+                break
         return batch
 
     def _commit(self, cursor, batch, limit):
         """Move the cursor past a batch; an empty batch moves it (and its
         postBatchResumeToken) to the newest oplog entry."""
         if batch:
-            last = batch[-1]
-            cursor.pos, cursor.pbrt = last.key, last.token
+            last, frag = batch[-1]
+            if frag is not None and frag[0] < frag[1]:
+                # Inside a split event: its later fragments are still due.
+                cursor.pos = (last.t, last.i, SUB_EVENT - 1)
+                cursor.frag_resume = (last.t, last.i, frag[0])
+                cursor.pbrt = frag[2]['_id']['_data']
+                return
+            cursor.frag_resume = None
+            cursor.pos = last.key
+            cursor.pbrt = frag[2]['_id']['_data'] if frag else last.token
             if last.kind == 'invalidate':
                 cursor.closed = True
         elif limit > 0 and self.last_ts and self.last_ts > cursor.pos[:2]:
             newest = self.last_ts
-            cursor.pos, cursor.pbrt = newest + (SUB_HWM,), hwm_token(*newest)
+            cursor.frag_resume = None
+            cursor.pos = newest + (SUB_HWM,)
+            cursor.pbrt = hwm_token(*newest, layout=self.layout)
 
     def _cursor_reply(self, cursor, batch, field):
+        docs = [frag[2] if frag else ev.document() for ev, frag in batch]
         return {'cursor': {'id': Int64(0 if cursor.closed else cursor.id),
                            'ns': cursor.scope.reply_ns,
-                           field: [ev.document() for ev in batch],
+                           field: docs,
                            'postBatchResumeToken': {'_data': cursor.pbrt}},
                 'operationTime': Timestamp(*self._cluster_ts()),
                 'ok': 1}
 
+    def cluster_time(self):
+        with self.lock:
+            return Timestamp(*self._cluster_ts())
+
     # ---- oplog queries -----------------------------------------------------
 
-    def oplog_find(self, query, direction, limit, projection):
+    def oplog_find(self, oplog, query, direction, limit, projection):
         with self.lock:
             self._catch_up()
-            entries = reversed(self.entries) if direction < 0 else self.entries
+            entries = reversed(oplog.entries) if direction < 0 else oplog.entries
             docs = []
             for entry in entries:
                 if len(docs) >= limit:
@@ -673,23 +1016,26 @@ class Simulator:
 
     # ---- control operations ------------------------------------------------
 
-    def append_events(self, count, ns):
+    def append_events(self, count, ns, shard=None, size=0):
         db, coll = split_ns(ns)
+        oplog = self.oplog(shard)
         with self.lock:
             self._catch_up()
             now = self._now()
-            appended = [self._append_insert(now, db, coll) for _ in range(count)]
+            appended = [self._append_insert(oplog, now, db, coll, size)
+                        for _ in range(count)]
             self.changed.notify_all()
         first, last = appended[0], appended[-1]
         return {'first_seq': first.seq, 'last_seq': last.seq,
                 'last_token': {'_data': last.token},
                 'last_time': _tjson((last.t, last.i))}
 
-    def invalidate(self, ns):
+    def invalidate(self, ns, shard=None):
         db, coll = split_ns(ns)
+        oplog = self.oplog(shard)
         with self.lock:
             self._catch_up()
-            drop, invalidate = self._append_drop(db, coll)
+            drop, invalidate = self._append_drop(oplog, db, coll)
             self.changed.notify_all()
         return {'drop_token': {'_data': drop.token},
                 'invalidate_token': {'_data': invalidate.token},
@@ -705,16 +1051,21 @@ class Simulator:
                 self._catch_up()
         return self.state()
 
-    def set_retention(self, seconds):
+    def set_retention(self, seconds, shard=None):
+        targets = self._targets(shard)
         with self.lock:
-            self.retention = seconds
+            for oplog in targets:
+                oplog.retention = seconds
+            if shard is None:
+                self.retention = seconds
             self._catch_up()
         return self.state()
 
-    def truncate(self, before):
+    def truncate(self, before, shard=None):
+        targets = self._targets(shard)
         with self.lock:
             self._catch_up()
-            removed = self._truncate_before(before)
+            removed = sum(o.truncate_before(before) for o in targets)
         state = self.state()
         state['removed'] = removed
         return state
@@ -741,24 +1092,35 @@ class Simulator:
                     return fault
         return None
 
-    def set_down(self, seconds):
+    def set_down(self, seconds, shard=None):
         with self.lock:
-            self.down_until = time.monotonic() + seconds
+            until = time.monotonic() + seconds
+            if shard is None:
+                self.down_until = until
+            else:
+                self.oplog(shard).down_until = until
 
-    def is_down(self):
-        return time.monotonic() < self.down_until
+    def is_down(self, oplog=None):
+        until = oplog.down_until if oplog is not None else self.down_until
+        return time.monotonic() < until
 
     def state(self):
         with self.lock:
             self._catch_up()
             now = self._now()
-            oldest = self.entries[0].ts if self.entries else None
-            newest = self.entries[-1].ts if self.entries else None
-            return {
+            if len(self.oplogs) == 1:
+                oldest = self.oplogs[0].entries[0].ts
+                newest = self.oplogs[0].entries[-1].ts
+            else:
+                # Through mongos: the oldest start every shard still has.
+                oldest = max(o.entries[0].ts for o in self.oplogs)
+                newest = max(o.entries[-1].ts for o in self.oplogs)
+            state = {
+                'profile': self.profile,
                 'now': {'t': int(now), 'i': self.increment},
                 'oldest': _tjson(oldest), 'newest': _tjson(newest),
-                'window_seconds': newest[0] - oldest[0] if oldest else None,
-                'entries': len(self.entries),
+                'window_seconds': newest[0] - oldest[0],
+                'entries': sum(len(o.entries) for o in self.oplogs),
                 'events': self.change_entries,
                 'last_seq': self.next_seq - 1,
                 'cursors': len(self.cursors),
@@ -767,16 +1129,22 @@ class Simulator:
                 'faults': [f.describe() for f in self.faults],
                 'down': self.is_down(),
             }
+            if self.profile == 'mongos':
+                state['shards'] = [o.state() for o in self.oplogs]
+            return state
 
     # ---- command log -------------------------------------------------------
 
-    def record(self, name, db, collection, doc):
+    def record(self, name, db, collection, doc, server=None):
         """Append a received command to the log; returns the entry so the
-        caller can add the outcome."""
+        caller can add the outcome.  A shard's commands name it in
+        `server`."""
         with self.lock:
             entry = {'n': len(self.log) + 1, 'command': name, 'db': db,
                      'collection': collection, 'doc': doc,
                      'time': time.time(), 'fault': None, 'reply': None}
+            if server:
+                entry['server'] = server
             self.log.append(entry)
             return entry
 
@@ -859,20 +1227,28 @@ class WireFrontend:
     responder that waits (an awaiting getMore, a stall) would block every
     other connection.  The responder therefore only logs the request and
     hands it to a thread of its own.
+
+    shard: None for the server the URI names (the replica set's primary, or
+    the mongos router); an Oplog for one shard's primary (mongos profile),
+    reached directly on its own port.
     """
 
-    def __init__(self, sim):
+    def __init__(self, sim, shard=None):
         self.sim = sim
+        self.shard = shard
+        self.router = sim.profile == 'mongos' and shard is None
         self.mock = mockupdb.MockupDB(port=0, auto_ismaster=False,
                                       request_timeout=1e6)
         self.port = None
         self.handlers = {
             'hello': self._hello, 'ismaster': self._hello,
-            'ping': self._ok, 'endsessions': self._ok,
+            'ping': self._ping, 'endsessions': self._ok,
             'buildinfo': self._build_info,
             'aggregate': self._aggregate, 'getmore': self._get_more,
             'killcursors': self._kill_cursors, 'find': self._find,
         }
+        if self.router:
+            self.handlers['listshards'] = self._list_shards
 
     def start(self):
         self.port = self.mock.run()
@@ -895,7 +1271,8 @@ class WireFrontend:
             collection = doc.get(name) if isinstance(doc.get(name), str) else None
             if name.lower() == 'getmore':
                 collection = doc.get('collection')
-            entry = self.sim.record(name, request.namespace, collection, doc)
+            entry = self.sim.record(name, request.namespace, collection, doc,
+                                    self.shard.name if self.shard else None)
             threading.Thread(target=self._serve, args=(request, name, entry),
                              daemon=True).start()
         except Exception:
@@ -904,11 +1281,12 @@ class WireFrontend:
 
     def _serve(self, request, name, entry):
         try:
-            if self.sim.is_down():
+            if self.sim.is_down(self.shard):
                 entry['fault'] = 'down'
                 request.hangup()
                 return
-            fault = self.sim.take_fault(name)
+            # Faults are for the server the URI names, not for shards.
+            fault = None if self.shard else self.sim.take_fault(name)
             if fault:
                 entry['fault'] = fault.kind
                 if fault.kind == 'hangup':
@@ -951,17 +1329,23 @@ class WireFrontend:
 
     def _hello(self, request):
         host = 'localhost:%d' % self.port
-        reply = {'ismaster': True, 'isWritablePrimary': True,
-                 'setName': self.sim.cfg['set_name'],
-                 'hosts': [host], 'primary': host, 'me': host,
-                 'maxBsonObjectSize': 16 * 1024 * 1024,
+        if self.router:
+            # A mongos: msg isdbgrid, no setName, no hosts.
+            identity = {'msg': 'isdbgrid'}
+        else:
+            set_name = self.shard.name if self.shard else self.sim.cfg['set_name']
+            identity = {'setName': set_name, 'hosts': [host],
+                        'primary': host, 'me': host}
+        reply = {'ismaster': True, 'isWritablePrimary': True}
+        reply.update(identity)
+        reply.update({'maxBsonObjectSize': 16 * 1024 * 1024,
                  'maxMessageSizeBytes': 48000000,
                  'maxWriteBatchSize': 100000,
                  'localTime': datetime.datetime.now(datetime.timezone.utc),
                  'logicalSessionTimeoutMinutes': 30,
                  'minWireVersion': 0,
                  'maxWireVersion': self.sim.cfg['max_wire_version'],
-                 'readOnly': False, 'ok': 1}
+                 'readOnly': False, 'ok': 1})
         if request.doc.get('helloOk'):
             reply['helloOk'] = True
         return reply
@@ -970,12 +1354,31 @@ class WireFrontend:
     def _ok(request):
         return {'ok': 1}
 
+    def _ping(self, request):
+        # The mongodb profile answers as it always did (no operationTime);
+        # the others give the cluster time a client reads from a ping.
+        if self.sim.profile == 'mongodb':
+            return {'ok': 1}
+        return {'ok': 1, 'operationTime': self.sim.cluster_time()}
+
+    def _list_shards(self, request):
+        if request.namespace != 'admin':
+            raise CommandError(13, 'listShards may only be run against the '
+                                   'admin database.')
+        return {'shards': [{'_id': o.name,
+                            'host': '%s/localhost:%d' % (o.name, o.port),
+                            'state': 1} for o in self.sim.oplogs],
+                'ok': 1}
+
     def _unknown(self, request):
         note('unknown command %r answered ok:1' % request.command_name)
         return {'ok': 1}
 
     def _build_info(self, request):
         version = SERVER_VERSIONS.get(self.sim.cfg['max_wire_version'], '6.0.11')
+        if self.sim.profile == 'documentdb':
+            version = '5.0.0'
+
         return {'version': version,
                 'versionArray': [int(x) for x in version.split('.')] + [0],
                 'gitVersion': 'mongosim', 'maxBsonObjectSize': 16 * 1024 * 1024,
@@ -991,6 +1394,7 @@ class WireFrontend:
             ns = '%s.%s' % (db, target if isinstance(target, str) else '$cmd.aggregate')
             return {'cursor': {'id': Int64(0), 'ns': ns, 'firstBatch': []}, 'ok': 1}
         spec = first['$changeStream'] or {}
+        split = self._split_stage(pipeline)
         if isinstance(target, str):
             scope = Scope('collection', db, target)
         elif spec.get('allChangesForCluster'):
@@ -1004,7 +1408,22 @@ class WireFrontend:
         else:
             scope = Scope('database', db)
         limit = self._batch_limit(client_batch, zero_means_zero=True)
-        return self.sim.open_change_stream(scope, spec, limit)
+        oplogs = [self.shard] if self.shard else self.sim.oplogs
+        return self.sim.open_change_stream(scope, spec, limit, oplogs, split)
+
+    def _split_stage(self, pipeline):
+        """Whether the pipeline ends with $changeStreamSplitLargeEvent."""
+        where = [k for k, stage in enumerate(pipeline)
+                 if isinstance(stage, dict) and SPLIT_STAGE in stage]
+        if not where:
+            return False
+        if self.sim.profile == 'documentdb':
+            raise CommandError(40324, "Unrecognized pipeline stage name: '%s'"
+                               % SPLIT_STAGE)
+        if where != [len(pipeline) - 1]:
+            raise CommandError(7182803, '%s must be the last stage in the '
+                                        'pipeline' % SPLIT_STAGE)
+        return True
 
     def _get_more(self, request):
         doc = request.doc
@@ -1034,6 +1453,11 @@ class WireFrontend:
         doc, db = request.doc, request.namespace
         coll = doc.get('find')
         ns = '%s.%s' % (db, coll)
+        if db == 'local' and self.router:
+            raise CommandError(20, "Can't use 'local' database through mongos")
+        if db == 'local' and self.sim.profile == 'documentdb':
+            raise CommandError(13, 'not authorized on local to execute command '
+                                   '{ find: "%s" }' % coll)
         if (db, coll) != ('local', 'oplog.rs'):
             return {'cursor': {'id': Int64(0), 'ns': ns, 'firstBatch': []}, 'ok': 1}
         direction = 1
@@ -1045,7 +1469,8 @@ class WireFrontend:
         limit = abs(int(doc.get('limit') or 0))
         batch = int(doc.get('batchSize') or 0)
         count = min(x for x in (limit, batch, 101) if x > 0)
-        docs, op_time = self.sim.oplog_find(doc.get('filter') or {}, direction,
+        docs, op_time = self.sim.oplog_find(self.shard or self.sim.oplogs[0],
+                                            doc.get('filter') or {}, direction,
                                             count, doc.get('projection'))
         return {'cursor': {'id': Int64(0), 'ns': ns, 'firstBatch': docs},
                 'operationTime': op_time, 'ok': 1}
@@ -1165,11 +1590,22 @@ def _route_events(sim, body, query):
     if body.get('op', 'insert') != 'insert':
         raise BadRequest('only op "insert" is supported')
     count = _number(body, 'count', 1, int, minimum=1)
-    return sim.append_events(count, body.get('ns') or sim.default_ns)
+    size = _number(body, 'size', 0, int, minimum=0)
+    if size > 64 * 1024 * 1024:
+        raise BadRequest('size is at most 64 MiB')
+    return sim.append_events(count, body.get('ns') or sim.default_ns,
+                             _shard_arg(body), size)
+
+
+def _shard_arg(body):
+    shard = body.get('shard')
+    if shard is not None and not isinstance(shard, str):
+        raise BadRequest('shard must be a shard name')
+    return shard
 
 
 def _route_invalidate(sim, body, query):
-    return sim.invalidate(body.get('ns') or sim.default_ns)
+    return sim.invalidate(body.get('ns') or sim.default_ns, _shard_arg(body))
 
 
 def _route_clock(sim, body, query):
@@ -1184,11 +1620,12 @@ def _route_retention(sim, body, query):
     seconds = body['seconds']
     if seconds is not None:
         seconds = _number(body, 'seconds', 0, float, minimum=0)
-    return sim.set_retention(seconds)
+    return sim.set_retention(seconds, _shard_arg(body))
 
 
 def _route_truncate(sim, body, query):
-    return sim.truncate(_time_arg(body.get('before'), 'before'))
+    return sim.truncate(_time_arg(body.get('before'), 'before'),
+                        _shard_arg(body))
 
 
 def _route_fault(sim, body, query):
@@ -1201,7 +1638,10 @@ def _route_clear_faults(sim, body, query):
 
 def _route_down(sim, body, query):
     seconds = _number(body, 'seconds', 5, float, minimum=0)
-    sim.set_down(seconds)
+    shard = _shard_arg(body)
+    if shard is not None:
+        sim.oplog(shard)    # a bad name is a 400
+    sim.set_down(seconds, shard)
     return {'down_for': seconds}
 
 
@@ -1231,10 +1671,10 @@ def load_scenario(path):
     """Scenario JSON merged over DEFAULTS; unknown keys are typos, so they are
     refused (keys starting with '_' and "description" are comments)."""
     config = dict(DEFAULTS)
-    if not path:
-        return config
-    with open(path) as f:
-        scenario = json.load(f)
+    scenario = {}
+    if path:
+        with open(path) as f:
+            scenario = json.load(f)
     if not isinstance(scenario, dict):
         raise BadRequest('scenario must be a JSON object')
     for key, value in scenario.items():
@@ -1243,13 +1683,20 @@ def load_scenario(path):
         if key not in DEFAULTS:
             raise BadRequest('unknown scenario key %r' % key)
         config[key] = value
-    ints = ('max_wire_version', 'start_time', 'events', 'batch_size')
+    if config['profile'] not in PROFILES:
+        raise BadRequest('profile must be one of %s' % (PROFILES,))
+    if config['max_wire_version'] is None:
+        config['max_wire_version'] = 13 if config['profile'] == 'documentdb' else 17
+    ints = ('max_wire_version', 'start_time', 'events', 'batch_size',
+            'truncate_markers')
     for key in ints:
         config[key] = _number(config, key, None, int, minimum=0)
-    for key in ('rate', 'background_every', 'initial_oplog_span', 'await_ms'):
+    for key in ('rate', 'background_every', 'initial_oplog_span', 'await_ms',
+                'history_extra'):
         config[key] = _number(config, key, None, float, minimum=0)
     if config['retention'] is not None:
         config['retention'] = _number(config, 'retention', None, float, minimum=0)
+    config['shards'] = _load_shards(config)
     if config['batch_size'] < 1:
         raise BadRequest('batch_size must be >= 1')
     if config['initial_oplog_span'] > config['start_time']:
@@ -1258,6 +1705,47 @@ def load_scenario(path):
         raise BadRequest('set_name must be a non-empty string')
     split_ns(config['namespace'])
     return config
+
+
+SHARD_KEYS = ('name', 'retention', 'history_extra', 'truncate_markers')
+
+
+def _load_shards(config):
+    """mongos: the shards, each with its own retention and truncation (the
+    top-level keys are the defaults); two shards unless listed."""
+    shards = config['shards']
+    if config['profile'] != 'mongos':
+        if shards is not None:
+            raise BadRequest('shards is for the mongos profile only')
+        return None
+    if shards is None:
+        shards = [{'name': 'shard0'}, {'name': 'shard1'}]
+    if not isinstance(shards, list) or not shards:
+        raise BadRequest('shards must be a non-empty list')
+    out, names = [], set()
+    for spec in shards:
+        if not isinstance(spec, dict):
+            raise BadRequest('each shard must be an object')
+        for key in spec:
+            if key not in SHARD_KEYS:
+                raise BadRequest('unknown shard key %r' % key)
+        name = spec.get('name')
+        if not isinstance(name, str) or not name or name in names:
+            raise BadRequest('each shard needs a unique name')
+        names.add(name)
+        shard = {'name': name,
+                 'retention': spec.get('retention', config['retention']),
+                 'history_extra': _number(spec, 'history_extra',
+                                          config['history_extra'], float,
+                                          minimum=0),
+                 'truncate_markers': _number(spec, 'truncate_markers',
+                                             config['truncate_markers'], int,
+                                             minimum=0)}
+        if shard['retention'] is not None:
+            shard['retention'] = _number(shard, 'retention', None, float,
+                                         minimum=0)
+        out.append(shard)
+    return out
 
 
 def write_port_file(path, info):
@@ -1293,14 +1781,30 @@ def main(argv=None):
     sim = Simulator(config)
     wire = WireFrontend(sim)
     mongo_port = wire.start()
+    shard_wires = []
+    info_shards = []
+    if sim.profile == 'mongos':
+        uri = 'mongodb://localhost:%d/' % mongo_port
+        for oplog in sim.oplogs:
+            shard_wire = WireFrontend(sim, oplog)
+            oplog.port = shard_wire.start()
+            shard_wires.append(shard_wire)
+            info_shards.append({'name': oplog.name, 'port': oplog.port,
+                                'uri': 'mongodb://localhost:%d/?replicaSet=%s'
+                                       % (oplog.port, oplog.name)})
+    else:
+        uri = 'mongodb://localhost:%d/?replicaSet=%s' % (mongo_port,
+                                                          config['set_name'])
     control = ControlServer(sim, stop)
     control_port = control.start()
     sim.start_ticker()
-    write_port_file(args.port_file, {'mongo_port': mongo_port,
-                                     'control_port': control_port,
-                                     'pid': os.getpid()})
-    warn('mongodb://localhost:%d/?replicaSet=%s control http://127.0.0.1:%d'
-         % (mongo_port, config['set_name'], control_port))
+    info = {'mongo_port': mongo_port, 'control_port': control_port,
+            'pid': os.getpid(), 'uri': uri}
+    if sim.profile == 'mongos':
+        info['shards'] = info_shards
+    write_port_file(args.port_file, info)
+    warn('%s (%s) control http://127.0.0.1:%d'
+         % (uri, sim.profile, control_port))
 
     while not stop.wait(0.5):
         pass
@@ -1308,7 +1812,13 @@ def main(argv=None):
     sim.shutdown()
     control.shutdown()
     control.server_close()
-    wire.stop()
+    # Stop every server at once: each stop may take up to 0.3 s.
+    stoppers = [threading.Thread(target=w.stop, daemon=True)
+                for w in [wire] + shard_wires]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join(0.5)
     return 0
 
 

@@ -162,7 +162,8 @@ def test(fn):
 def identity_and_basic_commands():
     sim = Sim()
     try:
-        eq(sorted(sim.ports), ['control_port', 'mongo_port', 'pid'], 'port file keys')
+        eq(sorted(sim.ports), ['control_port', 'mongo_port', 'pid', 'uri'], 'port file keys')
+        eq(sim.ports['uri'], sim.uri, 'uri in port file')
         eq(sim.ports['pid'], sim.proc.pid, 'pid in port file')
         client = sim.client()
         port = sim.ports['mongo_port']
@@ -474,7 +475,9 @@ def retention_and_history_lost():
         # A cursor not polled for longer than the retention falls off.
         cursor = open_stream(db, 'orders')['cursor']
         time.sleep(0.5)   # 30 simulated minutes > 10 minute retention
-        raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 286)
+        err = raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 136)
+        eq(err.details.get('codeName'), 'CappedPositionLost', '136 codeName')
+        check(not err.details.get('errorLabels'), '136 has no labels')
         raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 43)
         # Retention off: the window grows with the clock.
         sim.call('POST', '/retention', {'seconds': None})
@@ -737,6 +740,217 @@ def shutdown_is_clean_and_quick():
         waiter.join()
         eq(rc, 0, 'exit code after %s' % how)
         check(took < 1.0, 'stopped in %.2fs after %s' % (took, how))
+
+
+@test
+def documentdb_profile():
+    sim = Sim({'profile': 'documentdb', 'rate': 0, 'retention': 3600,
+               'history_extra': 900, 'initial_oplog_span': 7200})
+    try:
+        db = sim.client().shop
+        t0 = 1700000000
+        eq(db.client.admin.command('hello')['setName'], 'rs0', 'an RS primary')
+        eq(db.client.admin.command('buildInfo')['version'], '5.0.0', 'version')
+        eq(db.client.admin.command('ping')['operationTime'].time, t0, 'ping operationTime')
+        state = sim.state()
+        eq(state['profile'], 'documentdb', 'profile in state')
+        eq(state['oldest']['t'], t0 - 4500, 'retention + history_extra kept')
+        cursor = open_stream(db, 'orders')['cursor']
+        check(cursor['postBatchResumeToken']['_data'].startswith('01'), '01 PBRT')
+        posted = sim.call('POST', '/events', {'count': 1})
+        data = posted['last_token']['_data']
+        check(data.startswith('01') and data == data.lower(), 'lowercase 01 token: ' + data)
+        got = get_more(db, cursor['id'], 'orders', maxTimeMS=50)['cursor']['nextBatch']
+        check('wallTime' not in got[0] and 'clusterTime' in got[0], 'no wallTime')
+        eq(got[0]['_id']['_data'], data, 'event token')
+        hwm = {'_data': '01%08X%08X04' % (t0 - 4000, 1)}
+        eq(open_stream(db, 'orders', {'resumeAfter': hwm})['ok'], 1.0,
+           'an hand-built uppercase 01 token older than the retention, still kept')
+        old = {'_data': '01%08x%08x04' % (t0 - 4600, 1)}
+        err = raises(lambda: open_stream(db, 'orders', {'resumeAfter': old}), 136)
+        eq(err.details['errmsg'], 'CollectionScan died due to position in capped '
+           'collection being deleted', '136 errmsg')
+        check(not err.details.get('errorLabels'), 'no labels')
+        raises(lambda: open_stream(db, 'orders', {
+            'startAtOperationTime': Timestamp(t0 - 4500, 0)}), 136)
+        eq(open_stream(db, 'orders', {'startAtOperationTime': Timestamp(t0 - 4499, 0)})['ok'],
+           1.0, 'a start inside the kept history')
+        err = raises(lambda: open_stream(db, 'orders', {'startAfter': hwm}), 40415)
+        check('startAfter' in err.details['errmsg'] and 'unknown field' in err.details['errmsg'],
+              err.details['errmsg'])
+        raises(lambda: db.client.local.command('find', 'oplog.rs'), 13)
+        raises(lambda: db.command('aggregate', 'orders', pipeline=[
+            {'$changeStream': {}}, {'$changeStreamSplitLargeEvent': {}}], cursor={}), 40324)
+        raises(lambda: open_stream(db, 'orders', {'resumeAfter': {'_data': '82' + '0' * 16}}), 9)
+        other = sim.call('POST', '/events', {'ns': 'shop.other'})['last_token']
+        eq(open_stream(db, 'orders', {'resumeAfter': other})['ok'], 1.0,
+           'a foreign token resumes by its time (never 280)')
+        inv = sim.call('POST', '/invalidate', {})
+        raises(lambda: open_stream(db, 'orders', {'resumeAfter': inv['invalidate_token']}), 260)
+        raises(lambda: open_stream(db, 'orders', {'startAfter': inv['invalidate_token']}), 40415)
+    finally:
+        sim.stop()
+
+
+@test
+def truncate_markers_step():
+    # Markers of (600 + 0) / 4 = 150 s: the oldest entry jumps in 150 s steps.
+    sim = Sim({'rate': 0, 'retention': 600, 'truncate_markers': 4,
+               'background_every': 10, 'initial_oplog_span': 1200})
+    try:
+        seen = []
+        for _ in range(40):
+            state = sim.call('POST', '/clock', {'advance': 10})
+            now, oldest = state['now']['t'], state['oldest']['t']
+            check(now - 600 - 150 <= oldest <= now - 600,
+                  'oldest %d within [now-750, now-600], now %d' % (oldest, now))
+            eq(state['window_seconds'], state['newest']['t'] - oldest, 'window_seconds')
+            seen.append(oldest)
+        jumps = [b - a for a, b in zip(seen, seen[1:]) if b != a]
+        check(jumps and all(j == 150 for j in jumps), 'stepwise by 150 s: %s' % jumps)
+        check(len(jumps) < len(seen) - 1, 'stands still between jumps')
+    finally:
+        sim.stop()
+    sim = Sim({'rate': 0, 'retention': 600, 'history_extra': 300,
+               'initial_oplog_span': 2000})
+    try:
+        state = sim.state()
+        eq(state['oldest']['t'], state['now']['t'] - 900, 'history_extra is kept too')
+    finally:
+        sim.stop()
+
+
+@test
+def mongodb_280_and_136():
+    sim = Sim({'rate': 0})
+    try:
+        db = sim.client().shop
+        other = sim.call('POST', '/events', {'ns': 'shop.other'})['last_token']
+        err = raises(lambda: open_stream(db, 'orders', {'resumeAfter': other}), 280)
+        eq(err.details['errmsg'], 'cannot resume stream; the resume token was not found. '
+           '{_data: "%s"}' % other['_data'], '280 errmsg')
+        eq(open_stream(db, 1, {'resumeAfter': other})['ok'], 1.0, 'in a database stream')
+        t, i = token_ts(other)
+        eq(open_stream(db, 'orders', {'startAtOperationTime': Timestamp(t, i)})['ok'], 1.0,
+           'its time still resumes')
+        mine = sim.call('POST', '/events', {})['last_token']
+        eq(open_stream(db, 'orders', {'resumeAfter': mine})['ok'], 1.0, 'own token')
+        cursor = open_stream(db, 'orders')['cursor']
+        sim.call('POST', '/events', {'count': 2})
+        sim.call('POST', '/truncate', {'before': sim.state()['newest']})
+        err = raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=10), 136)
+        eq(err.details['codeName'], 'CappedPositionLost', 'an open cursor fell off: 136')
+        raises(lambda: open_stream(db, 'orders', {'resumeAfter': mine}), 286)
+    finally:
+        sim.stop()
+
+
+@test
+def large_events_and_split():
+    sim = Sim({'rate': 0})
+    try:
+        db = sim.client().shop
+        cursor = open_stream(db, 'orders')['cursor']
+        split_cursor = db.command('aggregate', 'orders', pipeline=[
+            {'$changeStream': {}}, {'$changeStreamSplitLargeEvent': {}}], cursor={})['cursor']
+        raises(lambda: db.command('aggregate', 'orders', pipeline=[
+            {'$changeStream': {}}, {'$changeStreamSplitLargeEvent': {}}, {'$match': {}}],
+            cursor={}), 7182803)
+        before = sim.state()['newest']
+        big = sim.call('POST', '/events', {'size': 20000000})
+        err = raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=50), 10334)
+        check(not err.details.get('errorLabels'), 'no labels')
+        check('BSONObj size' in err.details['errmsg'], err.details['errmsg'])
+        raises(lambda: get_more(db, cursor['id'], 'orders', maxTimeMS=50), 43)
+        start = {'startAtOperationTime': Timestamp(before['t'], before['i'] + 1)}
+        raises(lambda: open_stream(db, 'orders', start), 10334)
+        frags, pbrts = [], []
+        for _ in range(4):
+            batch = get_more(db, split_cursor['id'], 'orders', maxTimeMS=50)['cursor']
+            frags += batch['nextBatch']
+            pbrts.append(batch['postBatchResumeToken']['_data'])
+            if frags and frags[-1]['splitEvent']['fragment'] == frags[-1]['splitEvent']['of']:
+                break
+        eq([f['splitEvent'] for f in frags], [{'fragment': 1, 'of': 2}, {'fragment': 2, 'of': 2}],
+           'two fragments')
+        eq(pbrts[-1], frags[-1]['_id']['_data'], 'PBRT is the last fragment sent')
+        ids = [f['_id']['_data'] for f in frags]
+        check(big['last_token']['_data'] < ids[0] < ids[1], 'fragment tokens ordered')
+        eq([token_ts(f['_id']) for f in frags], [token_ts(big['last_token'])] * 2, 'same (t, i)')
+        check('fullDocument' in frags[0] and 'fullDocumentBeforeChange' in frags[1], 'fields shared')
+        resumed = db.command('aggregate', 'orders', pipeline=[
+            {'$changeStream': {'resumeAfter': frags[0]['_id']}},
+            {'$changeStreamSplitLargeEvent': {}}], cursor={})['cursor']
+        eq([f['splitEvent']['fragment'] for f in resumed['firstBatch']], [2],
+           'resume after fragment 1 gives fragment 2')
+        # Two 10 MB events: a batch stops before the second.
+        sim.call('POST', '/events', {'count': 2, 'size': 10000000})
+        first = get_more(db, resumed['id'], 'orders', maxTimeMS=50)['cursor']['nextBatch']
+        second = get_more(db, resumed['id'], 'orders', maxTimeMS=50)['cursor']['nextBatch']
+        eq((len(first), len(second)), (1, 1), 'one 10 MB event a batch')
+    finally:
+        sim.stop()
+
+
+@test
+def mongos_profile():
+    sim = Sim({'profile': 'mongos', 'rate': 0, 'initial_oplog_span': 7200,
+               'shards': [{'name': 'shard0', 'retention': 3600},
+                          {'name': 'shard1', 'retention': 1800, 'truncate_markers': 0}]})
+    try:
+        port = sim.ports['mongo_port']
+        eq(sim.ports['uri'], 'mongodb://localhost:%d/' % port, 'router uri')
+        eq([s['name'] for s in sim.ports['shards']], ['shard0', 'shard1'], 'shards')
+        client = pymongo.MongoClient(sim.ports['uri'], serverSelectionTimeoutMS=5000)
+        sim.clients.append(client)
+        hello = client.admin.command('hello')
+        eq(hello.get('msg'), 'isdbgrid', 'router hello')
+        check('setName' not in hello and 'hosts' not in hello, 'no set name: %s' % hello)
+        shards = client.admin.command('listShards')['shards']
+        eq(shards[1], {'_id': 'shard1', 'host': 'shard1/localhost:%d'
+                       % sim.ports['shards'][1]['port'], 'state': 1}, 'listShards')
+        err = raises(lambda: client.local.command('find', 'oplog.rs'), 20)
+        eq(err.details['errmsg'], "Can't use 'local' database through mongos", 'errmsg')
+        direct = pymongo.MongoClient(sim.ports['shards'][1]['uri'], serverSelectionTimeoutMS=5000)
+        sim.clients.append(direct)
+        eq(direct.admin.command('hello')['setName'], 'shard1', 'a shard is an RS primary')
+        first = direct.local['oplog.rs'].find().sort('$natural', 1).limit(1)[0]
+        eq(first['ts'].time, 1700000000 - 1800, "shard1's oldest entry")
+        state = sim.state()
+        eq([s['oldest']['t'] for s in state['shards']], [1700000000 - 3600, 1700000000 - 1800],
+           'per-shard windows')
+        eq(state['oldest'], state['shards'][1]['oldest'], 'oldest: the edge shard')
+        db = client.shop
+        cursor = open_stream(db, 'orders')['cursor']
+        a = sim.call('POST', '/events', {'shard': 'shard1'})
+        b = sim.call('POST', '/events', {'shard': 'shard0'})
+        got = get_more(db, cursor['id'], 'orders', maxTimeMS=50)['cursor']['nextBatch']
+        eq(seqs(got), [a['first_seq'], b['first_seq']], 'merged in (t, i) order')
+        check(got[0]['_id']['_data'].startswith('82'), '82 tokens')
+        raises(lambda: open_stream(db, 'orders', {
+            'startAtOperationTime': Timestamp(1700000000 - 1800, 0)}), 286)
+        shard0_only = {'_data': '82%08X%08X' % (1700000000 - 2000, 1) + HWM_TAIL}
+        raises(lambda: open_stream(db, 'orders', {'resumeAfter': shard0_only}), 286)
+        eq(open_stream(db, 'orders', {'startAtOperationTime': Timestamp(1700000000 - 1799, 0)})
+           ['ok'], 1.0, 'every shard has it')
+        sim.call('POST', '/events', {'shard': 'shard9'}, expect=400)
+        sim.call('POST', '/down', {'seconds': 2, 'shard': 'shard1'})
+        eq([s['down'] for s in sim.state()['shards']], [False, True], 'shard1 down')
+        eq(client.admin.command('ping')['ok'], 1.0, 'the router still answers')
+        sim.call('POST', '/retention', {'seconds': 600, 'shard': 'shard0'})
+        eq(sim.state()['shards'][0]['oldest']['t'], 1700000000 - 600, 'retention per shard')
+    finally:
+        sim.stop()
+    for bad in ({'profile': 'mongodb', 'shards': []}, {'profile': 'nosql'},
+                {'profile': 'mongos', 'shards': [{'name': 'a', 'retension': 1}]}):
+        tmp = tempfile.mkdtemp(prefix='mongosim-selftest-')
+        path = os.path.join(tmp, 's.json')
+        with open(path, 'w') as f:
+            json.dump(bad, f)
+        proc = subprocess.run(['/usr/bin/python3', SIM, '--port-file', path + '.ports',
+                               '--scenario', path], capture_output=True, timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+        eq(proc.returncode, 2, 'bad scenario %s refused' % bad)
 
 
 def _ignore(fn):

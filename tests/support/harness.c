@@ -1240,6 +1240,62 @@ static bool th__json_int(const bson_t *doc, const char *key, long long lo,
     return true;
 }
 
+static void th__copy_utf8(const bson_t *doc, const char *key, char *out,
+                          size_t n)
+{
+    bson_iter_t it;
+    const char *v;
+
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it)) {
+        v = bson_iter_utf8(&it, NULL);
+        if (strlen(v) < n)
+            memcpy(out, v, strlen(v) + 1);
+    }
+}
+
+/* The port file's "uri" and "shards" (both optional). */
+static void th__sim_read_uris(th_sim_t *s, const bson_t *doc)
+{
+    bson_iter_t it, shards;
+
+    s->uri[0] = '\0';
+    s->shard_count = 0;
+    th__copy_utf8(doc, "uri", s->uri, sizeof s->uri);
+    if (!bson_iter_init_find(&it, doc, "shards") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &shards))
+        return;
+    while (bson_iter_next(&shards) && s->shard_count < TH_SIM_SHARDS_MAX) {
+        th_sim_shard_t *sh = &s->shards[s->shard_count];
+        const uint8_t *data;
+        uint32_t len;
+        long long port = 0;
+        bson_t shard;
+
+        if (!BSON_ITER_HOLDS_DOCUMENT(&shards))
+            continue;
+        bson_iter_document(&shards, &len, &data);
+        if (!bson_init_static(&shard, data, len))
+            continue;
+        memset(sh, 0, sizeof *sh);
+        th__copy_utf8(&shard, "name", sh->name, sizeof sh->name);
+        th__copy_utf8(&shard, "uri", sh->uri, sizeof sh->uri);
+        if (th__json_int(&shard, "port", 1, 65535, &port))
+            sh->port = (int)port;
+        if (sh->name[0] && sh->uri[0])
+            s->shard_count++;
+    }
+}
+
+const char *th_sim_shard_uri(const th_sim_t *s, const char *name)
+{
+    if (s == NULL || name == NULL)
+        return NULL;
+    for (int k = 0; k < s->shard_count; k++)
+        if (strcmp(s->shards[k].name, name) == 0)
+            return s->shards[k].uri;
+    return NULL;
+}
+
 /* Reads the port file; false while it is missing or incomplete. */
 static bool th__sim_read_ports(th_sim_t *s, const char *port_file)
 {
@@ -1265,6 +1321,7 @@ static bool th__sim_read_ports(th_sim_t *s, const char *port_file)
                 pid, (long)s->pid);
     s->mongo_port = (int)mongo;
     s->control_port = (int)control;
+    th__sim_read_uris(s, doc);
     ok = true;
 out_destroy_doc:
     bson_destroy(doc);
@@ -1350,7 +1407,8 @@ bool th_sim_start(th_sim_t *s, const char *dir, const char *scenario_json)
         }
         th_sleep_ms(20);
     }
-    if (!th__fmt(s->uri, sizeof s->uri,
+    if (s->uri[0] == '\0' &&
+        !th__fmt(s->uri, sizeof s->uri,
                  "mongodb://localhost:%d/?replicaSet=rs0", s->mongo_port)) {
         th_sim_stop(s);
         return false;

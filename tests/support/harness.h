@@ -211,13 +211,26 @@ long long th_redis_xlen(const th_redis_t *r, const char *key);
 /* ------------------------------------------------------------------ */
 /* MongoDB simulator (tests/sim/mongosim.py)                           */
 
+#define TH_SIM_SHARDS_MAX 4
+
+/* One shard of a simulated sharded cluster (profile "mongos"). */
+typedef struct {
+    char name[64];       /* "shard0" */
+    int port;
+    char uri[256];       /* mongodb://localhost:PORT/?replicaSet=NAME */
+} th_sim_shard_t;
+
 typedef struct {
     pid_t pid;           /* 0 when not running */
     int mongo_port;
     int control_port;
     char dir[PATH_MAX];  /* its own DIR/sim-<k>: scenario.json, sim.port,
                             sim.log (stderr), sim.out (stdout) */
-    char uri[256];       /* mongodb://localhost:PORT/?replicaSet=rs0 */
+    char uri[256];       /* the port file's "uri": mongodb://localhost:PORT/
+                            ?replicaSet=rs0, or mongodb://localhost:PORT/ for
+                            a mongos; the former if the file has none */
+    int shard_count;     /* mongos: the first TH_SIM_SHARDS_MAX shards */
+    th_sim_shard_t shards[TH_SIM_SHARDS_MAX];
 } th_sim_t;
 
 /* Path of mongosim.py under th_source_dir() into out. */
@@ -227,12 +240,16 @@ bool th_sim_script(char *out, size_t n);
  * s->dir/scenario.json, runs /usr/bin/python3 SRC/tests/sim/mongosim.py
  * --port-file s->dir/sim.port [--scenario s->dir/scenario.json] with cwd
  * s->dir, and waits up to 10 s for the port file
- * {"mongo_port":N,"control_port":M,"pid":P}. On failure sim.log is dumped
+ * {"mongo_port":N,"control_port":M,"pid":P,"uri":U,"shards":[...]} ("uri"
+ * and "shards" optional). On failure sim.log is dumped
  * to stderr and nothing is left running. */
 bool th_sim_start(th_sim_t *s, const char *dir, const char *scenario_json);
 
 /* SIGTERM, wait up to 5 s, else SIGKILL. Idempotent; zeroed struct ok. */
 void th_sim_stop(th_sim_t *s);
+
+/* The direct URI of the shard called name (borrowed), or NULL. */
+const char *th_sim_shard_uri(const th_sim_t *s, const char *name);
 
 /* HTTP request to the control API (http://127.0.0.1:control_port PATH).
  * json_body may be NULL (sent as application/json otherwise). Returns the

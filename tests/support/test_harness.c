@@ -519,6 +519,26 @@ Test(harness, sim_start_state_stop)
     cr_assert_eq(status, 0);
 }
 
+Test(harness, sim_mongos_has_a_router_uri_and_shards)
+{
+    char want[64];
+
+    require_sim();
+    cr_assert(th_sim_start(&sim, dir, "{\"profile\": \"mongos\"}"), "th_sim_start mongos");
+    snprintf(want, sizeof want, "mongodb://localhost:%d/", sim.mongo_port);
+    cr_assert_str_eq(sim.uri, want, "a router's URI names no replica set");
+    cr_assert_eq(sim.shard_count, 2);
+    cr_assert_str_eq(sim.shards[0].name, "shard0");
+    cr_assert_str_eq(sim.shards[1].name, "shard1");
+    cr_assert_gt(sim.shards[1].port, 0);
+    snprintf(want, sizeof want, "mongodb://localhost:%d/?replicaSet=shard1",
+             sim.shards[1].port);
+    cr_assert_str_eq(th_sim_shard_uri(&sim, "shard1"), want);
+    cr_assert_null(th_sim_shard_uri(&sim, "shard9"));
+    cr_assert_null(th_sim_shard_uri(NULL, "shard0"));
+    th_sim_stop(&sim);
+}
+
 Test(harness, sim_with_scenario_and_events)
 {
     char path[PATH_MAX];
