@@ -510,3 +510,27 @@ Test(guard, past_the_retention_floor_is_crit_not_lost)
     free(out);
     free(err);
 }
+
+Test(guard, a_server_without_cluster_time_leaves_the_local_clock)
+{
+    char *out, *err;
+    bson_t reply;
+    char recent[32];
+    int code;
+    const char *argv[] = {th_binary(), "status", "--mongo-uri", NULL, "--redis-url", NULL,
+                          "--retention", "3h", NULL};
+
+    fx_start(&fx, "{\"rate\": 0, \"operation_time\": false}");
+    argv[3] = fx.sim.uri;
+    argv[5] = fx.redis_url;
+    fx_sim(&fx, "POST", "/fault",
+           "{\"command\": \"find\", \"kind\": \"error\", \"code\": 13, \"count\": 100}", &reply);
+    bson_destroy(&reply);
+    snprintf(recent, sizeof recent, "%lld:1", (long long)time(NULL) - 1800);
+    fx_set_key(&fx, "tokenwatch:{default}:checkpoint", recent);
+    code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+    cr_expect_eq(code, 0, "half an hour old in a 3h window by the local clock: %s%s", out, err);
+    cr_expect(strstr(out, "the local clock stands in") != NULL, "%s", out);
+    free(out);
+    free(err);
+}

@@ -155,7 +155,7 @@ Test(shards, metrics_per_shard_then_a_shard_down_is_said_once)
     th_proc_signal(&p, SIGTERM);
     cr_assert(th_proc_wait(&p, 15000));
     err = th_proc_stderr(&p);
-    cr_expect_eq(fx_count(err, "shards cannot be read"), 1, "said once:\n%s", err);
+    cr_expect_eq(fx_count(err, "guard: 1 of 2 shards cannot be read"), 1, "said once:\n%s", err);
     cr_expect(strstr(err, "shard1 (shard1/localhost:") != NULL, "names the shard:\n%s", err);
     free(err);
     n = fx_webhook_texts(&hook, &texts);

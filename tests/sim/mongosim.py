@@ -59,6 +59,7 @@ DEFAULTS = {
     'initial_oplog_span': 0,
     'batch_size': 100,
     'await_ms': 1000,
+    'operation_time': True,        # replies carry operationTime
 }
 
 # Handshake commands: never hit by "any" faults (a heartbeat would eat them at
@@ -603,6 +604,7 @@ class Simulator:
     def __init__(self, config):
         self.cfg = config
         self.profile = config['profile']
+        self.operation_time = config['operation_time']
         self.layout = LAYOUT_01 if self.profile == 'documentdb' else LAYOUT_82
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)   # new events appended
@@ -1355,9 +1357,10 @@ class WireFrontend:
         return {'ok': 1}
 
     def _ping(self, request):
-        # The mongodb profile answers as it always did (no operationTime);
-        # the others give the cluster time a client reads from a ping.
-        if self.sim.profile == 'mongodb':
+        # A replica set member or a router reports the cluster time in
+        # every reply; operation_time false stands for a server that does
+        # not (the client then falls back to its own clock).
+        if not self.sim.operation_time:
             return {'ok': 1}
         return {'ok': 1, 'operationTime': self.sim.cluster_time()}
 
@@ -1696,6 +1699,8 @@ def load_scenario(path):
         config[key] = _number(config, key, None, float, minimum=0)
     if config['retention'] is not None:
         config['retention'] = _number(config, 'retention', None, float, minimum=0)
+    if not isinstance(config['operation_time'], bool):
+        raise BadRequest('operation_time must be true or false')
     config['shards'] = _load_shards(config)
     if config['batch_size'] < 1:
         raise BadRequest('batch_size must be >= 1')
