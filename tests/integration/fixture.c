@@ -98,33 +98,12 @@ char *fx_post_events(fx_t *fx, int count)
     return data;
 }
 
-void fx_post_events_json(fx_t *fx, const char *json, bson_t *reply)
-{
-    fx_sim(fx, "POST", "/events", json, reply);
-}
-
 const char *fx_shard_uri(fx_t *fx, const char *name)
 {
     const char *uri = th_sim_shard_uri(&fx->sim, name);
 
     cr_assert(uri, "the simulator has a shard %s", name);
     return uri;
-}
-
-long long fx_state_int(fx_t *fx, const char *path)
-{
-    bson_t state;
-    bson_iter_t it;
-    long long v;
-
-    fx_sim(fx, "GET", "/state", NULL, &state);
-    cr_assert(bson_iter_init(&it, &state) && bson_iter_find_descendant(&it, path, &it) &&
-                  (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) ||
-                   BSON_ITER_HOLDS_DOUBLE(&it)),
-              "GET /state has a number at %s", path);
-    v = (long long)bson_iter_as_int64(&it);
-    bson_destroy(&state);
-    return v;
 }
 
 char *fx_checkpoint(fx_t *fx, const char *field)

@@ -41,16 +41,8 @@ void fx_sim(fx_t *fx, const char *method, const char *path, const char *body,
 /* Appends count events to shop.orders; returns the last token's _data (bson_free). */
 char *fx_post_events(fx_t *fx, int count);
 
-/* POST /events with a JSON body ({"count", "ns", "size", "shard"}); the
- * reply ({first_seq, last_seq, last_token, last_time}) into reply. */
-void fx_post_events_json(fx_t *fx, const char *json, bson_t *reply);
-
 /* A shard's direct URI (mongos profile; borrowed), asserting it exists. */
 const char *fx_shard_uri(fx_t *fx, const char *name);
-
-/* An integer from GET /state at a dotted path ("oldest.t",
- * "shards.1.window_seconds"), asserting it is there. */
-long long fx_state_int(fx_t *fx, const char *path);
 
 /* A checkpoint field, or NULL (free). */
 char *fx_checkpoint(fx_t *fx, const char *field);

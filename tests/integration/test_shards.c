@@ -238,3 +238,27 @@ Test(shards, stepwise_truncation_warns_crits_and_loses_once_each)
     cr_expect_eq(lost, 1, "LOST once");
     cr_expect_eq(resolved, 0, "no flapping back to OK between the steps");
 }
+
+Test(shards, a_shard_uri_of_its_own_is_used)
+{
+    char over[400], wrong[64];
+    const char *more[] = {"--shard-uri", over, NULL};
+    char *out;
+    int code;
+
+    fx_start(&fx, TWO_SHARDS);
+    fx_set_key_time(&fx, "tokenwatch:{default}:checkpoint", T0);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 800);
+    /* A port nothing listens on: shard1 is read through the override only. */
+    snprintf(wrong, sizeof wrong, "%d", th_free_port());
+    snprintf(over, sizeof over, "shard1=mongodb://localhost:%s/?replicaSet=shard1", wrong);
+    code = status(more, &out);
+    cr_expect_eq(code, 3, "shard1 unreadable, no --retention: UNKNOWN: %s", out);
+    cr_expect(strstr(out, "shard shard1: cannot be read") != NULL, "%s", out);
+    free(out);
+    snprintf(over, sizeof over, "shard1=%s", fx_shard_uri(&fx, "shard1"));
+    code = status(more, &out);
+    cr_expect_eq(code, 0, "%s", out);
+    cr_expect(strstr(out, "shard shard1: window 30m") != NULL, "%s", out);
+    free(out);
+}
