@@ -60,7 +60,7 @@ static void expect_field(const char *field, const char *want)
 /* The $changeStream stage of every aggregate the simulator received, with
  * the code it answered (0 for ok), oldest first; returns how many. */
 typedef struct {
-    bson_t stage;
+    bson_t *stage;
     int code;
 } aggregate_t;
 
@@ -89,18 +89,13 @@ static size_t aggregates(aggregate_t **out)
             continue;
         *out = realloc(*out, (n + 1) * sizeof **out);
         bson_iter_document(&stage, &len, &data);
-        /* A view for now: a copied bson_t points into itself, so the copies
-         * are made once the array stops moving (below). */
-        bson_init_static(&(*out)[n].stage, data, len);
+        /* A heap copy of its own: a bson_t in an array that realloc moves
+         * would point into its old place. */
+        (*out)[n].stage = bson_new_from_data(data, len);
         (*out)[n].code = 0;
         if (bson_iter_init(&e, &entry) && bson_iter_find_descendant(&e, "reply.code", &e))
             (*out)[n].code = (int)bson_iter_as_int64(&e);
         n++;
-    }
-    for (size_t k = 0; k < n; k++) {
-        bson_t view = (*out)[k].stage;
-
-        bson_copy_to(&view, &(*out)[k].stage);
     }
     bson_destroy(&log);
     return n;
@@ -109,7 +104,7 @@ static size_t aggregates(aggregate_t **out)
 static void aggregates_free(aggregate_t *a, size_t n)
 {
     for (size_t k = 0; k < n; k++)
-        bson_destroy(&a[k].stage);
+        bson_destroy(a[k].stage);
     free(a);
 }
 
@@ -203,7 +198,7 @@ Test(platforms, documentdb_follows_checkpoints_and_resumes_by_token)
     stop_cleanly(&again);
     n = aggregates(&a);
     cr_assert_geq(n, 2);
-    cr_expect_str_eq(resume_data(&a[n - 1].stage, "resumeAfter"), before,
+    cr_expect_str_eq(resume_data(a[n - 1].stage, "resumeAfter"), before,
                      "the restart resumes after the stored token, byte for byte");
     data = fx_checkpoint_data(&fx);
     cr_expect(strncmp(data, "01", 2) == 0);
@@ -265,7 +260,7 @@ Test(platforms, documentdb_expired_token_exits_3_with_fail)
     cr_expect(strstr(err, "lost") != NULL, "%s", err);
     n = aggregates(&a);
     cr_assert_geq(n, 1, "the resume was tried: --retention proves nothing");
-    cr_expect_str_eq(resume_data(&a[0].stage, "resumeAfter"), old);
+    cr_expect_str_eq(resume_data(a[0].stage, "resumeAfter"), old);
     cr_expect_eq(a[0].code, 136, "DocumentDB answers 136, got %d", a[0].code);
     {
         char *data = fx_checkpoint_data(&fx);
@@ -306,7 +301,7 @@ Test(platforms, documentdb_fallback_replays_from_the_earliest_accepted_point)
     bson_destroy(&gap);
     n = aggregates(&a);
     for (size_t k = 0; k < n; k++) {
-        start_at(&a[k].stage, from, sizeof from);
+        start_at(a[k].stage, from, sizeof from);
         probes += from[0] != '\0';
     }
     cr_expect_leq(probes, 20, "bounded probing: %zu startAtOperationTime aggregates", probes);
@@ -332,7 +327,7 @@ Test(platforms, documentdb_checkpoint_older_than_retention_but_kept_resumes)
     stop_cleanly(&p);
     n = aggregates(&a);
     cr_assert_geq(n, 1);
-    cr_expect_str_eq(resume_data(&a[0].stage, "resumeAfter"), kept);
+    cr_expect_str_eq(resume_data(a[0].stage, "resumeAfter"), kept);
     cr_expect_eq(a[0].code, 0, "the server still had it");
     cr_expect_eq(list_len(GAPS), 0, "no gap");
     {
@@ -380,10 +375,10 @@ Test(platforms, documentdb_reopens_after_an_invalidate_without_start_after)
     stop_cleanly(&p);
     n = aggregates(&a);
     for (size_t k = 0; k < n; k++)
-        if (resume_data(&a[k].stage, "startAfter")[0] && a[k].code != 0)
+        if (resume_data(a[k].stage, "startAfter")[0] && a[k].code != 0)
             refused = true;
     cr_expect(refused, "startAfter was tried and refused");
-    start_at(&a[n - 1].stage, got, sizeof got);
+    start_at(a[n - 1].stage, got, sizeof got);
     cr_expect_str_eq(got, after, "then startAtOperationTime just after the invalidate");
     aggregates_free(a, n);
 }
@@ -431,7 +426,7 @@ Test(platforms, mongodb_280_with_history_intact_resumes_by_time)
     n = aggregates(&a);
     cr_assert_geq(n, 2);
     cr_expect_eq(a[0].code, 280, "the token was not found: %d", a[0].code);
-    start_at(&a[1].stage, got, sizeof got);
+    start_at(a[1].stage, got, sizeof got);
     cr_expect_str_eq(got, want_at, "reopened at the token's cluster time");
     cr_expect_eq(list_len(GAPS), 0, "nothing skipped");
     cr_assert(list_entry(HISTORY, 0, &entry), "the old checkpoint is in the history");
@@ -521,7 +516,7 @@ Test(platforms, mongos_follows_every_shard_and_resumes)
     th_assert_dump(fx_wait_checkpoint_events(&fx, 5, 10000), again.err_path, "5 events");
     stop_cleanly(&again);
     n = aggregates(&a);
-    cr_expect_str_eq(resume_data(&a[n - 1].stage, "resumeAfter"), before);
+    cr_expect_str_eq(resume_data(a[n - 1].stage, "resumeAfter"), before);
     aggregates_free(a, n);
     free(before);
 }
