@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tokenwatch/duration.h"
 #include "tokenwatch/redis.h"
@@ -92,14 +93,28 @@ char *tw_gap_json(tw_ctime_t from, tw_ctime_t to, const char *reason,
     return json;
 }
 
+bool tw_env_protected(const char *environment, char *const *protect, size_t protect_count)
+{
+    for (size_t k = 0; k < protect_count; k++)
+        if (strcasecmp(protect[k], "none") != 0 && strcasecmp(protect[k], environment) == 0)
+            return true;
+    return false;
+}
+
+const char *tw_missing_checkpoint_policy(const char *setting, const char *environment,
+                                         char *const *protect, size_t protect_count)
+{
+    if (setting)
+        return setting;
+    return tw_env_protected(environment, protect, protect_count) ? "fail" : "now";
+}
+
 bool tw_recover_confirmed(const char *environment, char *const *protect,
                           size_t protect_count, const char *confirm,
                           tw_error_t *err)
 {
-    bool protected_env = false;
+    bool protected_env = tw_env_protected(environment, protect, protect_count);
 
-    for (size_t k = 0; k < protect_count; k++)
-        protected_env = protected_env || strcmp(protect[k], environment) == 0;
     if (confirm && strcmp(confirm, environment) != 0) {
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "--confirm %s does not match --environment %s: nothing was "

@@ -268,9 +268,12 @@ static bool commit(runner_t *r)
     if (r->recovering) {
         char at[96];
         describe_position(&r->position, at, sizeof at);
-        TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s", r->recovery_source,
-                at, r->history_key, r->recovery_gap ? ", the gap in " : "",
-                r->recovery_gap ? r->gaps_key : "");
+        if (r->committed.has_token)
+            TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s",
+                    r->recovery_source, at, r->history_key,
+                    r->recovery_gap ? ", the gap in " : "", r->recovery_gap ? r->gaps_key : "");
+        else
+            TW_INFO("%s: first checkpoint written at %s", r->recovery_source, at);
         r->recovering = false;
         r->has_override = false;
         bson_free(r->recovery_gap);
@@ -1395,6 +1398,51 @@ static int resume_from(runner_t *r, FILE *out)
     return -1;
 }
 
+/*
+ * No checkpoint where one was expected (a new deployment, or a store that
+ * lost it): never a silent start from now. --on-missing-checkpoint says
+ * what to do; by default fail in a protected environment, now elsewhere
+ * (with a WARN and one alert).
+ */
+static int missing_checkpoint(runner_t *r)
+{
+    const tw_settings_t *s = r->s;
+    const char *policy = tw_missing_checkpoint_policy(s->on_missing_checkpoint, s->environment,
+                                                      s->protect, s->protect_count);
+    resolved_start_t rs;
+    tw_error_t err;
+    char why[TW_KEY_MAX + 160];
+
+    snprintf(why, sizeof why,
+             "no checkpoint at %s (a new deployment, a Redis that lost its data, or "
+             "another --name or database)",
+             r->checkpoint_key);
+    if (strcmp(policy, "fail") == 0) {
+        TW_ERROR("%s: not starting from now on its own in environment %s. To start on "
+                 "purpose: --on-missing-checkpoint now|oldest|SPEC, or --resume-from "
+                 "SPEC --confirm %s",
+                 why, s->environment, s->environment);
+        return TW_EXIT_USAGE;
+    }
+    if (strcmp(policy, "now") == 0) {
+        TW_WARN("%s: starting from now; whatever was written before is not handed on "
+                "(--on-missing-checkpoint)",
+                why);
+        alert_warn(r, "started without a checkpoint: following from now; whatever was "
+                      "written before the start is not handed on");
+        return -1;
+    }
+    if (!resolve_start(r, policy, &rs, &err)) {
+        TW_ERROR("--on-missing-checkpoint %s: %s", policy, err.message);
+        return TW_EXIT_USAGE;
+    }
+    TW_WARN("%s: starting from %s (%s), as --on-missing-checkpoint says", why, policy,
+            start_how(&rs));
+    begin_recovery(r, "resume-from", rs.kind, rs.has_token ? &rs.token : NULL, rs.at, NULL);
+    resolved_release(&rs);
+    return -1;
+}
+
 int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
            volatile sig_atomic_t *stop, FILE *out)
 {
@@ -1440,6 +1488,9 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
     }
     if (settings->resume_from) {
         if ((code = resume_from(&r, out)) >= 0)
+            goto out;
+    } else if (!r.committed.has_token) {
+        if ((code = missing_checkpoint(&r)) >= 0)
             goto out;
     } else if ((code = precheck_lost(&r)) >= 0) {
         goto out;

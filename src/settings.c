@@ -61,6 +61,7 @@ static bool check_metrics_addr(const char *value, tw_error_t *err);
 static bool check_spec(const char *value, tw_error_t *err);
 static bool check_fallback_spec(const char *value, tw_error_t *err);
 static bool check_shard_uri(const char *value, tw_error_t *err);
+static bool check_missing_policy(const char *value, tw_error_t *err);
 
 static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
 static const char *const full_document_choices[] = {
@@ -186,6 +187,12 @@ static const setting_def_t table[] = {
     {"fallback-from", "TOKENWATCH_FALLBACK_FROM", TYPE_STRING, 0, 0, NULL, "oldest",
      "SPEC", "where a fallback replay starts (never before the oldest oplog entry)",
      0, F(fallback_from), check_fallback_spec},
+    {"on-missing-checkpoint", "TOKENWATCH_ON_MISSING_CHECKPOINT", TYPE_STRING, 0, 0, NULL,
+     NULL, "POLICY",
+     "when there is no checkpoint (a new deployment, or a store that lost it): "
+     "now (warn and alert once), oldest, a SPEC, or fail (exit 2); default: "
+     "fail in a protected environment, now elsewhere",
+     0, F(on_missing_checkpoint), check_missing_policy},
     {"resume-from", NULL, TYPE_STRING, 0, 0, NULL, NULL, "SPEC",
      "manual recovery: start from SPEC instead of the checkpoint (the current "
      "one goes to history first)",
@@ -265,6 +272,17 @@ static bool check_mongo_uri(const char *value, tw_error_t *err)
                  "'%s' is not a MongoDB connection string (mongodb://host:port/"
                  "?replicaSet=NAME or mongodb+srv://...)",
                  shown);
+    return false;
+}
+
+static bool check_missing_policy(const char *value, tw_error_t *err)
+{
+    tw_error_t inner;
+
+    if (strcmp(value, "now") == 0 || strcmp(value, "fail") == 0 ||
+        strcmp(value, "oldest") == 0 || check_spec(value, &inner))
+        return true;
+    tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is not now, oldest, fail or a SPEC", value);
     return false;
 }
 
@@ -445,6 +463,13 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
 
     const char *separators = def->flags & SPACED ? " \t\r\n" : ",";
 
+    if (value[strspn(value, " \t\r\n")] == '\0') {
+        tw_error_set(err, TW_ERR_USAGE, 0, "the value is empty%s",
+                     def->offset == offsetof(tw_settings_t, protect)
+                         ? " (to turn protection off on purpose: --protect none)"
+                         : "");
+        return false;
+    }
     if (s->sources[index] != source)
         list_clear(items, count);
     while (*p) {

@@ -67,6 +67,16 @@ void tw_bisect_init(tw_bisect_t *b, uint32_t refused_t, uint32_t accepted_t);
 bool tw_bisect_next(const tw_bisect_t *b, uint32_t *probe_t);
 void tw_bisect_answer(tw_bisect_t *b, uint32_t probe_t, bool accepted);
 
+/* Whether --protect names the environment, whatever the case ("none" names
+ * no environment: protection turned off on purpose). */
+bool tw_env_protected(const char *environment, char *const *protect, size_t protect_count);
+
+/* What a start without a checkpoint does: the --on-missing-checkpoint
+ * setting (now, oldest, fail or a SPEC), else fail in a protected
+ * environment and now elsewhere. */
+const char *tw_missing_checkpoint_policy(const char *setting, const char *environment,
+                                         char *const *protect, size_t protect_count);
+
 /* Manual recovery in a protected environment needs --confirm ENV. */
 bool tw_recover_confirmed(const char *environment, char *const *protect,
                           size_t protect_count, const char *confirm,

@@ -67,6 +67,7 @@ typedef struct {
     char *metrics_addr; /* "off" disables */
     int on_token_lost;  /* tw_on_lost_t */
     char *fallback_from; /* a SPEC */
+    char *on_missing_checkpoint; /* now, oldest, fail, a SPEC, or NULL */
     char *resume_from;   /* a SPEC, or NULL */
     bool dry_run;
     char *confirm;

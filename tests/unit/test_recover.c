@@ -49,3 +49,30 @@ Test(recover, bisection_is_bounded)
         tw_bisect_answer(&b, probe, b.probes % 2 == 0);
     cr_expect_leq(b.probes, TW_PROBE_MAX);
 }
+
+Test(recover, protected_environments_match_without_case)
+{
+    char prod[] = "prod", production[] = "production", live[] = "live", off[] = "none";
+    char *list[] = {prod, production, live};
+    char *none[] = {off};
+    tw_error_t err;
+
+    cr_expect(tw_env_protected("prod", list, 3));
+    cr_expect(tw_env_protected("PROD", list, 3), "--environment PROD is still prod");
+    cr_expect(tw_env_protected("Live", list, 3));
+    cr_expect_not(tw_env_protected("stage", list, 3));
+    cr_expect_not(tw_env_protected("none", none, 1), "--protect none protects nothing");
+    cr_expect_not(tw_recover_confirmed("PROD", list, 3, NULL, &err));
+    cr_expect(tw_recover_confirmed("PROD", list, 3, "PROD", &err));
+}
+
+Test(recover, the_missing_checkpoint_policy_defaults_by_environment)
+{
+    char prod[] = "prod";
+    char *list[] = {prod};
+
+    cr_expect_str_eq(tw_missing_checkpoint_policy(NULL, "prod", list, 1), "fail");
+    cr_expect_str_eq(tw_missing_checkpoint_policy(NULL, "dev", list, 1), "now");
+    cr_expect_str_eq(tw_missing_checkpoint_policy("oldest", "prod", list, 1), "oldest");
+    cr_expect_str_eq(tw_missing_checkpoint_policy("now", "prod", list, 1), "now");
+}

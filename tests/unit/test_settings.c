@@ -367,3 +367,26 @@ Test(settings, shard_uris_are_space_separated_and_checked)
     cr_expect(strstr(err.message, "hunter2") == NULL, "%s", err.message);
     tw_settings_release(&s);
 }
+
+Test(settings, an_empty_list_is_refused_and_protection_is_turned_off_by_name)
+{
+    tw_settings_t s;
+    tw_error_t err;
+    const char *empty_protect[] = {"--protect", ""};
+    const char *empty_guard[] = {"--guard", ""};
+    const char *none[] = {"--protect", "none"};
+    const char *bad_policy[] = {"--on-missing-checkpoint", "sometimes"};
+    const char *envp[] = {NULL};
+
+    cr_expect_not(load(&s, empty_protect, 2, envp, &err), "--protect '' must not turn it off");
+    cr_expect(strstr(err.message, "--protect none") != NULL, "%s", err.message);
+    tw_settings_release(&s);
+    cr_expect_not(load(&s, empty_guard, 2, envp, &err), "--guard ''");
+    tw_settings_release(&s);
+    cr_expect(load(&s, none, 2, envp, &err), "%s", err.message);
+    cr_expect_eq(s.protect_count, 1);
+    tw_settings_release(&s);
+    cr_expect_not(load(&s, bad_policy, 2, envp, &err));
+    cr_expect(strstr(err.message, "now, oldest, fail or a SPEC") != NULL, "%s", err.message);
+    tw_settings_release(&s);
+}
