@@ -44,10 +44,17 @@ static void time_left_words(const tw_alert_t *a, char out[TW_DURATION_TEXT_MAX])
         seconds_words(a->measure.time_left_s, out);
 }
 
+/* The follower telling of its own checkpoint (reopened by time, started
+ * without a checkpoint): the reason says it all, nothing is ageing. */
+static bool is_notice(const tw_alert_t *a)
+{
+    return a->own && a->state == TW_STATE_WARN && a->reason;
+}
+
 static bool needs_action(const tw_alert_t *a)
 {
-    return a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT ||
-           a->state == TW_STATE_LOST;
+    return !is_notice(a) && (a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT ||
+                             a->state == TW_STATE_LOST);
 }
 
 char *tw_alert_widen_command(const tw_alert_t *a)
@@ -85,7 +92,7 @@ char *tw_alert_advice(const tw_alert_t *a)
                             "still in the oplog is at cluster time %u:%u) and "
                             "reconcile what it missed",
                             a->key, a->window.oldest.t, a->window.oldest.i);
-    if (a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT)
+    if ((a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT) || is_notice(a))
         return NULL;
     if (a->own)
         return bson_strdup_printf(

@@ -368,25 +368,57 @@ static bool read_window(runner_t *r, tw_oplog_window_t *w, tw_error_t *err)
  * --alert-repeat, not once per restart. Redis remembers which checkpoint was
  * told, until the repeat is due.
  */
+/* The key that remembers which lost checkpoint Slack was told of. */
+static void lost_alerted_key(const runner_t *r, char key[TW_KEY_MAX], char ct[TW_CTIME_TEXT_MAX])
+{
+    tw_checkpoint_key(r->s->name, "lost-alerted", key);
+    tw_ctime_format(r->committed.cluster_time, ct);
+}
+
 static bool lost_already_told(runner_t *r)
 {
     char key[TW_KEY_MAX], ct[TW_CTIME_TEXT_MAX];
     redisReply *reply;
-    bool told = false;
+    bool told;
 
     if (!r->redis || !r->committed.has_token)
         return false;
-    tw_checkpoint_key(r->s->name, "lost-alerted", key);
-    tw_ctime_format(r->committed.cluster_time, ct);
+    lost_alerted_key(r, key, ct);
     reply = tw_redis_command(r->redis, NULL, "GET %s", key);
     told = reply && reply->type == REDIS_REPLY_STRING && strcmp(reply->str, ct) == 0;
     freeReplyObject(reply);
-    if (!told) {
-        reply = tw_redis_command(r->redis, NULL, "SET %s %s PX %lld", key, ct,
-                                 (long long)r->s->alert_repeat_ms);
-        freeReplyObject(reply);
-    }
     return told;
+}
+
+/* Remembered only once Slack took it: a refused alert goes out again at
+ * the next start. */
+static void lost_told(runner_t *r)
+{
+    char key[TW_KEY_MAX], ct[TW_CTIME_TEXT_MAX];
+
+    if (!r->redis || !r->committed.has_token)
+        return;
+    lost_alerted_key(r, key, ct);
+    freeReplyObject(tw_redis_command(r->redis, NULL, "SET %s %s PX %lld", key, ct,
+                                     (long long)r->s->alert_repeat_ms));
+}
+
+/* Sends the LOST alert and waits for Slack's answer; true when it took it
+ * (no message failed or was dropped meanwhile). */
+static bool deliver_lost(runner_t *r, const char *payload)
+{
+    tw_slack_stats_t before, after;
+
+    tw_slack_stats(r->slack, &before);
+    tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
+    if (!tw_slack_flush(r->slack, LOST_ALERT_WAIT_MS)) {
+        TW_WARN("the LOST alert could not be delivered within %d s",
+                LOST_ALERT_WAIT_MS / 1000);
+        return false;
+    }
+    tw_slack_stats(r->slack, &after);
+    return after.sent > before.sent && after.failed == before.failed &&
+           after.dropped == before.dropped;
 }
 
 /* An alert about the watcher's own checkpoint, as it was last committed. */
@@ -423,11 +455,12 @@ static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char 
                 "next reminder is due after --alert-repeat");
     } else if (r->slack) {
         char *payload = tw_alert_slack_payload(&a);
-        tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
+
+        if (!wait)
+            tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
+        else if (deliver_lost(r, payload))
+            lost_told(r);
         bson_free(payload);
-        if (wait && !tw_slack_flush(r->slack, LOST_ALERT_WAIT_MS))
-            TW_WARN("the LOST alert could not be delivered within %d s",
-                    LOST_ALERT_WAIT_MS / 1000);
     }
 }
 

@@ -1,5 +1,6 @@
 #include "guarded.h"
 
+#include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,21 @@ void fx_set_key_time(fx_t *fx, const char *key, uint32_t t)
 
     snprintf(value, sizeof value, "%u:1", t);
     fx_set_key(fx, key, value);
+}
+
+void fx_seed_own_at_newest(fx_t *fx)
+{
+    bson_t state;
+    bson_iter_t t, i;
+    char *data;
+
+    fx_sim(fx, "GET", "/state", NULL, &state);
+    cr_assert(bson_iter_init(&t, &state) && bson_iter_find_descendant(&t, "newest.t", &t));
+    cr_assert(bson_iter_init(&i, &state) && bson_iter_find_descendant(&i, "newest.i", &i));
+    data = fx_hwm_data((uint32_t)bson_iter_as_int64(&t), (uint32_t)bson_iter_as_int64(&i));
+    fx_seed_checkpoint(fx, data, NULL);
+    bson_free(data);
+    bson_destroy(&state);
 }
 
 double fx_metric(int port, const char *series)

@@ -13,6 +13,10 @@
 void fx_set_key(fx_t *fx, const char *key, const char *value);
 void fx_set_key_time(fx_t *fx, const char *key, uint32_t t);
 
+/* The watcher's own checkpoint at the simulator's newest entry: a start
+ * that finds it says nothing (no "started without a checkpoint" alert). */
+void fx_seed_own_at_newest(fx_t *fx);
+
 /* The value of one series ("name" or "name{labels}") on 127.0.0.1:port's
  * /metrics, or NAN when it is not there. */
 double fx_metric(int port, const char *series);

@@ -73,6 +73,7 @@ static void spawn_guarding(th_proc_t *p, int metrics_port, const char *const mor
     for (size_t k = 0; more && more[k]; k++)
         extra[n++] = more[k];
     extra[n] = NULL;
+    fx_seed_own_at_newest(&fx);
     fx_spawn(&fx, p, extra);
 }
 

@@ -258,6 +258,34 @@ Test(recover, restarts_after_exit_3_do_not_repeat_the_alert)
     bson_free(lost);
 }
 
+Test(recover, a_lost_alert_slack_refused_is_sent_at_the_next_start)
+{
+    char *lost = fx_hwm_data(T0 - 24 * HOUR, 1);
+    char **texts;
+    size_t n;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_webhook_start(&fx, &hook);
+    /* 400 is not retried: the first start's LOST alert is refused. */
+    fx_webhook_script(&hook, "{\"responses\": [{\"status\": 400, \"body\": \"no_text\"}], "
+                             "\"then\": 200}");
+    fx_seed_checkpoint(&fx, lost, NULL);
+    for (int run = 0; run < 3; run++) {
+        const char *const extra[] = {"--slack-webhook", hook.url, NULL};
+        char *err = NULL;
+        cr_expect_eq(fx_run(&fx, extra, 30000, &err), 3, "run %d: %s", run, err);
+        free(err);
+    }
+    cr_expect_eq(fx_webhook_count(&hook), 2, "refused once, delivered at the next start, "
+                                             "then not again");
+    n = fx_webhook_texts(&hook, &texts);
+    cr_expect_eq(n, 1, "one LOST alert reached Slack, not %zu", n);
+    for (size_t k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
+    bson_free(lost);
+}
+
 Test(recover, a_failing_fallback_backs_off_instead_of_storming)
 {
     static const char *const extra[] = {"--on-token-lost", "fallback", NULL};

@@ -117,6 +117,7 @@ static void spawn_guarding(th_proc_t *p, int port, const char *const more[])
     for (size_t k = 0; more && more[k]; k++)
         extra[n++] = more[k];
     extra[n] = NULL;
+    fx_seed_own_at_newest(&fx);
     fx_spawn(&fx, p, extra);
 }
 

@@ -159,3 +159,17 @@ Test(alert, a_sharded_cluster_names_the_edge_shard)
     bson_free(text);
     bson_free(payload);
 }
+
+Test(alert, a_notice_from_the_follower_gives_no_ageing_advice)
+{
+    tw_alert_t a = example(TW_STATE_WARN, TW_NOTIFY_CHANGE);
+    char *text;
+
+    a.reason = "started without a checkpoint: following from now";
+    text = tw_alert_text(&a);
+    cr_expect(strstr(text, "started without a checkpoint") != NULL, "%s", text);
+    cr_expect(strstr(text, "ageing") == NULL, "%s", text);
+    cr_expect(strstr(text, "--resume-from oldest") == NULL, "%s", text);
+    cr_expect(strstr(text, "Widen the window") == NULL, "%s", text);
+    bson_free(text);
+}
