@@ -28,11 +28,34 @@
  * gaps list, unless the newest gap already starts there (a recovery that had
  * to be tried twice).
  *
- * Redis does not roll back a transaction whose XADD fails when it runs
- * (WRONGTYPE): the script then sees the stream key is not a stream and
- * refuses, so the checkpoint never covers events that were not written.
+ * The events of the batch are appended by the script itself, after it has
+ * checked the type of every key it writes: a key of the wrong type is
+ * refused (TWTYPE, naming it) before anything is written, so events and
+ * checkpoint land together or not at all. (Redis does not roll back a
+ * MULTI/EXEC whose commands fail when they run, nor a script that fails
+ * half way: checking first is what makes it one step.) ARGV[17] is the
+ * stream's MAXLEN, ARGV[18] the number of events, then five values each.
  */
 static const char commit_script[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local function wrong(key, want)\n"
+    "  local t = redis.call('TYPE', key)['ok']\n"
+    "  if t ~= want and t ~= 'none' then\n"
+    "    return redis.error_reply('TWTYPE ' .. key .. ' holds a ' .. t ..\n"
+    "                             ', not a ' .. want)\n"
+    "  end\n"
+    "end\n"
+    "local bad = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list') or\n"
+    "            wrong(KEYS[3], 'list') or (KEYS[4] and wrong(KEYS[4], 'stream'))\n"
+    "if bad then return bad end\n"
+    "if KEYS[4] then\n"
+    "  for k = 0, tonumber(ARGV[18]) - 1 do\n"
+    "    local b = 19 + k * 5\n"
+    "    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[17], '*', 'event', ARGV[b],\n"
+    "               'token', ARGV[b + 1], 'cluster_time', ARGV[b + 2], 'op',\n"
+    "               ARGV[b + 3], 'ns', ARGV[b + 4])\n"
+    "  end\n"
+    "end\n"
     "local function snapshot(reason)\n"
     "  local h = redis.call('HGETALL', KEYS[1])\n"
     "  if #h == 0 then return nil end\n"
@@ -47,13 +70,6 @@ static const char commit_script[] =
     "  if snap then\n"
     "    redis.call('LPUSH', KEYS[2], snap)\n"
     "    redis.call('LTRIM', KEYS[2], 0, " TW_STR(TW_HISTORY_MAX) " - 1)\n"
-    "  end\n"
-    "end\n"
-    "if KEYS[4] then\n"
-    "  local t = redis.call('TYPE', KEYS[4])['ok']\n"
-    "  if t ~= 'stream' and t ~= 'none' then\n"
-    "    return redis.error_reply('the event stream ' .. KEYS[4] ..\n"
-    "                             ' holds a ' .. t .. ', not a stream')\n"
     "  end\n"
     "end\n"
     "if ARGV[10] == 'force' then\n"
@@ -400,28 +416,50 @@ out:
     return ok;
 }
 
-/* Appends the EVAL of the commit script to the pipeline. */
-static void append_script(redisContext *c, const tw_commit_t *commit,
-                          const tw_checkpoint_fields_t *fields, bool with_stream)
+/* The five values of one event, for the script's XADD. */
+static void event_args(const tw_event_t *e, char ct[TW_CTIME_TEXT_MAX], const char **argv)
+{
+    tw_ctime_format(e->cluster_time, ct);
+    argv[0] = e->json;
+    argv[1] = e->token_json;
+    argv[2] = ct;
+    argv[3] = e->op;
+    argv[4] = e->ns;
+}
+
+/* Sends the EVAL of the commit script, with the batch's events. */
+static bool send_script(redisContext *c, const tw_commit_t *commit,
+                        const tw_checkpoint_fields_t *fields, tw_error_t *err)
 {
     const tw_checkpoint_t *record = commit->record;
-    char t[16], i[16], now[24], every[24];
+    size_t nevents = commit->events ? commit->events->count : 0;
+    char t[16], i[16], now[24], every[24], maxlen[24], count[24];
+    char (*times)[TW_CTIME_TEXT_MAX] = NULL;
     const char *data = "";
-    const char *argv[24];
+    /* EVAL, the script, the key count, 4 keys, 18 values, 5 per event. */
+    const size_t fixed = 3 + 4 + 18;
+    const char **argv = calloc(fixed + 5 * nevents, sizeof *argv);
     size_t k = 0;
+    bool ok;
 
+    if (nevents && !(times = calloc(nevents, sizeof *times)))
+        abort();
+    if (!argv)
+        abort();
     tw_token_data(&record->token, &data, NULL);
     snprintf(t, sizeof t, "%" PRIu32, record->cluster_time.t);
     snprintf(i, sizeof i, "%" PRIu32, record->cluster_time.i);
     snprintf(now, sizeof now, "%" PRId64, record->updated_ms);
     snprintf(every, sizeof every, "%d", TW_HISTORY_EVERY_MS);
+    snprintf(maxlen, sizeof maxlen, "%lld", commit->stream_maxlen);
+    snprintf(count, sizeof count, "%zu", nevents);
     argv[k++] = "EVAL";
     argv[k++] = commit_script;
-    argv[k++] = with_stream ? "4" : "3";
+    argv[k++] = nevents ? "4" : "3";
     argv[k++] = commit->checkpoint_key;
     argv[k++] = commit->history_key;
     argv[k++] = commit->gaps_key;
-    if (with_stream)
+    if (nevents)
         argv[k++] = commit->stream_key;
     argv[k++] = fields->values[0];
     argv[k++] = t;
@@ -439,34 +477,18 @@ static void append_script(redisContext *c, const tw_commit_t *commit,
     argv[k++] = commit->gap_json ? commit->gap_json : "";
     argv[k++] = fields->values[7];
     argv[k++] = fields->values[8];
-    redisAppendCommandArgv(c, (int)k, argv, NULL);
-}
-
-static void append_xadd(redisContext *c, const char *stream_key,
-                        const char *maxlen, const tw_event_t *e)
-{
-    char ct[TW_CTIME_TEXT_MAX];
-    const char *argv[16];
-    size_t k = 0;
-
-    tw_ctime_format(e->cluster_time, ct);
-    argv[k++] = "XADD";
-    argv[k++] = stream_key;
-    argv[k++] = "MAXLEN";
-    argv[k++] = "~";
     argv[k++] = maxlen;
-    argv[k++] = "*";
-    argv[k++] = "event";
-    argv[k++] = e->json;
-    argv[k++] = "token";
-    argv[k++] = e->token_json;
-    argv[k++] = "cluster_time";
-    argv[k++] = ct;
-    argv[k++] = "op";
-    argv[k++] = e->op;
-    argv[k++] = "ns";
-    argv[k++] = e->ns;
-    redisAppendCommandArgv(c, (int)k, argv, NULL);
+    argv[k++] = count;
+    if (k > fixed)
+        abort(); /* the table above was not kept up to date */
+    for (size_t e = 0; e < nevents; e++, k += 5)
+        event_args(&commit->events->items[e], times[e], &argv[k]);
+    ok = redisAppendCommandArgv(c, (int)k, argv, NULL) == REDIS_OK;
+    if (!ok)
+        tw_error_set(err, TW_ERR_REDIS, 0, "redis: the commit could not be sent");
+    free(times);
+    free(argv);
+    return ok;
 }
 
 static bool read_reply(redisContext *c, redisReply **out, tw_error_t *err)
@@ -485,7 +507,12 @@ static bool script_result(const redisReply *r, tw_commit_result_t *result,
                           tw_error_t *err)
 {
     if (r->type == REDIS_REPLY_ERROR) {
-        tw_error_set(err, TW_ERR_REDIS, 0, "checkpoint script: %s", r->str);
+        if (strncmp(r->str, "TWTYPE ", 7) == 0)
+            tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE,
+                         "nothing was written: %s", r->str + 7);
+        else
+            tw_error_set(err, TW_ERR_REDIS, TW_REDIS_REPLY_ERROR, "checkpoint script: %s",
+                         r->str);
         return false;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -504,67 +531,17 @@ bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
                           tw_commit_result_t *result, tw_error_t *err)
 {
     tw_checkpoint_fields_t fields;
-    size_t nevents = commit->events ? commit->events->count : 0;
     redisReply *reply = NULL;
-    char maxlen[24];
     bool ok = false;
 
     memset(result, 0, sizeof *result);
     if (!tw_checkpoint_encode(commit->record, &fields, err))
         return false;
-    if (nevents == 0) {
-        append_script(c, commit, &fields, false);
-        if (!read_reply(c, &reply, err))
-            goto out_release_fields;
+    /* One command, one round trip: the script appends the events too. */
+    if (send_script(c, commit, &fields, err) && read_reply(c, &reply, err)) {
         ok = script_result(reply, result, err);
-        goto out_free_reply;
-    }
-
-    /* One round trip: MULTI, the XADDs, the script and EXEC. */
-    snprintf(maxlen, sizeof maxlen, "%lld", commit->stream_maxlen);
-    redisAppendCommand(c, "MULTI");
-    for (size_t k = 0; k < nevents; k++)
-        append_xadd(c, commit->stream_key, maxlen, &commit->events->items[k]);
-    append_script(c, commit, &fields, true);
-    redisAppendCommand(c, "EXEC");
-    /* MULTI's OK and each QUEUED: a queueing error aborts the EXEC. */
-    for (size_t k = 0; k < nevents + 2; k++) {
-        if (!read_reply(c, &reply, err))
-            goto out_release_fields;
-        if (reply->type == REDIS_REPLY_ERROR) {
-            tw_error_set(err, TW_ERR_REDIS, 0, "redis: %s", reply->str);
-            freeReplyObject(reply);
-            /* Drain the rest so the context could be reused. */
-            for (size_t rest = k + 1; rest < nevents + 3; rest++) {
-                if (!read_reply(c, &reply, NULL))
-                    break;
-                freeReplyObject(reply);
-            }
-            reply = NULL;
-            goto out_release_fields;
-        }
         freeReplyObject(reply);
-        reply = NULL;
     }
-    if (!read_reply(c, &reply, err))
-        goto out_release_fields;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != nevents + 1) {
-        tw_error_set(err, TW_ERR_REDIS, 0, "redis: the transaction %s",
-                     reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                      : "was not executed");
-        goto out_free_reply;
-    }
-    for (size_t k = 0; k < nevents; k++) {
-        if (reply->element[k]->type == REDIS_REPLY_ERROR) {
-            tw_error_set(err, TW_ERR_REDIS, 0, "redis: XADD %s: %s",
-                         commit->stream_key, reply->element[k]->str);
-            goto out_free_reply;
-        }
-    }
-    ok = script_result(reply->element[nevents], result, err);
-out_free_reply:
-    freeReplyObject(reply);
-out_release_fields:
     tw_checkpoint_fields_release(&fields);
     return ok;
 }

@@ -79,6 +79,7 @@ typedef struct {
     bool recovering;
     char recovery_source[TW_SOURCE_MAX];
     char recovery_reason[TW_SOURCE_MAX]; /* the history entry's reason; "" = the source */
+    int commit_code; /* the exit code when commit() failed */
     char *recovery_gap; /* JSON, or NULL */
     bool has_override;
     tw_start_t start_override;
@@ -211,6 +212,7 @@ static bool commit(runner_t *r)
     tw_commit_t c;
     bool final = false;
 
+    r->commit_code = TW_EXIT_FAILURE;
     if (!r->dirty)
         return true;
     if (!tw_sink_flush(&r->sink, &err)) {
@@ -238,6 +240,14 @@ static bool commit(runner_t *r)
         if (redis_connected(r, &err) &&
             tw_checkpoint_commit(r->redis, &c, &result, &err))
             break;
+        if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_WRONG_TYPE) {
+            /* Not an outage: retrying cannot help, and nothing was written. */
+            TW_ERROR("the checkpoint cannot be written: %s. Rename or delete that key "
+                     "(is another program using tokenwatch's names?), then start again",
+                     err.message);
+            r->commit_code = TW_EXIT_USAGE;
+            return false;
+        }
         redis_failed(r, &err);
         final = final || stop_requested(r);
         if (!redis_backoff(r, final)) {
@@ -956,7 +966,7 @@ static follow_outcome_t commit_or_done(runner_t *r, follow_outcome_t then, int *
 {
     if (commit(r))
         return then;
-    *code = TW_EXIT_FAILURE;
+    *code = r->commit_code;
     return FOLLOW_DONE;
 }
 
@@ -1003,7 +1013,7 @@ static follow_outcome_t on_event(runner_t *r, tw_follow_t *f, const bson_t *doc,
         return commit_or_done(r, FOLLOW_REOPEN, code);
     }
     if (r->s->max_events && r->events_this_run >= r->s->max_events) {
-        *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+        *code = commit(r) ? TW_EXIT_OK : r->commit_code;
         TW_INFO("stopping after --max-events %" PRId64, r->s->max_events);
         return FOLLOW_DONE;
     }
@@ -1096,7 +1106,7 @@ static void stopped_at_until(runner_t *r, int *code)
     char until[TW_CTIME_TEXT_MAX];
 
     tw_ctime_format(r->until, until);
-    *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+    *code = commit(r) ? TW_EXIT_OK : r->commit_code;
     TW_INFO("stopping: the stream passed --until %s after %" PRId64 " events", until,
             r->events_this_run);
 }
@@ -1111,7 +1121,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
         tw_error_t err;
 
         if (stop_requested(r)) {
-            *code = commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+            *code = commit(r) ? TW_EXIT_OK : r->commit_code;
             TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
             return FOLLOW_DONE;
         }
@@ -1193,7 +1203,7 @@ static int follow_loop(runner_t *r)
         int code = TW_EXIT_OK;
 
         if (stop_requested(r))
-            return commit(r) ? TW_EXIT_OK : TW_EXIT_FAILURE;
+            return commit(r) ? TW_EXIT_OK : r->commit_code;
         tw_metrics_add(r->metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, &err);
         if (!f) {

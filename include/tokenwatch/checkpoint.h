@@ -126,6 +126,10 @@ typedef struct {
     tw_ctime_t stored_time;  /* when not written: what Redis holds */
 } tw_commit_result_t;
 
+/* err->code when a key tokenwatch writes holds another type: nothing was
+ * written, and retrying cannot help. */
+#define TW_CHECKPOINT_WRONG_TYPE 1001
+
 bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
                           tw_commit_result_t *result, tw_error_t *err);
 

@@ -313,3 +313,43 @@ Test(faults, an_invalidated_stream_reopens_with_start_after)
     bson_destroy(&stage);
     free(source);
 }
+
+/* A key of the wrong type under tokenwatch's names: a clear error naming it
+ * and exit 2, never "Redis unavailable" with the batch appended again at
+ * every retry. */
+static void wrong_type_refused(const char *key, const char *make_it_wrong)
+{
+    static const char *const extra[] = {"--sink", "redis", "--checkpoint-every", "1", NULL};
+    th_proc_t p;
+    char *err, want[160];
+    long long before;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    fx_spawn(&fx, &p, extra);
+    cr_assert(fx_wait_checkpoint(&fx, 10000));
+    bson_free(fx_post_events(&fx, 2));
+    th_assert_dump(fx_wait_checkpoint_events(&fx, 2, 10000), p.err_path, "2 events");
+    before = th_redis_xlen(&fx.redis, FX_STREAM);
+    freeReplyObject(th_redis_cmd(&fx.redis, "DEL %s", key));
+    freeReplyObject(th_redis_cmd(&fx.redis, make_it_wrong, key));
+    bson_free(fx_post_events(&fx, 3));
+    th_assert_dump(th_proc_wait(&p, 15000), p.err_path, "stops");
+    cr_expect_eq(th_proc_exit_code(&p), 2, "exit 2, got %d", th_proc_exit_code(&p));
+    cr_expect_eq(th_redis_xlen(&fx.redis, FX_STREAM), before,
+                 "no event appended without its checkpoint");
+    err = th_proc_stderr(&p);
+    snprintf(want, sizeof want, "%s holds a", key);
+    cr_expect(strstr(err, want) != NULL, "names the key:\n%s", err);
+    cr_expect(strstr(err, "unavailable") == NULL, "not an outage:\n%s", err);
+    free(err);
+}
+
+Test(faults, a_checkpoint_key_of_the_wrong_type_appends_nothing)
+{
+    wrong_type_refused(FX_CHECKPOINT, "SET %s garbage");
+}
+
+Test(faults, a_history_key_of_the_wrong_type_appends_nothing)
+{
+    wrong_type_refused("tokenwatch:{default}:history", "SET %s garbage");
+}
