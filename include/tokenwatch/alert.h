@@ -5,7 +5,7 @@
  * token's time (UTC), the window and the time left in words; for WARN,
  * CRIT and LOST the exact command that recovers, and how to widen the
  * window. The Slack payload is Block Kit with a plain `text` fallback; the
- * same text is what the log shows.
+ * same text (escaped for Slack, see below) is what the log shows.
  */
 #ifndef TOKENWATCH_ALERT_H
 #define TOKENWATCH_ALERT_H
