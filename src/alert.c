@@ -4,6 +4,67 @@
 #include <string.h>
 
 #include "tokenwatch/duration.h"
+#include "tokenwatch/utf8.h"
+
+char *tw_alert_escape(const char *value)
+{
+    bson_string_t *out;
+    size_t n, k = 0;
+
+    if (!value)
+        return NULL;
+    n = strlen(value);
+    out = bson_string_new(NULL);
+    while (k < n) {
+        size_t len = tw_utf8_char_len(value + k, n - k);
+
+        if (len == 0) {
+            bson_string_append(out, "\xef\xbf\xbd"); /* U+FFFD */
+            len = 1;
+        } else if (value[k] == '&') {
+            bson_string_append(out, "&amp;");
+        } else if (value[k] == '<') {
+            bson_string_append(out, "&lt;");
+        } else if (value[k] == '>') {
+            bson_string_append(out, "&gt;");
+        } else {
+            char one[5];
+            memcpy(one, value + k, len);
+            one[len] = '\0';
+            bson_string_append(out, one);
+        }
+        k += len;
+    }
+    return bson_string_free(out, false);
+}
+
+/* The alert with every value from outside escaped (see tw_alert_escape):
+ * what the text and the payload are built from. */
+typedef struct {
+    tw_alert_t a;
+    char *owned[5];
+} escaped_t;
+
+static void escaped_init(escaped_t *e, const tw_alert_t *a)
+{
+    e->a = *a;
+    e->owned[0] = tw_alert_escape(a->environment);
+    e->owned[1] = tw_alert_escape(a->name);
+    e->owned[2] = tw_alert_escape(a->key);
+    e->owned[3] = tw_alert_escape(a->reason);
+    e->owned[4] = tw_alert_escape(a->edge_shard);
+    e->a.environment = e->owned[0] ? e->owned[0] : "";
+    e->a.name = e->owned[1] ? e->owned[1] : "";
+    e->a.key = e->owned[2] ? e->owned[2] : "";
+    e->a.reason = e->owned[3];
+    e->a.edge_shard = e->owned[4];
+}
+
+static void escaped_release(escaped_t *e)
+{
+    for (size_t k = 0; k < sizeof e->owned / sizeof e->owned[0]; k++)
+        bson_free(e->owned[k]);
+}
 
 static const char *state_emoji(const tw_alert_t *a)
 {
@@ -30,8 +91,8 @@ static void shard_words(const tw_alert_t *a, char out[TW_ALERT_SHARD_TEXT_MAX])
 {
     out[0] = '\0';
     if (a->edge_shard && !a->window.from_retention)
-        snprintf(out, TW_ALERT_SHARD_TEXT_MAX, " on shard %.*s, the smallest of %zu",
-                 TW_SHARD_NAME_MAX, a->edge_shard, a->shard_count);
+        tw_utf8_format(out, TW_ALERT_SHARD_TEXT_MAX, " on shard %s, the smallest of %zu",
+                       a->edge_shard, a->shard_count);
 }
 
 static void time_left_words(const tw_alert_t *a, char out[TW_DURATION_TEXT_MAX])
@@ -116,7 +177,8 @@ char *tw_alert_recovery(const tw_alert_t *a)
         a->name, a->environment);
 }
 
-char *tw_alert_text(const tw_alert_t *a)
+/* The text, from an alert whose values are already escaped. */
+static char *build_text(const tw_alert_t *a)
 {
     char token_date[TW_UTC_TEXT_MAX], window[TW_DURATION_TEXT_MAX + TW_ALERT_SHARD_TEXT_MAX];
     char shard[TW_ALERT_SHARD_TEXT_MAX];
@@ -126,7 +188,7 @@ char *tw_alert_text(const tw_alert_t *a)
     char *widen = tw_alert_widen_command(a);
     char *text;
     const char *lead;
-    char detail[768] = "";
+    char detail[TW_ALERT_SHARD_TEXT_MAX + 3 * TW_DURATION_TEXT_MAX + 256] = "";
 
     if (a->notify == TW_NOTIFY_RESOLVED)
         lead = "resolved";
@@ -144,12 +206,12 @@ char *tw_alert_text(const tw_alert_t *a)
             /* Whole seconds: a forecast has no millisecond precision. */
             tw_utc_format((a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0)) / 1000 * 1000,
                           when);
-            snprintf(detail, sizeof detail,
+            tw_utf8_format(detail, sizeof detail,
                      "; token from %s, %s left (%.0f%% of a %s window%s; lost "
                      "around %s)",
                      token_date, left, a->measure.share * 100.0, window, shard, when);
         } else {
-            snprintf(detail, sizeof detail, "; token from %s, time left %s, window %s%s",
+            tw_utf8_format(detail, sizeof detail, "; token from %s, time left %s, window %s%s",
                      a->has_token ? token_date : "?", left, window, shard);
         }
     } else if (a->has_token) {
@@ -175,6 +237,17 @@ char *tw_alert_text(const tw_alert_t *a)
     bson_free(advice);
     bson_free(recovery);
     bson_free(widen);
+    return text;
+}
+
+char *tw_alert_text(const tw_alert_t *a)
+{
+    escaped_t e;
+    char *text;
+
+    escaped_init(&e, a);
+    text = build_text(&e.a);
+    escaped_release(&e);
     return text;
 }
 
@@ -208,11 +281,12 @@ static void append_field(bson_t *fields, int *n, const char *label, const char *
     bson_free(text);
 }
 
-char *tw_alert_slack_payload(const tw_alert_t *a)
+/* The payload, from an alert whose values are already escaped. */
+static char *build_payload(const tw_alert_t *a)
 {
     bson_t payload = BSON_INITIALIZER;
     bson_t blocks, section, fields;
-    char *text = tw_alert_text(a);
+    char *text = build_text(a);
     char *recovery = tw_alert_recovery(a);
     char *header;
     char *json;
@@ -284,5 +358,16 @@ char *tw_alert_slack_payload(const tw_alert_t *a)
     bson_free(header);
     bson_free(text);
     bson_free(recovery);
+    return json;
+}
+
+char *tw_alert_slack_payload(const tw_alert_t *a)
+{
+    escaped_t e;
+    char *json;
+
+    escaped_init(&e, a);
+    json = build_payload(&e.a);
+    escaped_release(&e);
     return json;
 }

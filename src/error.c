@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tokenwatch/utf8.h"
+
 void tw_error_set(tw_error_t *err, tw_error_domain_t domain, int code,
                   const char *fmt, ...)
 {
@@ -16,6 +18,10 @@ void tw_error_set(tw_error_t *err, tw_error_domain_t domain, int code,
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    /* Server messages are cut by libmongoc's buffer and by ours: cut on a
+     * character, and what is not UTF-8 replaced, so the message can go into
+     * JSON (gap records, alerts, JSON logs). */
+    tw_utf8_fix(err->message);
 }
 
 void tw_error_prefix(tw_error_t *err, const char *fmt, ...)
@@ -32,6 +38,7 @@ void tw_error_prefix(tw_error_t *err, const char *fmt, ...)
     /* A long message loses its tail: the context in front matters more. */
     if (snprintf(joined, sizeof joined, "%s: %s", prefix, err->message) < 0)
         return;
+    tw_utf8_fix(joined);
     memcpy(err->message, joined, sizeof joined);
 }
 

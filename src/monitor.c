@@ -12,6 +12,7 @@
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/retry.h"
+#include "tokenwatch/utf8.h"
 
 struct tw_monitor {
     tw_monitor_opts_t opts;
@@ -79,6 +80,8 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
          "Alerts Slack refused or that were given up after retries."},
         {"tokenwatch_alerts_dropped_total", TW_METRIC_COUNTER,
          "Alerts dropped because the send queue was full."},
+        {"tokenwatch_records_failed_total", TW_METRIC_COUNTER,
+         "Gap records and alerts that could not be built (logged; nothing recorded or sent)."},
         {"tokenwatch_fallbacks_total", TW_METRIC_COUNTER,
          "Fallback replays after a lost resume point."},
         {"tokenwatch_resume_attempts_total", TW_METRIC_COUNTER,
@@ -357,8 +360,15 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
         char *payload = tw_alert_slack_payload(&a);
         char summary[TW_KEY_MAX + 32];
 
-        snprintf(summary, sizeof summary, "%s %s", g->key, tw_state_name(g->state));
-        tw_slack_enqueue(m->opts.slack, payload, summary);
+        tw_utf8_format(summary, sizeof summary, "%s %s", g->key, tw_state_name(g->state));
+        if (payload) {
+            tw_slack_enqueue(m->opts.slack, payload, summary);
+        } else {
+            /* Never skipped in silence: logged and counted. */
+            TW_ERROR("the Slack alert for %s could not be built: it is NOT sent; counted in "
+                     "tokenwatch_records_failed_total", summary);
+            tw_metrics_add(m->opts.metrics, "tokenwatch_records_failed_total", NULL, 1);
+        }
         bson_free(payload);
     }
     bson_free(text);
@@ -376,7 +386,7 @@ static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
         const tw_error_t *e = m->mongo_failures >= after ? &m->mongo_error : &m->redis_error;
 
         g->state = TW_STATE_UNKNOWN;
-        snprintf(g->reason, sizeof g->reason, "%s unreadable for %u rounds: %s",
+        tw_utf8_format(g->reason, sizeof g->reason, "%s unreadable for %u rounds: %s",
                  m->mongo_failures >= after ? "MongoDB" : "Redis",
                  m->mongo_failures >= after ? m->mongo_failures : m->redis_failures,
                  e->message);
@@ -388,7 +398,7 @@ static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
     if (!read_ok) {
         g->state = TW_STATE_UNKNOWN;
         g->has_token = false;
-        snprintf(g->reason, sizeof g->reason, "%s", read_err->message);
+        tw_utf8_format(g->reason, sizeof g->reason, "%s", read_err->message);
         g->assessed = true;
         return;
     }
@@ -397,7 +407,7 @@ static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
             return;
         g->state = TW_STATE_UNKNOWN;
         g->has_token = false;
-        snprintf(g->reason, sizeof g->reason, "%s does not exist%s", g->key,
+        tw_utf8_format(g->reason, sizeof g->reason, "%s does not exist%s", g->key,
                  g->own ? " (no checkpoint yet)" : "");
         g->assessed = true;
         return;

@@ -7,6 +7,7 @@
 
 #include "tokenwatch/duration.h"
 #include "tokenwatch/redis.h"
+#include "tokenwatch/utf8.h"
 
 int64_t tw_plan_delta_s(const tw_plan_t *plan)
 {
@@ -81,15 +82,19 @@ char *tw_gap_json(tw_ctime_t from, tw_ctime_t to, const char *reason,
     bson_t doc = BSON_INITIALIZER;
     char f[TW_CTIME_TEXT_MAX], t[TW_CTIME_TEXT_MAX];
     char *json;
+    char *why = bson_strdup(reason ? reason : "");
 
+    /* libbson makes no JSON of text that is not UTF-8. */
+    tw_utf8_fix(why);
     tw_ctime_format(from, f);
     tw_ctime_format(to, t);
     BSON_APPEND_UTF8(&doc, "from", f);
     BSON_APPEND_UTF8(&doc, "to", t);
-    BSON_APPEND_UTF8(&doc, "reason", reason);
+    BSON_APPEND_UTF8(&doc, "reason", why);
     BSON_APPEND_INT64(&doc, "detected_ms", detected_ms);
     json = bson_as_relaxed_extended_json(&doc, NULL);
     bson_destroy(&doc);
+    bson_free(why);
     return json;
 }
 

@@ -21,6 +21,7 @@
 #include "tokenwatch/sink.h"
 #include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
+#include "tokenwatch/utf8.h"
 
 #define REDIS_TIMEOUT_MS 5000
 #define RETRY_BASE_MS 250
@@ -413,24 +414,6 @@ static void lost_told(runner_t *r)
                                      (long long)r->s->alert_repeat_ms));
 }
 
-/* Sends the LOST alert and waits for Slack's answer; true when it took it
- * (no message failed or was dropped meanwhile). */
-static bool deliver_lost(runner_t *r, const char *payload)
-{
-    tw_slack_stats_t before, after;
-
-    tw_slack_stats(r->slack, &before);
-    tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
-    if (!tw_slack_flush(r->slack, LOST_ALERT_WAIT_MS)) {
-        TW_WARN("the LOST alert could not be delivered within %d s",
-                LOST_ALERT_WAIT_MS / 1000);
-        return false;
-    }
-    tw_slack_stats(r->slack, &after);
-    return after.sent > before.sent && after.failed == before.failed &&
-           after.dropped == before.dropped;
-}
-
 /* An alert about the watcher's own checkpoint, as it was last committed. */
 static void own_alert(runner_t *r, tw_alert_t *a, tw_state_t state, const char *reason)
 {
@@ -445,6 +428,49 @@ static void own_alert(runner_t *r, tw_alert_t *a, tw_state_t state, const char *
     a->token = r->committed.cluster_time;
     a->reason = reason;
     a->now_ms = tw_clock_wall_ms(r->clock);
+}
+
+/* A record or alert that could not be built is an error, logged and counted,
+ * never skipped in silence. */
+static void record_failed(runner_t *r, const char *what)
+{
+    TW_ERROR("%s could not be built (is some text in it not UTF-8?): it is NOT "
+             "recorded; counted in tokenwatch_records_failed_total", what);
+    tw_metrics_add(r->metrics, "tokenwatch_records_failed_total", NULL, 1);
+}
+
+/* Queues the alert's Slack payload; false (logged and counted) when it
+ * could not be built. */
+static bool enqueue_alert(runner_t *r, const tw_alert_t *a, const char *summary)
+{
+    char *payload = tw_alert_slack_payload(a);
+
+    if (!payload) {
+        record_failed(r, "the Slack alert");
+        return false;
+    }
+    tw_slack_enqueue(r->slack, payload, summary);
+    bson_free(payload);
+    return true;
+}
+
+/* Sends the LOST alert and waits for Slack's answer; true when it took it
+ * (no message failed or was dropped meanwhile). */
+static bool deliver_lost(runner_t *r, const tw_alert_t *a)
+{
+    tw_slack_stats_t before, after;
+
+    tw_slack_stats(r->slack, &before);
+    if (!enqueue_alert(r, a, "own checkpoint LOST"))
+        return false;
+    if (!tw_slack_flush(r->slack, LOST_ALERT_WAIT_MS)) {
+        TW_WARN("the LOST alert could not be delivered within %d s",
+                LOST_ALERT_WAIT_MS / 1000);
+        return false;
+    }
+    tw_slack_stats(r->slack, &after);
+    return after.sent > before.sent && after.failed == before.failed &&
+           after.dropped == before.dropped;
 }
 
 /* Tells Slack (when there is one) and the log that the own token is lost. */
@@ -463,14 +489,10 @@ static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char 
     if (r->slack && lost_already_told(r)) {
         TW_INFO("the LOST alert for this checkpoint was sent before this restart; the "
                 "next reminder is due after --alert-repeat");
-    } else if (r->slack) {
-        char *payload = tw_alert_slack_payload(&a);
-
-        if (!wait)
-            tw_slack_enqueue(r->slack, payload, "own checkpoint LOST");
-        else if (deliver_lost(r, payload))
-            lost_told(r);
-        bson_free(payload);
+    } else if (r->slack && !wait) {
+        enqueue_alert(r, &a, "own checkpoint LOST");
+    } else if (r->slack && deliver_lost(r, &a)) {
+        lost_told(r);
     }
 }
 
@@ -722,6 +744,7 @@ static int handle_lost(runner_t *r, const char *why)
     tw_error_t err;
     char reason[TW_ERROR_MESSAGE_MAX + 160], skipped[TW_DURATION_TEXT_MAX];
     char from[TW_CTIME_TEXT_MAX], to[TW_CTIME_TEXT_MAX], to_date[TW_UTC_TEXT_MAX];
+    char *gap = NULL;
     int64_t skipped_s;
 
     r->losses++;
@@ -734,8 +757,8 @@ static int handle_lost(runner_t *r, const char *why)
     }
     if (!resolve_start(r, r->s->fallback_from, &rs, &err)) {
         char fallback_failed[TW_ERROR_MESSAGE_MAX + 64];
-        snprintf(fallback_failed, sizeof fallback_failed, "%s; no fallback: %s", why,
-                 err.message);
+        tw_utf8_format(fallback_failed, sizeof fallback_failed, "%s; no fallback: %s", why,
+                       err.message);
         alert_lost(r, NULL, fallback_failed, true);
         return report_lost(r, fallback_failed);
     }
@@ -750,7 +773,7 @@ static int handle_lost(runner_t *r, const char *why)
     tw_ctime_format(r->committed.cluster_time, from);
     tw_ctime_format(rs.at, to);
     tw_utc_format(tw_ctime_wall_ms(rs.at), to_date);
-    snprintf(reason, sizeof reason, "%s; replayed from %s (%s)%s; %s of history skipped",
+    tw_utf8_format(reason, sizeof reason, "%s; replayed from %s (%s)%s; %s of history skipped",
              why, to, to_date,
              rs.clamped  ? ", the oldest entry, since --fallback-from is older"
              : rs.probed ? ", the earliest start the server accepts (found by probing)"
@@ -758,13 +781,14 @@ static int handle_lost(runner_t *r, const char *why)
              skipped);
     alert_lost(r, rs.window_known ? &rs.window : NULL, reason, false);
     tw_metrics_add(r->metrics, "tokenwatch_fallbacks_total", NULL, 1);
-    TW_WARN("fallback: replaying from %s %s; the gap %s..%s is recorded in %s", start_how(&rs),
-            to, from, to, r->gaps_key);
-    begin_recovery(r, "fallback", rs.kind, rs.has_token ? &rs.token : NULL, rs.at,
-                   r->committed.has_token && skipped_s > 0
-                       ? tw_gap_json(r->committed.cluster_time, rs.at, why,
-                                     tw_clock_wall_ms(r->clock))
-                       : NULL);
+    if (r->committed.has_token && skipped_s > 0) {
+        gap = tw_gap_json(r->committed.cluster_time, rs.at, why, tw_clock_wall_ms(r->clock));
+        if (!gap)
+            record_failed(r, "the gap record");
+    }
+    TW_WARN("fallback: replaying from %s %s; the gap %s..%s %s %s", start_how(&rs), to, from,
+            to, gap ? "is recorded in" : "is NOT recorded in", r->gaps_key);
+    begin_recovery(r, "fallback", rs.kind, rs.has_token ? &rs.token : NULL, rs.at, gap);
     resolved_release(&rs);
     return -1;
 }
@@ -779,11 +803,8 @@ static void alert_warn(runner_t *r, const char *reason)
     text = tw_alert_text(&a);
     TW_WARN("alert: %s", text);
     bson_free(text);
-    if (r->slack) {
-        char *payload = tw_alert_slack_payload(&a);
-        tw_slack_enqueue(r->slack, payload, "own checkpoint WARN");
-        bson_free(payload);
-    }
+    if (r->slack)
+        enqueue_alert(r, &a, "own checkpoint WARN");
 }
 
 /*
@@ -800,7 +821,7 @@ static int handle_not_found(runner_t *r, const char *why)
         r->recovering)
         return handle_lost(r, why);
     describe_position(&r->committed, at, sizeof at);
-    snprintf(reason, sizeof reason,
+    tw_utf8_format(reason, sizeof reason,
              "%s; the resume token is not in this stream's history (another "
              "collection's token, or a changed --pipeline). Resuming by time at %s: "
              "events at that time may be handed on again, none is skipped",

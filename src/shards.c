@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tokenwatch/utf8.h"
+
 /* Probing a shard must not stall the guard for the driver's 30 s default. */
 #define SHARD_TIMEOUT_MS 5000
 
@@ -181,7 +183,7 @@ static bool add_shard(tw_shards_t *out, const char *name, const char *hosts, boo
     out->shards = grown;
     s = &grown[out->count];
     memset(s, 0, sizeof *s);
-    snprintf(s->name, sizeof s->name, "%s", name);
+    tw_utf8_format(s->name, sizeof s->name, "%s", name);
     snprintf(s->hosts, sizeof s->hosts, "%s", hosts);
     s->overridden = overridden;
     s->client = mongoc_client_new_from_uri_with_error(uri, &berr);

@@ -5,7 +5,7 @@
  * token's time (UTC), the window and the time left in words; for WARN,
  * CRIT and LOST the exact command that recovers, and how to widen the
  * window. The Slack payload is Block Kit with a plain `text` fallback; the
- * same text is what the log shows.
+ * same text (escaped for Slack, see below) is what the log shows.
  */
 #ifndef TOKENWATCH_ALERT_H
 #define TOKENWATCH_ALERT_H
@@ -18,7 +18,8 @@
 #include "tokenwatch/shards.h"
 #include "tokenwatch/token.h"
 
-#define TW_ALERT_SHARD_TEXT_MAX (TW_SHARD_NAME_MAX + 48)
+/* A shard name escaped for Slack is at most 5 times as long ("&amp;"). */
+#define TW_ALERT_SHARD_TEXT_MAX (5 * TW_SHARD_NAME_MAX + 48)
 
 typedef struct {
     const char *environment;
@@ -39,7 +40,19 @@ typedef struct {
     int64_t now_ms;     /* wall clock, to say when a token will be lost */
 } tw_alert_t;
 
-/* One line for the log and Slack's fallback (bson_free). */
+/*
+ * Every value from outside (environment, name, key, reason, edge_shard) is
+ * escaped as Slack's formatting rules require (tw_alert_escape), in the text
+ * and in every block, so that a key or a server message holding "<!channel>"
+ * or "<https://evil|click>" is shown, not acted on; the markup tokenwatch
+ * writes itself (*bold*, `code`, :emoji:) is kept.
+ */
+
+/* value with &, < and > as &amp;, &lt; and &gt;, and bytes that are not
+ * UTF-8 as U+FFFD (bson_free; NULL for NULL). */
+char *tw_alert_escape(const char *value);
+
+/* One line for the log and Slack's fallback, escaped (bson_free). */
 char *tw_alert_text(const tw_alert_t *a);
 
 /* The incoming-webhook payload, JSON (bson_free). */

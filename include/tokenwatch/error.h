@@ -28,7 +28,9 @@ typedef struct {
     char message[TW_ERROR_MESSAGE_MAX];
 } tw_error_t;
 
-/* Fills err (when not NULL); the message is truncated, never overflowed. */
+/* Fills err (when not NULL); the message is truncated, never overflowed,
+ * and always valid UTF-8: cut on a character boundary, any byte that is not
+ * UTF-8 replaced by '?'. */
 void tw_error_set(tw_error_t *err, tw_error_domain_t domain, int code,
                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 

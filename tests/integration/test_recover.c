@@ -564,3 +564,66 @@ Test(recover, a_spec_that_fits_no_form_lists_the_forms)
     free(out);
     free(err);
 }
+
+static bool hook_received(void *ctx)
+{
+    (void)ctx;
+    return fx_webhook_count(&hook) >= 1;
+}
+
+/*
+ * A server message in a language other than English, long enough to be cut
+ * by a fixed-size buffer: the cut fell inside a character, libbson refused
+ * the JSON built from it, and the gap record and the LOST alert vanished
+ * (the log said the gap was recorded).
+ */
+Test(recover, a_long_non_ascii_server_message_still_records_the_gap_and_alerts)
+{
+    char *inside = fx_hwm_data(T0 - HOUR / 2, 1);
+    bson_string_t *fault = bson_string_new("{\"command\": \"aggregate\", \"kind\": \"error\", "
+                                           "\"code\": 286, \"count\": 1, \"errmsg\": \"");
+    char **texts;
+    size_t n;
+    th_proc_t p;
+    bson_t reply, gap;
+    redisReply *raw;
+
+    for (int k = 0; k < 300; k++)
+        bson_string_append(fault, k % 2 ? "\xe6\x97\xa5\xe6\x9c\xac" : "\xc3\xa9");
+    bson_string_append(fault, "\"}");
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_webhook_start(&fx, &hook);
+    fx_seed_checkpoint(&fx, inside, NULL);
+    fx_sim(&fx, "POST", "/fault", fault->str, &reply);
+    bson_destroy(&reply);
+    {
+        const char *const extra[] = {"--on-token-lost", "fallback", "--fallback-from", "now",
+                                     "--slack-webhook", hook.url, NULL};
+        fx_spawn(&fx, &p, extra);
+    }
+    th_assert_dump(wait_source("fallback", 15000), p.err_path, "the fallback lands");
+    th_assert_dump(th_wait_until(hook_received, NULL, 10000), p.err_path,
+                   "the LOST alert is delivered");
+    th_proc_stop(&p, 10000);
+
+    raw = th_redis_cmd(&fx.redis, "LINDEX %s 0", GAPS);
+    cr_assert(raw && raw->type == REDIS_REPLY_STRING, "the gap is recorded in %s", GAPS);
+    cr_expect(bson_utf8_validate(raw->str, raw->len, false), "the gap is UTF-8: %s", raw->str);
+    cr_assert(bson_init_from_json(&gap, raw->str, -1, NULL), "the gap is JSON: %s", raw->str);
+    cr_expect(strstr(field(&gap, "reason"), "\xc3\xa9\xe6\x97\xa5\xe6\x9c\xac") != NULL,
+              "the reason keeps the server's words: %s", raw->str);
+    cr_expect_eq(list_len(GAPS), 1);
+    bson_destroy(&gap);
+    freeReplyObject(raw);
+
+    n = fx_webhook_texts(&hook, &texts);
+    cr_expect_eq(n, 1, "one LOST alert");
+    for (size_t k = 0; k < n; k++) {
+        cr_expect(strstr(texts[k], "is now LOST") != NULL, "%s", texts[k]);
+        cr_expect(bson_utf8_validate(texts[k], strlen(texts[k]), false));
+        free(texts[k]);
+    }
+    free(texts);
+    bson_string_free(fault, true);
+    bson_free(inside);
+}

@@ -173,3 +173,149 @@ Test(alert, a_notice_from_the_follower_gives_no_ageing_advice)
     cr_expect(strstr(text, "Widen the window") == NULL, "%s", text);
     bson_free(text);
 }
+
+/* Values from outside (keys and fields from Redis, server messages, names
+ * an operator typed) must not turn into Slack markup: &, < and > become
+ * &amp;, &lt; and &gt;; what tokenwatch writes itself stays markup. */
+static tw_alert_t hostile(void)
+{
+    tw_alert_t a = example(TW_STATE_UNKNOWN, TW_NOTIFY_CHANGE);
+
+    a.environment = "<!here>";
+    a.key = "k<!channel>&<@U123>";
+    a.own = false;
+    a.reason = "see <https://evil|click> & <!channel>";
+    a.has_token = false;
+    a.has_measure = false;
+    return a;
+}
+
+Test(alert, text_escapes_hostile_values)
+{
+    tw_alert_t a = hostile();
+    char *text = tw_alert_text(&a);
+
+    cr_expect_str_eq(text, "[&lt;!here&gt;] tokenwatch orders-cdc: "
+                           "k&lt;!channel&gt;&amp;&lt;@U123&gt; is now UNKNOWN: "
+                           "see &lt;https://evil|click&gt; &amp; &lt;!channel&gt;");
+    bson_free(text);
+}
+
+Test(alert, text_escapes_the_key_in_advice)
+{
+    tw_alert_t a = hostile();
+    char *text;
+
+    a.state = TW_STATE_WARN;
+    a.reason = NULL;
+    text = tw_alert_text(&a);
+    cr_expect(strstr(text, "checkpoint is k&lt;!channel&gt;&amp;&lt;@U123&gt; moving") != NULL,
+              "%s", text);
+    cr_expect(strchr(text, '<') == NULL && strchr(text, '>') == NULL, "%s", text);
+    bson_free(text);
+}
+
+static char *block_field(const bson_t *doc, const char *path)
+{
+    bson_iter_t it;
+
+    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) ||
+        !BSON_ITER_HOLDS_UTF8(&it))
+        return bson_strdup("(missing)");
+    return bson_strdup(bson_iter_utf8(&it, NULL));
+}
+
+Test(alert, slack_payload_escapes_hostile_values_in_every_block)
+{
+    tw_alert_t a = hostile();
+    char *json = tw_alert_slack_payload(&a);
+    char *text = tw_alert_text(&a);
+    static const struct {
+        const char *path;
+        const char *expected;
+    } cases[] = {
+        {"blocks.0.text.text", ":grey_question: UNKNOWN · &lt;!here&gt; · orders-cdc"},
+        {"blocks.1.fields.0.text", "*Environment*\n&lt;!here&gt;"},
+        {"blocks.1.fields.1.text", "*Stream*\norders-cdc"},
+        {"blocks.1.fields.2.text", "*Key*\nk&lt;!channel&gt;&amp;&lt;@U123&gt;"},
+        {"blocks.2.text.text", "see &lt;https://evil|click&gt; &amp; &lt;!channel&gt;"},
+    };
+    bson_t doc;
+
+    cr_assert(bson_init_from_json(&doc, json, -1, NULL), "valid JSON: %s", json);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char *got = block_field(&doc, cases[k].path);
+        cr_expect_str_eq(got, cases[k].expected, "%s", cases[k].path);
+        bson_free(got);
+    }
+    {
+        char *fallback = block_field(&doc, "text");
+        cr_expect_str_eq(fallback, text);
+        bson_free(fallback);
+    }
+    bson_destroy(&doc);
+    bson_free(json);
+    bson_free(text);
+}
+
+Test(alert, slack_payload_escapes_the_key_in_advice_but_keeps_its_own_markup)
+{
+    tw_alert_t a = hostile();
+    char *json;
+
+    a.state = TW_STATE_LOST;
+    a.reason = NULL;
+    json = tw_alert_slack_payload(&a);
+    cr_expect(strstr(json, "checkpoint is k&lt;!channel&gt;&amp;&lt;@U123&gt; cannot resume") !=
+                  NULL, "%s", json);
+    cr_expect(strstr(json, "*Widen the window:* `db.adminCommand(") != NULL, "%s", json);
+    cr_expect(strstr(json, "<!") == NULL && strstr(json, "<@") == NULL, "%s", json);
+    bson_free(json);
+}
+
+Test(alert, hostile_values_in_our_own_alert_and_shard_are_escaped)
+{
+    tw_alert_t a = example(TW_STATE_CRIT, TW_NOTIFY_CHANGE);
+    char *text, *json;
+
+    a.name = "n<!channel>";
+    a.environment = "e&<@U1>";
+    a.edge_shard = "<!here>";
+    a.shard_count = 2;
+    text = tw_alert_text(&a);
+    json = tw_alert_slack_payload(&a);
+    cr_expect(strstr(text, "--name n&lt;!channel&gt; --environment e&amp;&lt;@U1&gt; ") != NULL,
+              "%s", text);
+    cr_expect(strstr(text, "on shard &lt;!here&gt;, the smallest of 2") != NULL, "%s", text);
+    cr_expect(strchr(text, '<') == NULL, "%s", text);
+    cr_expect(strstr(json, "<!") == NULL && strstr(json, "<@") == NULL, "%s", json);
+    bson_free(text);
+    bson_free(json);
+}
+
+Test(alert, escape_table)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"plain key:1", "plain key:1"},
+        {"<!channel>", "&lt;!channel&gt;"},
+        {"<!here>", "&lt;!here&gt;"},
+        {"<@U123>", "&lt;@U123&gt;"},
+        {"<https://evil|click>", "&lt;https://evil|click&gt;"},
+        {"a&b", "a&amp;b"},
+        {"&amp;", "&amp;amp;"},
+        {"*bold* `code` :x:", "*bold* `code` :x:"},
+        {"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac", "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac"},
+        {"cut \xe6\x97", "cut \xef\xbf\xbd\xef\xbf\xbd"},
+        {"bad \xff<", "bad \xef\xbf\xbd&lt;"},
+    };
+
+    cr_expect_null(tw_alert_escape(NULL));
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char *got = tw_alert_escape(cases[k].in);
+        cr_expect_str_eq(got, cases[k].out, "case %zu", k);
+        bson_free(got);
+    }
+}

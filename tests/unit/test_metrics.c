@@ -12,6 +12,7 @@
 
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
+#include "tokenwatch/monitor.h"
 
 #define EVENTS "tokenwatch_events_total"
 #define STATE "tokenwatch_token_state"
@@ -893,4 +894,38 @@ Test(http, listens_on_ipv6_loopback)
     cr_expect_eq(r.status, 200);
     tw_http_stop(h);
     tw_metrics_free(m);
+}
+
+/* The README's metrics table is the reference: every family tokenwatch
+ * declares must be named in it. */
+Test(metrics, the_readme_documents_every_metric)
+{
+    char path[512], buf[4096];
+    char *text = NULL, *rendered, *save = NULL;
+    size_t len = 0, n;
+    FILE *f, *mem;
+    tw_metrics_t *m = tw_metrics_new();
+
+    snprintf(path, sizeof path, "%s/README.md", TW_SOURCE_DIR);
+    f = fopen(path, "r");
+    cr_assert(f, "%s", path);
+    mem = open_memstream(&text, &len);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, mem);
+    fclose(mem);
+    fclose(f);
+    tw_monitor_declare_metrics(m);
+    rendered = tw_metrics_render(m);
+    for (char *line = strtok_r(rendered, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        char name[128], quoted[140];
+
+        if (sscanf(line, "# TYPE %127s", name) != 1)
+            continue;
+        snprintf(quoted, sizeof quoted, "`%s", name);
+        cr_expect(strstr(text, quoted) != NULL, "README lacks %s", name);
+    }
+    free(rendered);
+    tw_metrics_free(m);
+    free(text);
 }
