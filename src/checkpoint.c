@@ -24,9 +24,10 @@
  * checkpoint it replaces in the history.
  *
  * mode "force" (resume-from, fallback) always writes: the checkpoint it
- * replaces goes to the history first, and the gap, when there is one, to the
- * gaps list, unless the newest gap already starts there (a recovery that had
- * to be tried twice).
+ * replaces goes to the history first (once: a recovery tried again does not
+ * push the same checkpoint twice and crowd out what a rollback needs), and
+ * the gap, when there is one, to the gaps list, unless the newest gap
+ * already starts there (a recovery that had to be tried twice).
  *
  * The events of the batch are appended by the script itself, after it has
  * checked the type of every key it writes: a key of the wrong type is
@@ -65,9 +66,17 @@ static const char commit_script[] =
     "  t['reason'] = reason\n"
     "  return cjson.encode(t)\n"
     "end\n"
+    "local function kept_already()\n"
+    "  local newest = redis.call('LINDEX', KEYS[2], 0)\n"
+    "  if not newest then return false end\n"
+    "  local ok, e = pcall(cjson.decode, newest)\n"
+    "  return ok and type(e) == 'table' and\n"
+    "         e['token'] == redis.call('HGET', KEYS[1], 'token') and\n"
+    "         e['cluster_time'] == redis.call('HGET', KEYS[1], 'cluster_time')\n"
+    "end\n"
     "local function keep(reason)\n"
     "  local snap = snapshot(reason)\n"
-    "  if snap then\n"
+    "  if snap and not kept_already() then\n"
     "    redis.call('LPUSH', KEYS[2], snap)\n"
     "    redis.call('LTRIM', KEYS[2], 0, " TW_STR(TW_HISTORY_MAX) " - 1)\n"
     "  end\n"

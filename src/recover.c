@@ -211,7 +211,9 @@ void tw_history_free(tw_history_entry_t *entries, size_t count)
     free(entries);
 }
 
-/* KEYS: checkpoint, history. ARGV: n, now_ms. */
+/* KEYS: checkpoint, history. ARGV: n, now_ms. An invalidate's token keeps
+ * source=invalidate (it must be resumed with startAfter); any other is
+ * marked rollback. */
 static const char rollback_script[] =
     "local entry = redis.call('LINDEX', KEYS[2], tonumber(ARGV[1]) - 1)\n"
     "if not entry then\n"
@@ -231,9 +233,12 @@ static const char rollback_script[] =
     "  redis.call('LTRIM', KEYS[2], 0, " TW_STR(TW_HISTORY_MAX) " - 1)\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
+    "local source = 'rollback'\n"
+    "if e['source'] == 'invalidate' then source = 'invalidate' end\n"
     "redis.call('HSET', KEYS[1], 'token', e['token'], 'updated_ms', ARGV[2],\n"
-    "           'source', 'rollback')\n"
-    "for _, f in ipairs({'cluster_time', 'wall_ms', 'events', 'scope'}) do\n"
+    "           'source', source)\n"
+    "for _, f in ipairs({'cluster_time', 'wall_ms', 'events', 'scope', 'layout',\n"
+    "                    'time_source'}) do\n"
     "  if type(e[f]) == 'string' then redis.call('HSET', KEYS[1], f, e[f]) end\n"
     "end\n"
     "return 1\n";

@@ -88,6 +88,8 @@ typedef struct {
     bool has_override_token;
     tw_backoff_t lost_backoff;
     unsigned losses; /* resume points lost in a row */
+    tw_ctime_t loss_at; /* the position lost last: only moving past it ends a run of losses */
+    bool tried_start_after; /* 260 on resumeAfter: startAfter was tried once */
     bool no_start_after;   /* the server does not know startAfter */
     bool told_local_clock; /* said once that the local clock stands in */
     bool until_now;        /* --until now: resolved once connected */
@@ -227,7 +229,11 @@ static bool commit(runner_t *r)
     c.gaps_key = r->gaps_key;
     c.record = &r->position;
     if (r->recovering) {
-        snprintf(r->position.source, sizeof r->position.source, "%s", r->recovery_source);
+        /* "invalidate" belongs to the token (resume it with startAfter),
+         * whatever recovery reached it. */
+        if (strcmp(r->position.source, "invalidate") != 0)
+            snprintf(r->position.source, sizeof r->position.source, "%s",
+                     r->recovery_source);
         c.force = true;
         c.history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
         c.gap_json = r->recovery_gap;
@@ -748,6 +754,8 @@ static int handle_lost(runner_t *r, const char *why)
     int64_t skipped_s;
 
     r->losses++;
+    if (r->committed.has_token && tw_ctime_cmp(r->committed.cluster_time, r->loss_at) > 0)
+        r->loss_at = r->committed.cluster_time;
     tw_metrics_set_ready(r->metrics, "mongo", false);
     if (r->s->on_token_lost == TW_ON_LOST_FAIL) {
         tw_oplog_window_t w;
@@ -997,6 +1005,20 @@ static const tw_ctime_t *reply_time(tw_follow_t *f, tw_ctime_t *buf)
     return tw_follow_operation_time(f, buf) ? buf : NULL;
 }
 
+/*
+ * A run of losses ends only when the stream moves past the position lost
+ * last: a replay that hands the same events on and lands in the same loss
+ * keeps backing off (1 s, doubling, to 30 s) instead of storming.
+ */
+static void past_the_loss(runner_t *r, tw_ctime_t at)
+{
+    if (r->losses == 0 || tw_ctime_cmp(at, r->loss_at) <= 0)
+        return;
+    r->losses = 0;
+    r->tried_start_after = false;
+    tw_backoff_reset(&r->lost_backoff);
+}
+
 /* One event: hand it on and take its position. */
 static follow_outcome_t on_event(runner_t *r, tw_follow_t *f, const bson_t *doc, int *code)
 {
@@ -1006,13 +1028,13 @@ static follow_outcome_t on_event(runner_t *r, tw_follow_t *f, const bson_t *doc,
     bool invalidate;
 
     dependency_ok(r, &r->mongo_dep);
-    r->losses = 0;
     if (!tw_event_from_bson(doc, r->s->sink != TW_SINK_NONE, reply_time(f, &op),
                             tw_clock_wall_ms(r->clock), &event, &err)) {
         TW_ERROR("%s", err.message);
         *code = TW_EXIT_FAILURE;
         return FOLLOW_DONE;
     }
+    past_the_loss(r, event.cluster_time);
     if (past_until(r, event.cluster_time)) {
         tw_event_release(&event);
         return FOLLOW_UNTIL;
@@ -1070,10 +1092,10 @@ static follow_outcome_t on_idle(runner_t *r, tw_follow_t *f, int *code)
     tw_ctime_t ct, op;
 
     dependency_ok(r, &r->mongo_dep);
-    r->losses = 0;
     if (!token || tw_follow_partial(f))
         return FOLLOW_NEXT;
     source = tw_position_time(NULL, token, reply_time(f, &op), tw_clock_wall_ms(r->clock), &ct);
+    past_the_loss(r, ct);
     if (!moves_forward(r, token, ct))
         return FOLLOW_NEXT;
     if (past_until(r, ct))
@@ -1087,6 +1109,23 @@ static follow_outcome_t on_idle(runner_t *r, tw_follow_t *f, int *code)
 }
 
 /* What a stream's failure means, mid-stream or when it is opened. */
+/*
+ * 260 on resumeAfter: the token is an invalidate's (a checkpoint written
+ * before that was kept with it). Try startAfter once before calling it lost.
+ */
+static bool invalid_resume_token(runner_t *r, const tw_error_t *err)
+{
+    if (err->code != 260 || r->tried_start_after || r->has_override ||
+        !r->committed.has_token || strcmp(r->committed.source, "invalidate") == 0)
+        return false;
+    TW_WARN("the server refused resumeAfter with the checkpoint (%s): it is an invalidate "
+            "event's token; trying startAfter",
+            err->message);
+    r->tried_start_after = true;
+    snprintf(r->committed.source, sizeof r->committed.source, "invalidate");
+    return true;
+}
+
 static follow_outcome_t on_failure(runner_t *r, tw_failure_t failure, const tw_error_t *err,
                                    int *code)
 {
@@ -1094,6 +1133,8 @@ static follow_outcome_t on_failure(runner_t *r, tw_failure_t failure, const tw_e
     case TW_FAILURE_LOST:
         if (commit_or_done(r, FOLLOW_NEXT, code) == FOLLOW_DONE)
             return FOLLOW_DONE;
+        if (invalid_resume_token(r, err))
+            return FOLLOW_REOPEN;
         *code = handle_lost(r, err->message);
         return *code < 0 ? FOLLOW_REOPEN : FOLLOW_DONE;
     case TW_FAILURE_NOT_FOUND:

@@ -315,6 +315,114 @@ Test(recover, a_failing_fallback_backs_off_instead_of_storming)
     bson_free(data);
 }
 
+Test(recover, a_replay_that_keeps_landing_in_the_same_loss_backs_off)
+{
+    /* Events come, then the history is lost again at every getMore: each
+     * replay hands the same events on. They must not reset the backoff. */
+    static const char *const extra[] = {"--on-token-lost", "fallback", NULL};
+    char *lost = fx_hwm_data(T0 - 24 * HOUR, 1);
+    th_proc_t p;
+    bson_t reply;
+    int aggregates;
+
+    fx_start(&fx, "{\"rate\": 0, \"retention\": 3600, \"initial_oplog_span\": 3600, "
+                  "\"events\": 5}");
+    fx_seed_checkpoint(&fx, lost, NULL);
+    fx_sim(&fx, "POST", "/fault", "{\"command\": \"getMore\", \"kind\": \"error\", "
+                                  "\"code\": 286, \"count\": 100000}", &reply);
+    bson_destroy(&reply);
+    fx_spawn(&fx, &p, extra);
+    th_sleep_ms(6000);
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+    aggregates = fx_count_commands(&fx, "aggregate");
+    cr_expect(aggregates >= 2 && aggregates <= 8, "%d aggregates in 6 s", aggregates);
+    cr_expect_leq(list_len(GAPS), 2, "no storm of gaps");
+    cr_expect_leq(list_len(HISTORY), 2, "the same checkpoint is kept once, not per replay");
+    bson_free(lost);
+}
+
+Test(recover, a_replay_across_an_invalidate_goes_on_with_start_after)
+{
+    static const char *const replay[] = {"--resume-from", "oldest", NULL};
+    th_proc_t p, q, again;
+    bson_t reply;
+    char *before;
+    long long want;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_spawn(&fx, &p, NULL);
+    cr_assert(fx_wait_checkpoint(&fx, 10000));
+    bson_free(fx_post_events(&fx, 1));
+    fx_sim(&fx, "POST", "/invalidate", "{}", &reply);
+    bson_destroy(&reply);
+    bson_free(fx_post_events(&fx, 1));
+    th_assert_dump(fx_wait_checkpoint_events(&fx, 4, 10000), p.err_path,
+                   "event, drop, invalidate, event");
+    th_proc_stop(&p, 10000);
+    want = fx_checkpoint_events(&fx) + 4;
+
+    /* Replay the hour: across the invalidate again, and on past it. */
+    fx_spawn(&fx, &q, replay);
+    th_assert_dump(fx_wait_checkpoint_events(&fx, want, 15000), q.err_path,
+                   "the replay passes the invalidate");
+    th_sleep_ms(500);
+    cr_expect(th_proc_running(&q), "no exit 3 at the invalidate");
+    th_proc_stop(&q, 10000);
+    cr_expect_eq(th_proc_exit_code(&q), 0);
+    before = fx_checkpoint(&fx, "cluster_time");
+
+    fx_spawn(&fx, &again, NULL);
+    th_sleep_ms(1500);
+    cr_expect(th_proc_running(&again), "a restart does not exit 3");
+    th_proc_stop(&again, 10000);
+    cr_expect_eq(th_proc_exit_code(&again), 0);
+    free(before);
+}
+
+Test(recover, a_rollback_to_an_invalidate_keeps_start_after)
+{
+    static const char *const rollback[] = {"checkpoint", "rollback", "1", NULL};
+    char entry[512], *out, *err, *source;
+    bson_t reply;
+    bson_iter_t it;
+    th_proc_t p;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_sim(&fx, "POST", "/invalidate", "{}", &reply);
+    {
+        bson_iter_t t, i;
+        cr_assert(bson_iter_init(&it, &reply) &&
+                  bson_iter_find_descendant(&it, "invalidate_token._data", &it));
+        cr_assert(bson_iter_init(&t, &reply) && bson_iter_find_descendant(&t, "time.t", &t));
+        cr_assert(bson_iter_init(&i, &reply) && bson_iter_find_descendant(&i, "time.i", &i));
+        snprintf(entry, sizeof entry,
+                 "{\"token\": \"{ \\\"_data\\\" : \\\"%s\\\" }\", \"cluster_time\": "
+                 "\"%lld:%lld\", \"events\": \"3\", \"source\": \"invalidate\", "
+                 "\"pushed_ms\": \"1\", \"reason\": \"periodic\"}",
+                 bson_iter_utf8(&it, NULL), (long long)bson_iter_as_int64(&t),
+                 (long long)bson_iter_as_int64(&i));
+    }
+    bson_destroy(&reply);
+    freeReplyObject(th_redis_cmd(&fx.redis, "LPUSH %s %s", HISTORY, entry));
+    cr_expect_eq(fx_cli(&fx, rollback, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    source = fx_checkpoint(&fx, "source");
+    cr_expect_str_eq(source, "invalidate", "the token's mark is kept");
+    free(source);
+    fx_spawn(&fx, &p, NULL);
+    th_sleep_ms(1500);
+    cr_expect(th_proc_running(&p), "resumes with startAfter, no exit 3");
+    th_proc_stop(&p, 10000);
+    {
+        bson_t stage;
+        cr_assert(fx_last_change_stream(&fx, &stage));
+        cr_expect(bson_iter_init_find(&it, &stage, "startAfter"), "startAfter");
+        bson_destroy(&stage);
+    }
+}
+
 typedef struct {
     const char *spec;
     const char *want_start_at; /* "" for a resumeAfter */
