@@ -32,7 +32,9 @@
  * The events of the batch are appended by the script itself, after it has
  * checked the type of every key it writes: a key of the wrong type is
  * refused (TWTYPE, naming it) before anything is written, so events and
- * checkpoint land together or not at all. (Redis does not roll back a
+ * checkpoint land together or not at all. A commit whose position is
+ * already stored (a retry after a timeout whose first try did run) writes
+ * nothing: its events went in with that first try. (Redis does not roll back a
  * MULTI/EXEC whose commands fail when they run, nor a script that fails
  * half way: checking first is what makes it one step.) ARGV[17] is the
  * stream's MAXLEN, ARGV[18] the number of events, then five values each.
@@ -49,6 +51,10 @@ static const char commit_script[] =
     "local bad = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list') or\n"
     "            wrong(KEYS[3], 'list') or (KEYS[4] and wrong(KEYS[4], 'stream'))\n"
     "if bad then return bad end\n"
+    "if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and\n"
+    "   redis.call('HGET', KEYS[1], 'cluster_time') == ARGV[2] .. ':' .. ARGV[3] then\n"
+    "  return {1}\n"
+    "end\n"
     "if KEYS[4] then\n"
     "  for k = 0, tonumber(ARGV[18]) - 1 do\n"
     "    local b = 19 + k * 5\n"

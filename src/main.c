@@ -134,7 +134,7 @@ static redisContext *connect_redis(const tw_settings_t *s, int *code)
         *code = TW_EXIT_USAGE;
         return NULL;
     }
-    c = tw_redis_connect(&url, 5000, &err);
+    c = tw_redis_connect(&url, (int)s->redis_timeout_ms, &err);
     tw_redis_url_release(&url);
     if (!c) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
@@ -266,7 +266,7 @@ static int cmd_checkpoint_show(const tw_settings_t *s, tw_clock_t *clock)
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         return TW_EXIT_USAGE;
     }
-    c = tw_redis_connect(&url, 5000, &err);
+    c = tw_redis_connect(&url, (int)s->redis_timeout_ms, &err);
     if (!c || !tw_checkpoint_load(c, key, &cp, &found, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         goto out;

@@ -238,7 +238,7 @@ static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
     tw_error_t err;
 
     if (!m->redis)
-        m->redis = tw_redis_connect(m->opts.redis_url, 5000, &err);
+        m->redis = tw_redis_connect(m->opts.redis_url, (int)m->opts.settings->redis_timeout_ms, &err);
     if (!m->redis)
         goto failed;
     for (size_t k = 0; k < m->key_count; k++) {

@@ -23,7 +23,6 @@
 #include "tokenwatch/spec.h"
 #include "tokenwatch/utf8.h"
 
-#define REDIS_TIMEOUT_MS 5000
 #define RETRY_BASE_MS 250
 #define RETRY_CAP_MS 30000
 /* After a stop request, how long to keep trying to write the last checkpoint. */
@@ -176,7 +175,7 @@ static bool redis_connected(runner_t *r, tw_error_t *err)
 {
     if (r->redis)
         return true;
-    r->redis = tw_redis_connect(&r->redis_url, REDIS_TIMEOUT_MS, err);
+    r->redis = tw_redis_connect(&r->redis_url, (int)r->s->redis_timeout_ms, err);
     return r->redis != NULL;
 }
 

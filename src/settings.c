@@ -115,6 +115,11 @@ static const setting_def_t table[] = {
      "where checkpoints live: redis://[user:password@]host:port/db or "
      "unix:///path.sock?db=N",
      SECRET, F(redis_url), check_redis_url},
+    {"redis-timeout", "TOKENWATCH_REDIS_TIMEOUT", TYPE_DURATION, 100, 60000, NULL, "5s",
+     "DUR",
+     "how long one Redis command may take before it counts as failed (a "
+     "commit that timed out is retried without writing its batch twice)",
+     0, F(redis_timeout_ms), NULL},
     {"redis-password-file", "TOKENWATCH_REDIS_PASSWORD_FILE", TYPE_STRING, 0,
      0, NULL, NULL, "FILE",
      "read the Redis password from this file (overrides one in the URL)", 0,

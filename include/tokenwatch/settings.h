@@ -44,6 +44,7 @@ typedef struct {
     bool split_large_events; /* append the split stage, reassemble fragments */
     char *redis_url;
     char *redis_password_file;
+    int64_t redis_timeout_ms;
     int sink; /* tw_sink_kind_t */
     char *stream_key;
     int64_t stream_maxlen;

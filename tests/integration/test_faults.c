@@ -3,6 +3,7 @@
  * stream's checkpoint.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,4 +353,39 @@ Test(faults, a_checkpoint_key_of_the_wrong_type_appends_nothing)
 Test(faults, a_history_key_of_the_wrong_type_appends_nothing)
 {
     wrong_type_refused("tokenwatch:{default}:history", "SET %s garbage");
+}
+
+static void *redis_stalls(void *ctx)
+{
+    (void)ctx;
+    freeReplyObject(th_redis_cmd(&fx.redis, "DEBUG SLEEP 1.5"));
+    return NULL;
+}
+
+Test(faults, a_redis_slower_than_the_timeout_gets_each_batch_once)
+{
+    /* Redis stalls 1.5 s while the timeout is 300 ms: the commit times out
+     * and is retried, and the first one still runs once Redis wakes (the
+     * lost-reply case). The retry must see that and append nothing. */
+    static const char *const extra[] = {"--sink", "redis", "--checkpoint-every", "5",
+                                        "--redis-timeout", "300ms", NULL};
+    th_proc_t p;
+    pthread_t stall;
+    int64_t last = 20;
+    size_t duplicates;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    fx_spawn(&fx, &p, extra);
+    cr_assert(fx_wait_checkpoint(&fx, 10000));
+    cr_assert(pthread_create(&stall, NULL, redis_stalls, NULL) == 0);
+    th_sleep_ms(100);
+    bson_free(fx_post_events(&fx, 20));
+    pthread_join(stall, NULL);
+    th_assert_dump(th_wait_until(stream_has, &last, 20000), p.err_path, "all 20 handed on");
+    th_sleep_ms(1000);
+    th_proc_signal(&p, SIGTERM);
+    cr_assert(th_proc_wait(&p, 10000));
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+    duplicates = check_complete(last);
+    cr_expect_eq(duplicates, 0, "no batch appended twice: %zu duplicates", duplicates);
 }
