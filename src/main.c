@@ -21,6 +21,7 @@
 #include "tokenwatch/redis.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/settings.h"
+#include "tokenwatch/store.h"
 #include "tokenwatch/token.h"
 
 #ifndef TW_VERSION
@@ -352,7 +353,58 @@ static void append_shards_json(bson_t *doc, const tw_shards_t *shards)
     bson_append_array_end(doc, &list);
 }
 
-static void print_status_json(const tw_monitor_t *m, int code)
+/* Whether the Redis that holds the checkpoints can lose them (status). */
+static bool read_store(const tw_settings_t *s, const tw_redis_url_t *url,
+                       tw_store_risks_t *out)
+{
+    tw_store_facts_t facts;
+    tw_error_t err;
+    redisContext *c = tw_redis_connect(url, (int)s->redis_timeout_ms, &err);
+    bool ok = c && tw_store_probe(c, &facts, &err);
+
+    if (ok)
+        tw_store_assess(&facts, out);
+    redisFree(c);
+    return ok;
+}
+
+static void append_store_json(bson_t *doc, const tw_store_risks_t *store)
+{
+    bson_t item, list;
+
+    if (!store) {
+        BSON_APPEND_NULL(doc, "store");
+        return;
+    }
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "store", &item);
+    BSON_APPEND_ARRAY_BEGIN(&item, "risks", &list);
+    for (size_t k = 0; k < store->count; k++) {
+        char index[24];
+
+        snprintf(index, sizeof index, "%zu", k);
+        BSON_APPEND_UTF8(&list, index, store->text[k]);
+    }
+    bson_append_array_end(&item, &list);
+    if (store->note[0])
+        BSON_APPEND_UTF8(&item, "note", store->note);
+    bson_append_document_end(doc, &item);
+}
+
+static void print_store_line(const tw_store_risks_t *store)
+{
+    char text[3 * 170];
+
+    if (!store)
+        return;
+    tw_store_risks_text(store, text, sizeof text);
+    if (store->count)
+        printf("store: the Redis that holds the checkpoints can lose them: %s\n", text);
+    else
+        printf("store: no way found for Redis to lose the checkpoints%s%s\n",
+               store->note[0] ? "; " : "", store->note);
+}
+
+static void print_status_json(const tw_monitor_t *m, int code, const tw_store_risks_t *store)
 {
     static const char *const codes[] = {"OK", "WARN", "CRIT", "UNKNOWN"};
     const tw_oplog_window_t *w = tw_monitor_window(m);
@@ -380,6 +432,7 @@ static void print_status_json(const tw_monitor_t *m, int code)
     BSON_APPEND_DOUBLE(&doc, "tail_rate", tw_monitor_tail_rate(m));
     append_clock_json(&doc, tw_monitor_clock(m));
     append_shards_json(&doc, tw_monitor_shards(m));
+    append_store_json(&doc, store);
     BSON_APPEND_ARRAY_BEGIN(&doc, "keys", &list);
     for (size_t k = 0; k < n; k++) {
         const tw_guarded_t *g = &keys[k];
@@ -448,7 +501,7 @@ static void print_clock_line(const tw_monitor_clock_t *c)
            c->skew_s >= 0 ? "ahead of" : "behind");
 }
 
-static void print_status_table(const tw_monitor_t *m)
+static void print_status_table(const tw_monitor_t *m, const tw_store_risks_t *store)
 {
     const tw_oplog_window_t *w = tw_monitor_window(m);
     const tw_guarded_t *keys;
@@ -488,6 +541,7 @@ static void print_status_table(const tw_monitor_t *m)
     }
     print_shards_table(tw_monitor_shards(m));
     print_clock_line(tw_monitor_clock(m));
+    print_store_line(store);
 }
 
 /* One round of the guard, for cron, Kubernetes CronJobs and Nagios/Icinga. */
@@ -499,6 +553,8 @@ static int cmd_status(const tw_settings_t *s)
     tw_monitor_t *m = NULL;
     tw_monitor_opts_t opts;
     const tw_guarded_t *keys;
+    tw_store_risks_t store;
+    bool store_known;
     tw_state_t *states;
     size_t n;
     int code;
@@ -533,10 +589,11 @@ static int cmd_status(const tw_settings_t *s)
     for (size_t k = 0; k < n; k++)
         states[k] = keys[k].assessed ? keys[k].state : TW_STATE_UNKNOWN;
     code = tw_guard_exit_code(states, n);
+    store_known = read_store(s, &url, &store);
     if (s->json)
-        print_status_json(m, code);
+        print_status_json(m, code, store_known ? &store : NULL);
     else
-        print_status_table(m);
+        print_status_table(m, store_known ? &store : NULL);
     free(states);
     tw_monitor_free(m);
     mongoc_client_pool_destroy(pool);

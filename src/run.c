@@ -21,6 +21,7 @@
 #include "tokenwatch/sink.h"
 #include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
+#include "tokenwatch/store.h"
 #include "tokenwatch/utf8.h"
 
 #define RETRY_BASE_MS 250
@@ -305,6 +306,41 @@ static bool commit(runner_t *r)
     r->events_since_commit = 0;
     r->last_commit_mono = tw_clock_mono_ms(r->clock);
     return true;
+}
+
+/*
+ * Can the Redis that holds the checkpoints lose them? Said at every start;
+ * in a protected environment it stops the start unless accepted.
+ */
+static int check_store(runner_t *r)
+{
+    tw_store_facts_t facts;
+    tw_store_risks_t risks;
+    tw_error_t err;
+    char text[3 * 170];
+    bool protected_env = tw_env_protected(r->s->environment, r->s->protect, r->s->protect_count);
+
+    if (!r->redis || !tw_store_probe(r->redis, &facts, &err)) {
+        TW_WARN("cannot tell whether Redis keeps its data: %s",
+                r->redis ? err.message : "not connected");
+        return -1;
+    }
+    tw_store_assess(&facts, &risks);
+    if (risks.note[0])
+        TW_WARN("Redis: %s", risks.note);
+    if (risks.count == 0)
+        return -1;
+    tw_store_risks_text(&risks, text, sizeof text);
+    if (protected_env && !r->s->accept_store_risk) {
+        TW_ERROR("the Redis that holds the checkpoints can lose them: %s. Not starting in "
+                 "protected environment %s: fix Redis, or accept it with "
+                 "--accept-store-risk",
+                 text, r->s->environment);
+        return TW_EXIT_USAGE;
+    }
+    TW_WARN("the Redis that holds the checkpoints can lose them: %s%s", text,
+            r->s->accept_store_risk ? " (accepted: --accept-store-risk)" : "");
+    return -1;
 }
 
 /* Loads the stored checkpoint, waiting out a Redis outage. */
@@ -1577,6 +1613,8 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
     TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
             r.checkpoint_key, tw_sink_kind_name((tw_sink_kind_t)settings->sink));
     if ((code = load_checkpoint(&r)) >= 0)
+        goto out;
+    if ((code = check_store(&r)) >= 0)
         goto out;
     if ((code = connect_mongo(&r)) >= 0)
         goto out;

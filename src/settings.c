@@ -115,6 +115,10 @@ static const setting_def_t table[] = {
      "where checkpoints live: redis://[user:password@]host:port/db or "
      "unix:///path.sock?db=N",
      SECRET, F(redis_url), check_redis_url},
+    {"accept-store-risk", "TOKENWATCH_ACCEPT_STORE_RISK", TYPE_BOOL, 0, 0, NULL, "false", "",
+     "start in a protected environment even though the Redis can lose "
+     "checkpoints (no persistence, allkeys-* eviction, a replica)",
+     0, F(accept_store_risk), NULL},
     {"redis-timeout", "TOKENWATCH_REDIS_TIMEOUT", TYPE_DURATION, 100, 60000, NULL, "5s",
      "DUR",
      "how long one Redis command may take before it counts as failed (a "

@@ -45,6 +45,7 @@ typedef struct {
     char *redis_url;
     char *redis_password_file;
     int64_t redis_timeout_ms;
+    bool accept_store_risk; /* start in a protected environment anyway */
     int sink; /* tw_sink_kind_t */
     char *stream_key;
     int64_t stream_maxlen;

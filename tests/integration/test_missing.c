@@ -109,3 +109,71 @@ Test(missing, on_purpose_from_the_oldest_entry_in_prod)
     bson_destroy(&stage);
     bson_destroy(&state);
 }
+
+/* ---- a Redis that can lose checkpoints ---------------------------------- */
+
+Test(missing, a_redis_without_persistence_is_said_and_stops_a_protected_start)
+{
+    static const char *const dev[] = {NULL};
+    static const char *const prod[] = {"--environment", "prod", NULL};
+    static const char *const accepted[] = {"--environment", "prod", "--accept-store-risk",
+                                           NULL};
+    char *data, *err = NULL;
+    th_proc_t p;
+    int code;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    data = fx_hwm_data(1700000000u, 1);
+    fx_seed_checkpoint(&fx, data, NULL);
+    freeReplyObject(th_redis_cmd(&fx.redis, "CONFIG SET appendonly no"));
+    freeReplyObject(th_redis_cmd(&fx.redis, "CONFIG SET save \"\""));
+    code = fx_run(&fx, prod, 20000, &err);
+    cr_expect_eq(code, 2, "%s", err);
+    cr_expect(strstr(err, "can lose them: no persistence") != NULL, "%s", err);
+    cr_expect(strstr(err, "--accept-store-risk") != NULL, "%s", err);
+    free(err);
+
+    fx_spawn(&fx, &p, accepted);
+    th_sleep_ms(1000);
+    cr_expect(th_proc_running(&p), "accepted on purpose");
+    th_proc_stop(&p, 10000);
+    err = th_proc_stderr(&p);
+    cr_expect(strstr(err, "(accepted: --accept-store-risk)") != NULL, "%s", err);
+    free(err);
+
+    freeReplyObject(th_redis_cmd(&fx.redis, "CONFIG SET maxmemory-policy allkeys-lru"));
+    fx_spawn(&fx, &p, dev);
+    th_sleep_ms(1000);
+    cr_expect(th_proc_running(&p), "elsewhere a warning only");
+    th_proc_stop(&p, 10000);
+    err = th_proc_stderr(&p);
+    cr_expect(strstr(err, "warn") != NULL && strstr(err, "maxmemory-policy allkeys-lru") != NULL,
+              "%s", err);
+    free(err);
+    bson_free(data);
+}
+
+Test(missing, status_says_it_even_where_config_is_refused)
+{
+    char url[160], *out, *err;
+    int code;
+    const char *argv[] = {th_binary(), "status", "--mongo-uri", NULL, "--redis-url", url, NULL};
+    char *data;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    data = fx_hwm_data(1700000000u, 1);
+    fx_seed_checkpoint(&fx, data, NULL);
+    bson_free(data);
+    argv[3] = fx.sim.uri;
+    /* A managed Redis: the user may not run CONFIG; INFO still answers. */
+    freeReplyObject(th_redis_cmd(&fx.redis, "ACL SETUSER limited on >pw ~* +@all -config"));
+    freeReplyObject(th_redis_cmd(&fx.redis, "CONFIG SET maxmemory-policy allkeys-lfu"));
+    snprintf(url, sizeof url, "redis://limited:pw@127.0.0.1:%d/0", fx.redis.port);
+    code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+    cr_expect_eq(code, 0, "the tokens are fine: %s%s", out, err);
+    cr_expect(strstr(out, "store: the Redis that holds the checkpoints can lose them: "
+                          "maxmemory-policy allkeys-lfu") != NULL,
+              "%s", out);
+    free(out);
+    free(err);
+}
