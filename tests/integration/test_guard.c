@@ -535,3 +535,50 @@ Test(guard, a_server_without_cluster_time_leaves_the_local_clock)
     free(out);
     free(err);
 }
+
+Test(guard, garbage_that_is_not_utf8_is_unknown_everywhere)
+{
+    /* A guarded hash whose wall_ms holds invalid UTF-8: status --json used
+     * to crash on it, and its UNKNOWN alert was never sent. */
+    static const char *const more[] = {NULL};
+    char *out, *err, **texts;
+    const char *argv[] = {th_binary(), "status", "--mongo-uri", NULL, "--redis-url", NULL,
+                          "--guard", OTHER_KEY, "--json", NULL};
+    bson_t doc;
+    bson_iter_t it;
+    th_proc_t p;
+    size_t n = 0;
+    int code;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    argv[3] = fx.sim.uri;
+    argv[5] = fx.redis_url;
+    freeReplyObject(th_redis_cmd(&fx.redis, "HSET %s cluster_time %s wall_ms %b", OTHER_KEY,
+                                 "1700000000:1", "\xff\xfe\xc3", (size_t)3));
+    fx_seed_own_at_newest(&fx);
+    code = th_run(fx.dir, argv, NULL, 20000, &out, &err);
+    cr_expect_eq(code, 3, "UNKNOWN, no crash: %d\n%s%s", code, out, err);
+    cr_assert(bson_init_from_json(&doc, out, -1, NULL), "valid JSON: %s", out);
+    cr_expect(bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, "keys.1.state", &it) &&
+                  strcmp(bson_iter_utf8(&it, NULL), "UNKNOWN") == 0,
+              "%s", out);
+    cr_expect(bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, "keys.1.reason", &it),
+              "with the reason: %s", out);
+    bson_destroy(&doc);
+    free(out);
+    free(err);
+
+    spawn_guarding(&p, th_free_port(), more);
+    for (int k = 0; k < 100 && n == 0; k++) {
+        n = fx_webhook_texts(&hook, &texts);
+        if (n == 0)
+            th_sleep_ms(50);
+    }
+    th_proc_stop(&p, 10000);
+    cr_assert_geq(n, 1, "the UNKNOWN alert was sent");
+    cr_expect(strstr(texts[0], OTHER_KEY " is now UNKNOWN") != NULL, "%s", texts[0]);
+    for (size_t k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
+}
