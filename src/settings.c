@@ -12,6 +12,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/shards.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/secret.h"
