@@ -74,6 +74,8 @@ static bool key_is_secret(const char *key, size_t len)
             (lo = hex_value(key[k + 2])) >= 0) {
             c = (char)(hi * 16 + lo);
             k += 2;
+            if (c == '\0')
+                return true; /* "pass%00word": no guessing */
         }
         low[n++] = (char)tolower((unsigned char)c);
     }

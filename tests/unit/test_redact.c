@@ -44,6 +44,7 @@ static const struct {
      "mongodb://u:***@h/db?w=majority;password=***#frag", "Q4"},
     {"mongodb://h/?pass%77ord=Q5", "mongodb://h/?pass%77ord=***", "Q5"},
     {"mongodb://h/?password=", "mongodb://h/?password=***", NULL},
+    {"mongodb://h/?pass%00word=Q6", "mongodb://h/?pass%00word=***", "Q6"},
     /* Redis: user:password, password only, TLS, query, unix socket. */
     {"redis://:R3dis@h:6379/0", "redis://:***@h:6379/0", "R3dis"},
     {"redis://app:R3/dis@h/0", "redis://app:***@h/0", "R3/dis"},

@@ -399,9 +399,8 @@ Test(settings, refused_secrets_never_reach_the_message)
         tw_error_t err;
         bool ok = load(&s, argv, cases[k].value ? 2 : 1, envp, &err);
 
-        if (ok)
-            cr_log_warn("case %zu accepted: nothing to check", k);
-        else
+        /* Accepted (redis://h/0?password=: the query is ignored): no message. */
+        if (!ok)
             cr_expect(strstr(err.message, cases[k].secret) == NULL, "case %zu: %s", k,
                       err.message);
         tw_settings_release(&s);
