@@ -18,11 +18,22 @@
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
 #include "tokenwatch/recover.h"
+#include "tokenwatch/redact.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/settings.h"
 #include "tokenwatch/store.h"
 #include "tokenwatch/token.h"
+
+/* An argument quoted back in a refusal may be a misplaced connection
+ * string ("status mongodb://u:pw@h/"): its secrets are hidden. */
+#define SHOWN_MAX 512
+
+static const char *shown(const char *arg, char out[SHOWN_MAX])
+{
+    tw_redact_url(arg, out, SHOWN_MAX);
+    return out;
+}
 
 #ifndef TW_VERSION
 #define TW_VERSION "0.1.0"
@@ -560,7 +571,10 @@ static int cmd_status(const tw_settings_t *s)
     int code;
 
     if (s->positional_count > 0) {
-        fprintf(stderr, "tokenwatch status: unexpected argument '%s'\n", s->positional[0]);
+        char buf[SHOWN_MAX];
+
+        fprintf(stderr, "tokenwatch status: unexpected argument '%s'\n",
+                shown(s->positional[0], buf));
         return TW_EXIT_USAGE;
     }
     if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
@@ -676,7 +690,10 @@ static int dispatch(const char *command, tw_settings_t *s, tw_clock_t *clock)
         if (strcmp(what, "rollback") == 0)
             return cmd_checkpoint_rollback(s, clock);
         if (s->dry_run) {
-            fprintf(stderr, "tokenwatch checkpoint %s: --dry-run is for rollback\n", what);
+            char buf[SHOWN_MAX];
+
+            fprintf(stderr, "tokenwatch checkpoint %s: --dry-run is for rollback\n",
+                    shown(what, buf));
             return TW_EXIT_USAGE;
         }
         if (s->positional_count == 1 && strcmp(what, "show") == 0)
@@ -687,8 +704,10 @@ static int dispatch(const char *command, tw_settings_t *s, tw_clock_t *clock)
         return TW_EXIT_USAGE;
     }
     if (s->positional_count > 0) {
+        char buf[SHOWN_MAX];
+
         fprintf(stderr, "tokenwatch run: unexpected argument '%s'\n",
-                s->positional[0]);
+                shown(s->positional[0], buf));
         return TW_EXIT_USAGE;
     }
     install_signals();
@@ -716,9 +735,11 @@ int main(int argc, char *argv[])
             if (strcmp(argv[1], commands[k]) == 0)
                 break;
         if (!commands[k]) {
+            char buf[SHOWN_MAX];
+
             fprintf(stderr, "tokenwatch: unknown command '%s' (run, status, "
                             "checkpoint, decode, healthcheck; see --help)\n",
-                    argv[1]);
+                    shown(argv[1], buf));
             return TW_EXIT_USAGE;
         }
         command = argv[1];

@@ -1,5 +1,6 @@
 #include "tokenwatch/redis.h"
 
+#include "tokenwatch/redact.h"
 #include "tokenwatch/secret.h"
 
 #include <curl/curl.h>
@@ -62,8 +63,12 @@ static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
         return false;
     }
     if (query && (strncmp(query, "?db=", 4) != 0 || !parse_db(query + 4, &out->db))) {
+        char shown[256];
+
+        /* The query may hold a password: quote it redacted. */
+        tw_redact_url(query, shown, sizeof shown);
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "unix:// takes one option, ?db=N, not '%s'", query);
+                     "unix:// takes one option, ?db=N, not '%s'", shown);
         return false;
     }
     out->socket = strndup(rest, len);
@@ -127,8 +132,13 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
             goto out;
         }
         if (path && strcmp(path, "/") != 0 && !parse_db(path + 1, &out->db)) {
+            /* "redis://u:12/pa@h/0": a '/' in the password ends the host,
+             * and the rest of the password is the path: never quote it. */
             tw_error_set(err, TW_ERR_USAGE, 0,
-                         "the path '%s' is not a database number (/0)", path);
+                         "the path is not a database number (/0)%s",
+                         strchr(path, '@') ? "; percent-encode a '/' in the "
+                                             "password as %2F"
+                                           : "");
             goto out;
         }
     } else {

@@ -11,6 +11,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
 #include "tokenwatch/oplog.h"

@@ -12,6 +12,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/shards.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/secret.h"
@@ -846,8 +847,12 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
             continue;
         }
         if (arg[1] != '-') {
+            char shown[512];
+
+            /* "-mongo-uri=mongodb://u:pw@h": a typo may carry a secret. */
+            tw_redact_url(arg, shown, sizeof shown);
             tw_error_set(err, TW_ERR_USAGE, 0,
-                         "unknown option %s (see tokenwatch --help)", arg);
+                         "unknown option %s (see tokenwatch --help)", shown);
             return false;
         }
         if (!next_flag(argc, argv, &k, &index, &value, err) ||

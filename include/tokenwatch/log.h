@@ -7,7 +7,7 @@
  * before it formats anything, so a debug line costs nothing at info.
  *
  * Never pass a secret (password, webhook URL) to a log call: redact it first
- * (tw_redact_url).
+ * (tw_redact_url, redact.h).
  */
 #ifndef TOKENWATCH_LOG_H
 #define TOKENWATCH_LOG_H
@@ -47,12 +47,5 @@ void tw_log_capture_mongoc(void);
 #define TW_INFO(...) TW_LOG(TW_LOG_INFO, __VA_ARGS__)
 #define TW_WARN(...) TW_LOG(TW_LOG_WARN, __VA_ARGS__)
 #define TW_ERROR(...) TW_LOG(TW_LOG_ERROR, __VA_ARGS__)
-
-/*
- * Copies url into out with the password of its userinfo part replaced by
- * "***" ("redis://:s3cret@h:6379/0" -> "redis://:***@h:6379/0"). Works for
- * any scheme://user:password@host form; a URL without a password is copied.
- */
-void tw_redact_url(const char *url, char *out, size_t out_size);
 
 #endif

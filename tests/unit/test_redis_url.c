@@ -1,7 +1,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "tokenwatch/log.h"
+#include "tokenwatch/redact.h"
 #include "tokenwatch/redis.h"
 
 typedef struct {

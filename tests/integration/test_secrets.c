@@ -1,0 +1,337 @@
+/*
+ * Secrets never reach any output: a MongoDB password, a Redis password (in
+ * the URL, then in --redis-password-file) and the Slack webhook's path are
+ * searched for in every log line (text and JSON, at debug), the alerts the
+ * webhook received, /metrics, --help, a dry-run plan, `status` and
+ * `status --json`, and the messages of refused values.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "guarded.h"
+
+#define T0 1700000000u
+#define HOUR 3600
+#define OTHER_KEY "billing:resume-token"
+/* 48 h of oplog with the clock standing still (test_guard.c's weekend). */
+#define WEEKEND "{\"rate\": 0, \"retention\": 172800, \"initial_oplog_span\": 172800, " \
+                "\"background_every\": 60}"
+
+/* The Redis password is "R3disS3cr@t/x": percent-encoded in the URL. */
+#define REDIS_PASSWORD "R3disS3cr@t/x"
+#define REDIS_PASSWORD_URL "R3disS3cr%40t%2Fx"
+#define MONGO_PASSWORD_URL "M0ngoS3cr%2Ft"
+#define OUTPUTS_MAX 64
+
+/* What may never be printed, encoded or not. */
+static const char *const secrets[] = {"R3disS3cr", "M0ngoS3cr", FX_WEBHOOK_SECRET};
+
+static fx_t fx;
+static fx_webhook_t hook;
+static struct {
+    char label[128];
+    char *text;
+} outputs[OUTPUTS_MAX];
+static size_t output_count;
+
+static void teardown(void)
+{
+    fx_webhook_stop(&hook);
+    fx_stop(&fx);
+    for (size_t k = 0; k < output_count; k++)
+        free(outputs[k].text);
+    output_count = 0;
+}
+
+TestSuite(secrets, .fini = teardown, .timeout = 120);
+
+/* Keeps text (owned from now on) to be searched by expect_no_secret. */
+static void keep(const char *label, char *text)
+{
+    cr_assert_lt(output_count, OUTPUTS_MAX);
+    snprintf(outputs[output_count].label, sizeof outputs[0].label, "%s", label);
+    outputs[output_count++].text = text ? text : strdup("");
+}
+
+static void keep_proc(const char *label, th_proc_t *p)
+{
+    char name[128];
+
+    snprintf(name, sizeof name, "%s stdout", label);
+    keep(name, th_proc_stdout(p));
+    snprintf(name, sizeof name, "%s stderr", label);
+    keep(name, th_proc_stderr(p));
+}
+
+/* The kept output called label (borrowed), asserting it is there. */
+static const char *kept(const char *label)
+{
+    for (size_t k = 0; k < output_count; k++)
+        if (strcmp(outputs[k].label, label) == 0)
+            return outputs[k].text;
+    cr_assert(false, "no output called %s", label);
+    return NULL;
+}
+
+/* Every kept output, every secret; returns the number of leaks. */
+static int expect_no_secret(void)
+{
+    int leaks = 0;
+
+    for (size_t k = 0; k < output_count; k++)
+        for (size_t s = 0; s < sizeof secrets / sizeof secrets[0]; s++)
+            if (strstr(outputs[k].text, secrets[s])) {
+                leaks++;
+                cr_expect(false, "%s leaks %s:\n%s", outputs[k].label, secrets[s],
+                          outputs[k].text);
+            }
+    return leaks;
+}
+
+/* The checkpoint's token (free), read with the password Redis now asks for;
+ * NULL if there is none. */
+static char *checkpoint_token(void)
+{
+    redisContext *c = th_redis_connect(&fx.redis);
+    redisReply *r = NULL;
+    char *token = NULL;
+
+    if (c && (r = redisCommand(c, "AUTH %s", REDIS_PASSWORD)) != NULL &&
+        r->type != REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        r = redisCommand(c, "HGET %s token", FX_CHECKPOINT);
+        if (r && r->type == REDIS_REPLY_STRING)
+            token = strdup(r->str);
+    }
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return token;
+}
+
+/* ctx: the token before (or NULL); true once the checkpoint moved on. */
+static bool checkpoint_moved(void *ctx)
+{
+    char *now = checkpoint_token();
+    bool moved = now && (!ctx || strcmp(now, ctx) != 0);
+
+    free(now);
+    return moved;
+}
+
+static bool metrics_served(void *ctx)
+{
+    long status = 0;
+
+    free(fx_http(*(int *)ctx, "GET", "/metrics", NULL, &status));
+    return status == 200;
+}
+
+static bool an_alert_arrived(void *ctx)
+{
+    char **texts;
+    size_t n = fx_webhook_texts(&hook, &texts);
+
+    (void)ctx;
+    for (size_t k = 0; k < n; k++)
+        free(texts[k]);
+    free(texts);
+    return n > 0;
+}
+
+static void keep_alerts(void)
+{
+    char **texts;
+    size_t n = fx_webhook_texts(&hook, &texts);
+
+    for (size_t k = 0; k < n; k++) {
+        char label[64];
+
+        snprintf(label, sizeof label, "alert %zu", k);
+        keep(label, texts[k]);
+    }
+    free(texts);
+}
+
+/* Redis that wants REDIS_PASSWORD, a guarded key close to lost (so an alert
+ * goes out at the first probe), and a MongoDB URI with a password: the
+ * simulator takes any credentials. */
+static void start_world(void)
+{
+    redisReply *r;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 47 * HOUR);
+    r = th_redis_cmd(&fx.redis, "CONFIG SET requirepass %s", REDIS_PASSWORD);
+    cr_assert(r && r->type != REDIS_REPLY_ERROR, "requirepass is set");
+    freeReplyObject(r);
+    /* PLAIN: the simulator answers saslStart with ok:1, which is all PLAIN
+     * asks for (SCRAM wants a real conversation). */
+    snprintf(fx.sim.uri, sizeof fx.sim.uri,
+             "mongodb://cdc:%s@localhost:%d/?replicaSet=rs0&authMechanism=PLAIN",
+             MONGO_PASSWORD_URL, fx.sim.mongo_port);
+}
+
+static void set_redis_url(bool with_password)
+{
+    snprintf(fx.redis_url, sizeof fx.redis_url, "redis://%s127.0.0.1:%d/0",
+             with_password ? ":" REDIS_PASSWORD_URL "@" : "", fx.redis.port);
+}
+
+/* tokenwatch subcommands against the fixture; stdout and stderr kept. */
+static int cli(const char *label, const char *const args[])
+{
+    char *out, *err;
+    char name[128];
+    int code = fx_cli(&fx, args, &out, &err);
+
+    snprintf(name, sizeof name, "%s stdout", label);
+    keep(name, out);
+    snprintf(name, sizeof name, "%s stderr", label);
+    keep(name, err);
+    return code;
+}
+
+static void run_following(const char *label, const char *const more[])
+{
+    th_proc_t p;
+    char addr[64];
+    const char *extra[32];
+    size_t n = 0;
+    int port = th_free_port();
+    long status = 0;
+    char *before;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    for (const char *const *a = (const char *const[]){
+             "--log-level", "debug", "--guard", OTHER_KEY, "--monitor-interval", "100ms",
+             "--metrics-addr", addr, "--slack-webhook", hook.url, NULL};
+         *a; a++)
+        extra[n++] = *a;
+    for (size_t k = 0; more && more[k]; k++)
+        extra[n++] = more[k];
+    extra[n] = NULL;
+    before = checkpoint_token();
+    fx_spawn(&fx, &p, extra);
+    th_assert_dump(th_wait_until(metrics_served, &port, 10000), p.err_path,
+                   "%s: /metrics is served", label);
+    free(fx_post_events(&fx, 3));
+    th_assert_dump(th_wait_until(checkpoint_moved, before, 20000), p.err_path,
+                   "%s: a checkpoint is written", label);
+    free(before);
+    th_assert_dump(th_wait_until(an_alert_arrived, NULL, 20000), p.err_path,
+                   "%s: an alert is sent", label);
+    keep("/metrics", fx_http(port, "GET", "/metrics", NULL, &status));
+    cr_expect_eq(status, 200);
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0, "%s exits cleanly", label);
+    keep_proc(label, &p);
+    keep_alerts();
+}
+
+Test(secrets, none_in_logs_alerts_metrics_status_or_plans)
+{
+    static const char *const status[] = {"status", NULL};
+    static const char *const status_json[] = {"status", "--json", NULL};
+    static const char *const help[] = {"--help", NULL};
+    static const char *const dry_run[] = {"run", "--db", "shop", "--collection", "orders",
+                                          "--resume-from", "oldest", "--dry-run",
+                                          "--log-level", "debug", NULL};
+    char pw_file[PATH_MAX];
+    static const char *const json[] = {"--log-format", "json", NULL};
+
+    start_world();
+    set_redis_url(true);
+    run_following("run, text log, password in the URL", NULL);
+    cr_expect_eq(cli("status", status), 0);
+    cr_expect_eq(cli("status --json", status_json), 0);
+    cr_expect_eq(cli("--help", help), 0);
+    cr_expect_eq(cli("dry run", dry_run), 0);
+
+    /* The password from a file, the log as JSON. */
+    cr_assert(th_path(pw_file, sizeof pw_file, fx.dir, "redis-password"));
+    cr_assert(th_write_file(pw_file, REDIS_PASSWORD "\n", strlen(REDIS_PASSWORD) + 1));
+    set_redis_url(false);
+    {
+        const char *more[] = {json[0], json[1], "--redis-password-file", pw_file, NULL};
+        const char *st[] = {"status", "--json", "--redis-password-file", pw_file, NULL};
+
+        run_following("run, JSON log, password file", more);
+        cr_expect_eq(cli("status --json, password file", st), 0);
+    }
+    /* What was searched says what it should, redacted. */
+    cr_expect(strstr(kept("run, text log, password in the URL stderr"),
+                     "checkpoints in redis://:***@127.0.0.1:") != NULL);
+    {
+        /* The first alert may be "started without a checkpoint": a CRIT follows. */
+        bool crit = false;
+
+        for (int k = 0; k < 4; k++) {
+            char label[32];
+
+            snprintf(label, sizeof label, "alert %d", k);
+            crit = crit || strstr(kept(label), "is now CRIT") != NULL;
+        }
+        cr_expect(crit, "a CRIT alert was searched too");
+    }
+    cr_expect(strstr(kept("dry run stdout"), "nothing was changed (--dry-run)") != NULL);
+    cr_expect(strstr(kept("status --json stdout"), "\"state\"") != NULL);
+    cr_expect(strstr(kept("--help stdout"), "--redis-url") != NULL);
+    cr_expect(strstr(kept("/metrics"), "tokenwatch_") != NULL);
+    cr_expect(strstr(kept("run, JSON log, password file stderr"), "{\"time\"") != NULL);
+    cr_expect_eq(expect_no_secret(), 0);
+}
+
+/* Refused values and failed connections: each message, no secret. */
+Test(secrets, none_in_refusals)
+{
+    static const char *const bad[][8] = {
+        {"run", "--mongo-uri", "mongodb://cdc:M0ngoS3cr/Pw@host/", NULL},
+        {"run", "--mongo-uri", "mongodb://cdc:M0ngoS3cr@h/?authMechanism=SCRAM-SHA-1&"
+                               "tlsCertificateKeyFilePassword=M0ngoS3crK&bogus=%%zz", NULL},
+        {"run", "--shard-uri", "shard0=mongodb://tw:M0ngoS3cr/x@a:1/", NULL},
+        {"run", "--shard-uri", "mongodb://tw:M0ngoS3cr/x@a:1/", NULL},
+        {"run", "--redis-url", "redis://:R3disS3cr/x@h/0", NULL},
+        {"run", "--redis-url", "redis://app:12/R3disS3cr@h/0", NULL},
+        {"run", "--redis-url", "unix:///run/redis.sock?password=R3disS3cr", NULL},
+        {"run", "--slack-webhook", "htps://hooks.example/services/" FX_WEBHOOK_SECRET, NULL},
+        {"run", "-mongo-uri=mongodb://cdc:M0ngoS3cr@h/", NULL},
+        {"status", "mongodb://cdc:M0ngoS3cr@h/", NULL},
+        {"run", "mongodb://cdc:M0ngoS3cr@h/", NULL},
+        {"mongodb://cdc:M0ngoS3cr@h/", NULL},
+        {"checkpoint", "mongodb://cdc:M0ngoS3cr@h/", "--dry-run", NULL},
+    };
+
+    start_world();
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char label[64];
+        int code;
+
+        snprintf(label, sizeof label, "refusal %zu", k);
+        code = cli(label, bad[k]);
+        cr_expect(code != 0, "%s is refused", label);
+    }
+    /* A wrong Redis password: the refusal names no password. */
+    snprintf(fx.redis_url, sizeof fx.redis_url, "redis://:R3disS3crWrong@127.0.0.1:%d/0",
+             fx.redis.port);
+    {
+        static const char *const show[] = {"checkpoint", "show", "--log-level", "debug", NULL};
+        static const char *const status[] = {"status", "--log-level", "debug", NULL};
+
+        cr_expect_neq(cli("wrong Redis password", show), 0);
+        cr_expect_neq(cli("wrong Redis password, status", status), 0);
+    }
+    /* The refusals still say what was wrong, with the secret hidden. */
+    cr_expect(strstr(kept("refusal 0 stderr"), "'mongodb://cdc:***@host/'") != NULL, "%s",
+              kept("refusal 0 stderr"));
+    cr_expect(strstr(kept("refusal 9 stderr"), "'mongodb://cdc:***@h/'") != NULL, "%s",
+              kept("refusal 9 stderr"));
+    cr_expect(strstr(kept("wrong Redis password stderr"), "authentication failed") != NULL,
+              "%s", kept("wrong Redis password stderr"));
+    cr_expect_eq(expect_no_secret(), 0);
+}
