@@ -215,6 +215,7 @@ static bool commit(runner_t *r)
     tw_commit_result_t result;
     tw_commit_t c;
     bool final = false;
+    char at[96];
 
     r->commit_code = TW_EXIT_FAILURE;
     if (!r->dirty)
@@ -258,14 +259,21 @@ static bool commit(runner_t *r)
         }
         redis_failed(r, &err);
         final = final || stop_requested(r);
-        if (!redis_backoff(r, final)) {
-            char at[96];
-            describe_position(&r->committed, at, sizeof at);
-            TW_ERROR("the last checkpoint could not be written (%s); the next "
-                     "start resumes from %s and hands on again what came after",
-                     err.message, r->committed.has_token ? at : "now");
-            return false;
+        if (redis_backoff(r, final))
+            continue;
+        if (!final) {
+            /* The stop came during the wait: now the final grace begins. */
+            TW_INFO("stopping: writing the last checkpoint, for up to %d s while Redis "
+                    "is away",
+                    FINAL_COMMIT_GRACE_MS / 1000);
+            final = true;
+            continue;
         }
+        describe_position(&r->committed, at, sizeof at);
+        TW_ERROR("the last checkpoint could not be written (%s); the next start resumes "
+                 "from %s and hands on again what came after",
+                 err.message, r->committed.has_token ? at : "now");
+        return false;
     }
     dependency_ok(r, &r->redis_dep);
     if (result.written)
@@ -278,13 +286,11 @@ static bool commit(runner_t *r)
                 "ahead (is another tokenwatch running with --name %s?)",
                 mine, r->checkpoint_key, stored, r->s->name);
     } else if (tw_log_enabled(TW_LOG_DEBUG)) {
-        char at[96];
         describe_position(&r->position, at, sizeof at);
         TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
                  r->position.source, r->position.events, r->sink.batch.count);
     }
     if (r->recovering) {
-        char at[96];
         describe_position(&r->position, at, sizeof at);
         if (r->committed.has_token)
             TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s",

@@ -251,3 +251,46 @@ Test(run, the_checkpoint_never_moves_backwards)
     free(err);
     bson_free(ahead);
 }
+
+Test(run, sighup_stops_cleanly_with_the_last_checkpoint)
+{
+    static const char *const extra[] = {"--checkpoint-every", "1000", "--checkpoint-interval",
+                                        "1h", NULL};
+    th_proc_t p;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    start_following(&p, extra);
+    bson_free(fx_post_events(&fx, 3));
+    th_sleep_ms(500); /* handed on, not yet checkpointed (every 1000 or 1 h) */
+    th_proc_signal(&p, SIGHUP);
+    th_assert_dump(th_proc_wait(&p, 10000), p.err_path, "exits on SIGHUP");
+    cr_expect_eq(th_proc_exit_code(&p), 0, "a clean stop, not a kill");
+    cr_expect_eq(fx_checkpoint_events(&fx), 3, "the last checkpoint was written");
+}
+
+Test(run, sigterm_during_a_redis_outage_retries_the_last_checkpoint)
+{
+    /* Redis goes away, a commit starts retrying, then the stop request
+     * comes: the last checkpoint is still retried for up to 10 s. */
+    static const char *const extra[] = {"--checkpoint-every", "1", NULL};
+    th_proc_t p;
+    char *err;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    start_following(&p, extra);
+    th_redis_stop(&fx.redis);
+    bson_free(fx_post_events(&fx, 3));
+    th_sleep_ms(800); /* the commit is retrying */
+    th_proc_signal(&p, SIGTERM);
+    th_sleep_ms(2000);
+    cr_expect(th_proc_running(&p), "still retrying the last checkpoint after 2 s");
+    cr_assert(th_redis_restart(&fx.redis));
+    th_assert_dump(th_proc_wait(&p, 15000), p.err_path, "exits once it is written");
+    err = th_proc_stderr(&p);
+    cr_expect_eq(th_proc_exit_code(&p), 0, "%s", err);
+    /* It takes no further events while a commit waits: the first one was
+     * handed on, and its checkpoint is the one that landed. */
+    cr_expect_eq(fx_checkpoint_events(&fx), 1, "the last checkpoint landed:\n%s", err);
+    cr_expect(strstr(err, "stopping") != NULL, "%s", err);
+    free(err);
+}
