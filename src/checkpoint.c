@@ -335,16 +335,40 @@ fail:
     return false;
 }
 
+/* The key's type: true with "none", "hash", ... in type (capped). */
+static bool key_type(redisContext *c, const char *key, char *type, size_t size,
+                     tw_error_t *err)
+{
+    redisReply *reply = tw_redis_command(c, err, "TYPE %s", key);
+
+    if (!reply)
+        return false;
+    snprintf(type, size, "%s", reply->type == REDIS_REPLY_STATUS ? reply->str : "?");
+    freeReplyObject(reply);
+    return true;
+}
+
 bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
                         bool *found, tw_error_t *err)
 {
-    redisReply *reply = tw_redis_command(c, err, "HGETALL %s", key);
+    redisReply *reply;
     const char **names = NULL, **values = NULL;
     size_t pairs;
     bool ok = false;
+    char type[32];
 
     *found = false;
     tw_checkpoint_init(out);
+    if (!key_type(c, key, type, sizeof type, err))
+        return false;
+    if (strcmp(type, "none") == 0)
+        return true;
+    if (strcmp(type, "hash") != 0) {
+        tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE,
+                     "%s holds a %s, not a checkpoint hash", key, type);
+        return false;
+    }
+    reply = tw_redis_command(c, err, "HGETALL %s", key);
     if (!reply)
         return false;
     if (reply->type != REDIS_REPLY_ARRAY) {
@@ -366,6 +390,8 @@ bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
     }
     if (!tw_checkpoint_decode(names, values, pairs, out, err)) {
         tw_error_prefix(err, "%s", key);
+        err->domain = TW_ERR_REDIS;
+        err->code = TW_CHECKPOINT_UNUSABLE;
         goto out_free_arrays;
     }
     *found = true;
@@ -540,6 +566,12 @@ static bool script_result(const redisReply *r, tw_commit_result_t *result,
         r->element[1]->type == REDIS_REPLY_STRING)
         tw_ctime_parse(r->element[1]->str, &result->stored_time, NULL);
     return true;
+}
+
+bool tw_checkpoint_unusable(const tw_error_t *err)
+{
+    return err->domain != TW_ERR_REDIS || err->code == TW_CHECKPOINT_WRONG_TYPE ||
+           err->code == TW_CHECKPOINT_UNUSABLE || err->code == TW_REDIS_REPLY_ERROR;
 }
 
 bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,

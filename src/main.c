@@ -179,6 +179,11 @@ static int cmd_checkpoint_history(const tw_settings_t *s)
         const tw_checkpoint_t *cp = &entries[k].checkpoint;
         char ct[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX], pushed[TW_UTC_TEXT_MAX];
 
+        if (entries[k].bad) {
+            printf("%-4zu (unreadable: %s)\n", k + 1, entries[k].problem);
+            continue;
+        }
+
         tw_ctime_format(cp->cluster_time, ct);
         tw_utc_format(tw_ctime_wall_ms(cp->cluster_time), date);
         tw_utc_format(entries[k].pushed_ms / 1000 * 1000, pushed);
@@ -222,13 +227,29 @@ static int cmd_checkpoint_rollback(const tw_settings_t *s, tw_clock_t *clock)
         return code;
     tw_checkpoint_init(&current);
     tw_checkpoint_key(s->name, "checkpoint", key);
-    if (!tw_history_list(c, s->name, &entries, &count, &err) ||
-        !tw_checkpoint_load(c, key, &current, &found, &err)) {
+    if (!tw_history_list(c, s->name, &entries, &count, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         goto out;
     }
+    if (!tw_checkpoint_load(c, key, &current, &found, &err)) {
+        if (!tw_checkpoint_unusable(&err)) {
+            fprintf(stderr, "tokenwatch: %s\n", err.message);
+            goto out;
+        }
+        /* Rolling back is the way out of a checkpoint that cannot be read. */
+        fprintf(stderr, "tokenwatch: the current checkpoint cannot be read (%s): it is "
+                        "kept in the history as it is\n",
+                err.message);
+        found = false;
+    }
     if (n > count) {
         fprintf(stderr, "tokenwatch: there is no history entry %lu (%zu kept)\n", n, count);
+        code = TW_EXIT_USAGE;
+        goto out;
+    }
+    if (entries[n - 1].bad) {
+        fprintf(stderr, "tokenwatch: history entry %lu cannot be used: %s\n", n,
+                entries[n - 1].problem);
         code = TW_EXIT_USAGE;
         goto out;
     }
@@ -284,6 +305,9 @@ static int cmd_checkpoint_show(const tw_settings_t *s, tw_clock_t *clock)
     c = tw_redis_connect(&url, (int)s->redis_timeout_ms, &err);
     if (!c || !tw_checkpoint_load(c, key, &cp, &found, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
+        /* A record that cannot be read is malformed (2), not an outage (1). */
+        if (c && tw_checkpoint_unusable(&err))
+            code = TW_EXIT_USAGE;
         goto out;
     }
     if (!found) {

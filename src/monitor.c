@@ -231,6 +231,24 @@ static void probe_window(tw_monitor_t *m, int64_t now_wall, int64_t now_mono)
     m->told_unreadable = false;
 }
 
+/* A guarded key's position. The own checkpoint is read as `run` reads it
+ * (a hash, decoded whole), so status never calls OK what run refuses;
+ * another consumer's key may hold a hash, a token or a time. */
+static bool read_position(tw_monitor_t *m, const tw_guarded_t *g, tw_ctime_t *pos,
+                          bool *found, tw_error_t *err)
+{
+    tw_checkpoint_t cp;
+    bool ok;
+
+    if (!g->own)
+        return tw_checkpoint_read_position(m->redis, g->key, pos, found, err);
+    ok = tw_checkpoint_load(m->redis, g->key, &cp, found, err);
+    if (ok && *found)
+        *pos = cp.cluster_time;
+    tw_checkpoint_release(&cp);
+    return ok;
+}
+
 /* Reads every guarded key; false when Redis itself failed. */
 static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
                       bool *found, tw_ctime_t *positions)
@@ -243,10 +261,9 @@ static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
         goto failed;
     for (size_t k = 0; k < m->key_count; k++) {
         tw_error_clear(&results[k]);
-        if (!tw_checkpoint_read_position(m->redis, m->keys[k].key, &positions[k],
-                                         &found[k], &results[k]) &&
-            results[k].domain == TW_ERR_REDIS &&
-            results[k].code != TW_REDIS_REPLY_ERROR) {
+        /* A record at fault is that key's UNKNOWN; anything else is Redis's. */
+        if (!read_position(m, &m->keys[k], &positions[k], &found[k], &results[k]) &&
+            !tw_checkpoint_unusable(&results[k])) {
             err = results[k];
             redisFree(m->redis);
             m->redis = NULL;

@@ -188,19 +188,22 @@ bool tw_history_list(redisContext *c, const char *name,
         if (!*entries)
             abort();
     }
-    for (size_t k = 0; k < reply->elements && ok; k++) {
-        ok = decode_entry(reply->element[k]->str, &(*entries)[k], err);
-        if (ok)
-            (*count)++;
-        else
-            tw_error_prefix(err, "%s entry %zu", key, k + 1);
+    for (size_t k = 0; k < reply->elements; k++) {
+        tw_history_entry_t *e = &(*entries)[k];
+        tw_error_t bad;
+
+        if (reply->element[k]->type != REDIS_REPLY_STRING ||
+            !decode_entry(reply->element[k]->str, e, &bad)) {
+            if (reply->element[k]->type != REDIS_REPLY_STRING)
+                tw_error_set(&bad, TW_ERR_USAGE, 0, "not a string");
+            tw_checkpoint_release(&e->checkpoint);
+            memset(e, 0, sizeof *e);
+            e->bad = true;
+            snprintf(e->problem, sizeof e->problem, "%s", bad.message);
+        }
+        (*count)++;
     }
     freeReplyObject(reply);
-    if (!ok) {
-        tw_history_free(*entries, *count);
-        *entries = NULL;
-        *count = 0;
-    }
     return ok;
 }
 

@@ -361,10 +361,19 @@ static int load_checkpoint(runner_t *r)
             if (tw_checkpoint_load(r->redis, r->checkpoint_key, &r->committed,
                                    &found, &err))
                 break;
-            if (err.domain != TW_ERR_REDIS ||
-                strstr(err.message, "WRONGTYPE")) {
-                TW_ERROR("the stored checkpoint cannot be used: %s. Fix or "
-                         "delete the key, or start elsewhere",
+            if (tw_checkpoint_unusable(&err) && r->s->resume_from) {
+                /* A recovery replaces it: the raw record goes to the history. */
+                TW_WARN("the stored checkpoint cannot be used (%s): --resume-from "
+                        "replaces it, and the history keeps it as it is",
+                        err.message);
+                tw_checkpoint_release(&r->committed);
+                tw_checkpoint_init(&r->committed);
+                break;
+            }
+            if (tw_checkpoint_unusable(&err)) {
+                TW_ERROR("the stored checkpoint cannot be used: %s. Replace it with "
+                         "--resume-from SPEC or checkpoint rollback N (the history keeps "
+                         "it), or delete the key",
                          err.message);
                 return TW_EXIT_USAGE;
             }

@@ -129,6 +129,12 @@ typedef struct {
 /* err->code when a key tokenwatch writes holds another type: nothing was
  * written, and retrying cannot help. */
 #define TW_CHECKPOINT_WRONG_TYPE 1001
+/* err->code when a stored checkpoint cannot be decoded. */
+#define TW_CHECKPOINT_UNUSABLE 1002
+
+/* The record itself is at fault (wrong type, cannot be decoded), not the
+ * connection: retrying cannot help. */
+bool tw_checkpoint_unusable(const tw_error_t *err);
 
 bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
                           tw_commit_result_t *result, tw_error_t *err);

@@ -86,9 +86,13 @@ typedef struct {
     tw_checkpoint_t checkpoint; /* token, cluster time, events, source, scope */
     int64_t pushed_ms;
     char reason[TW_SOURCE_MAX];
+    bool bad; /* could not be read: problem says why; the rest is empty */
+    char problem[TW_ERROR_MESSAGE_MAX];
 } tw_history_entry_t;
 
-/* The history, newest first. */
+/* The history, newest first. An entry that cannot be read is kept in its
+ * place, marked bad with the reason, so entry numbers stay Redis's. False
+ * only when Redis itself fails. */
 bool tw_history_list(redisContext *c, const char *name,
                      tw_history_entry_t **entries, size_t *count,
                      tw_error_t *err);

@@ -21,6 +21,14 @@ void fx_set_key_time(fx_t *fx, const char *key, uint32_t t)
     fx_set_key(fx, key, value);
 }
 
+void fx_seed_own_time(fx_t *fx, uint32_t t)
+{
+    char *data = fx_hwm_data(t, 1);
+
+    fx_seed_checkpoint(fx, data, NULL);
+    bson_free(data);
+}
+
 void fx_seed_own_at_newest(fx_t *fx)
 {
     bson_t state;

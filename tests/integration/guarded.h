@@ -13,6 +13,9 @@
 void fx_set_key(fx_t *fx, const char *key, const char *value);
 void fx_set_key_time(fx_t *fx, const char *key, uint32_t t);
 
+/* The watcher's own checkpoint, a hash as run writes it, at (t, 1). */
+void fx_seed_own_time(fx_t *fx, uint32_t t);
+
 /* The watcher's own checkpoint at the simulator's newest entry: a start
  * that finds it says nothing (no "started without a checkpoint" alert). */
 void fx_seed_own_at_newest(fx_t *fx);

@@ -64,7 +64,7 @@ Test(shards, status_reads_every_shard_and_the_edge_drives_the_state)
     int code;
 
     fx_start(&fx, TWO_SHARDS);
-    fx_set_key_time(&fx, "tokenwatch:{default}:checkpoint", T0);
+    fx_seed_own_time(&fx, T0);
     /* 1000 s above shard1's oldest entry: 56% of its window, OK; 1000 s
      * older: below it, LOST (shard0 alone would say 44%, WARN). */
     fx_set_key_time(&fx, OTHER_KEY, T0 - 800);
@@ -180,7 +180,7 @@ Test(shards, a_shard_down_with_retention_keeps_a_window)
     int code;
 
     fx_start(&fx, TWO_SHARDS);
-    fx_set_key_time(&fx, "tokenwatch:{default}:checkpoint", T0);
+    fx_seed_own_time(&fx, T0);
     fx_set_key_time(&fx, OTHER_KEY, T0 - 600);
     fx_sim(&fx, "POST", "/down", "{\"seconds\": 60, \"shard\": \"shard0\"}", &reply);
     bson_destroy(&reply);
@@ -248,7 +248,7 @@ Test(shards, a_shard_uri_of_its_own_is_used)
     int code;
 
     fx_start(&fx, TWO_SHARDS);
-    fx_set_key_time(&fx, "tokenwatch:{default}:checkpoint", T0);
+    fx_seed_own_time(&fx, T0);
     fx_set_key_time(&fx, OTHER_KEY, T0 - 800);
     /* A port nothing listens on: shard1 is read through the override only. */
     snprintf(wrong, sizeof wrong, "%d", th_free_port());
