@@ -14,7 +14,10 @@ struct tw_follow {
     tw_split_t *split;                /* with --split-large-events */
 };
 
-#define DEFAULT_SELECTION_TIMEOUT_MS 5000
+/* Short, so a stop request is seen within about a second even while
+ * MongoDB is away: a failed selection is retried by the run loop, with
+ * backoff, and libmongoc keeps connecting in the background meanwhile. */
+#define DEFAULT_SELECTION_TIMEOUT_MS 1000
 
 mongoc_client_pool_t *tw_follow_pool_new(const char *text, tw_error_t *err)
 {
@@ -29,6 +32,10 @@ mongoc_client_pool_t *tw_follow_pool_new(const char *text, tw_error_t *err)
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
                                        DEFAULT_SELECTION_TIMEOUT_MS);
+    /* The run loop retries an aggregate itself, with backoff and a stop check
+     * in between; the driver's own retry would only double the wait. */
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_RETRYREADS))
+        mongoc_uri_set_option_as_bool(uri, MONGOC_URI_RETRYREADS, false);
     pool = mongoc_client_pool_new(uri);
     mongoc_uri_destroy(uri);
     if (!pool) {

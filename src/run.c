@@ -1315,8 +1315,14 @@ static int follow_loop(runner_t *r)
         tw_follow_t *f;
         int code = TW_EXIT_OK;
 
-        if (stop_requested(r))
-            return commit(r) ? TW_EXIT_OK : r->commit_code;
+        if (stop_requested(r)) {
+            int code_at_stop = commit(r) ? TW_EXIT_OK : r->commit_code;
+
+            TW_INFO("stopping on request after %" PRId64 " events (the stream was not "
+                    "open)",
+                    r->events_this_run);
+            return code_at_stop;
+        }
         tw_metrics_add(r->metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, &err);
         if (!f) {

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fixture.h"
 
@@ -292,5 +293,33 @@ Test(run, sigterm_during_a_redis_outage_retries_the_last_checkpoint)
      * handed on, and its checkpoint is the one that landed. */
     cr_expect_eq(fx_checkpoint_events(&fx), 1, "the last checkpoint landed:\n%s", err);
     cr_expect(strstr(err, "stopping") != NULL, "%s", err);
+    free(err);
+}
+
+Test(run, sigterm_during_a_mongodb_outage_stops_within_seconds)
+{
+    th_proc_t p;
+    bson_t reply;
+    struct timespec t0, t1;
+    double took;
+    char *err;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    start_following(&p, NULL);
+    bson_free(fx_post_events(&fx, 2));
+    th_assert_dump(fx_wait_checkpoint_events(&fx, 2, 10000), p.err_path, "2 events");
+    fx_sim(&fx, "POST", "/down", "{\"seconds\": 60}", &reply);
+    bson_destroy(&reply);
+    th_sleep_ms(1500); /* it is now waiting for MongoDB */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    th_proc_signal(&p, SIGTERM);
+    th_assert_dump(th_proc_wait(&p, 15000), p.err_path, "exits");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    err = th_proc_stderr(&p);
+    cr_expect_eq(th_proc_exit_code(&p), 0, "%s", err);
+    /* Each blocking driver call now gives up after 1 s (it was 8.6 s in all). */
+    cr_expect_lt(took, 5.0, "stopped in %.1f s:\n%s", took, err);
+    cr_expect(strstr(err, "stopping") != NULL, "says so:\n%s", err);
     free(err);
 }
