@@ -206,8 +206,19 @@ bool tw_redis_url_load(const char *text, const char *password_file,
 
     if (!tw_redis_url_parse(text, out, err))
         return false;
-    if (!password_file)
+    if (!password_file) {
+        /* AUTH goes out only with a password: without one the user would be
+         * dropped and the connection made as the default user. */
+        if (out->user && !out->password) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "the Redis user '%s' has no password: give it in the URL "
+                         "(redis://user:password@host) or with --redis-password-file",
+                         out->user);
+            tw_redis_url_release(out);
+            return false;
+        }
         return true;
+    }
     if (!tw_redis_read_password_file(password_file, &password, err)) {
         tw_redis_url_release(out);
         return false;

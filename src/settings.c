@@ -665,7 +665,7 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
 
     while (table[index].offset != F(slack_webhook_file))
         index++;
-    describe_source(&table[index], s->sources[index], NULL, origin, sizeof origin);
+    describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
     if (!tw_secret_read_file(s->slack_webhook_file, origin, &url, err))
         return false;
     if (!check_webhook(url, &inner)) {
@@ -677,6 +677,29 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
     tw_secret_free(s->slack_webhook);
     s->slack_webhook = url;
     return true;
+}
+
+/* A Redis ACL user needs a password, from the URL or the password file;
+ * the file itself is read when Redis is reached. */
+static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
+{
+    size_t index = 0;
+    char origin[160];
+    tw_redis_url_t url;
+    tw_error_t inner;
+    bool ok;
+
+    if (s->redis_password_file)
+        return true;
+    while (table[index].offset != F(redis_url))
+        index++;
+    ok = tw_redis_url_load(s->redis_url, NULL, &url, &inner);
+    tw_redis_url_release(&url);
+    if (!ok) {
+        describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
+        tw_error_set(err, TW_ERR_USAGE, 0, "bad value for %s: %s", origin, inner.message);
+    }
+    return ok;
 }
 
 static ssize_t find_by_env(const char *env, size_t len)
@@ -933,6 +956,8 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
     if (s->mongo_uri_file && !load_mongo_uri_file(s, err))
         return false;
     if (s->slack_webhook_file && !load_slack_webhook_file(s, err))
+        return false;
+    if (!check_redis_user(s, err))
         return false;
     if (s->collection && !s->db) {
         tw_error_set(err, TW_ERR_USAGE, 0,

@@ -150,3 +150,15 @@ Test(redis_url, the_password_file_keeps_the_acl_user)
     tw_redis_url_release(&u);
     unlink(path);
 }
+
+/* AUTH is sent only with a password: a user without one would be dropped and
+ * the connection made as the default user. */
+Test(redis_url, a_user_without_a_password_is_refused)
+{
+    tw_redis_url_t u;
+    tw_error_t err;
+
+    cr_expect_not(tw_redis_url_load("redis://app@cache/0", NULL, &u, &err));
+    cr_expect(strstr(err.message, "app") != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "password") != NULL, "%s", err.message);
+}

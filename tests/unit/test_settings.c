@@ -599,3 +599,20 @@ Test(settings, good_lists_and_limits_still_load)
     cr_expect_float_eq(s.warn_at.share, 0.125, 1e-9);
     tw_settings_release(&s);
 }
+
+Test(settings, a_redis_user_needs_a_password)
+{
+    const char *envp[] = {NULL};
+    const char *argv[] = {"--redis-url", "redis://app@cache/0", NULL};
+    const char *with_file[] = {"--redis-url", "redis://app@cache/0", "--redis-password-file",
+                               "/run/secrets/redis", NULL};
+    tw_settings_t s;
+    tw_error_t err;
+
+    cr_expect_not(load(&s, argv, 2, envp, &err));
+    cr_expect(strstr(err.message, "--redis-url") != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "password") != NULL, "%s", err.message);
+    tw_settings_release(&s);
+    cr_expect(load(&s, with_file, 4, envp, &err), "%s", err.message);
+    tw_settings_release(&s);
+}
