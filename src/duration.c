@@ -115,18 +115,41 @@ void tw_duration_words(int64_t ms, char out[TW_DURATION_TEXT_MAX])
         snprintf(out, TW_DURATION_TEXT_MAX, "0s");
 }
 
+/* A share: decimal digits, an optional '.' and more digits, then '%'.
+ * The grammar is checked by hand before strtod reads the value: strtod
+ * alone would also take hex (0x10), exponents (1e1), signs, leading white
+ * space, inf and nan. */
+static bool parse_share(const char *text, size_t len, double *out)
+{
+    size_t k = strspn(text, "0123456789");
+
+    if (k == 0)
+        return false;
+    if (text[k] == '.') {
+        size_t fraction = strspn(text + k + 1, "0123456789");
+
+        if (fraction == 0)
+            return false; /* "5.%": a fraction needs a digit */
+        k += 1 + fraction;
+    }
+    if (k != len - 1 || text[k] != '%')
+        return false;
+    *out = strtod(text, NULL);
+    return *out <= 100.0;
+}
+
 bool tw_limit_parse(const char *text, tw_limit_t *out, tw_error_t *err)
 {
     size_t len = strlen(text);
 
-    if (len > 1 && text[len - 1] == '%') {
-        char *end;
-        double value = strtod(text, &end);
+    if (len > 0 && text[len - 1] == '%') {
+        double value;
 
-        if (end != text + len - 1 || !isdigit((unsigned char)text[0]) ||
-            value < 0.0 || value > 100.0) {
+        if (!parse_share(text, len, &value)) {
             tw_error_set(err, TW_ERR_USAGE, 0,
-                         "'%s' is not a share: write 0%% to 100%%", text);
+                         "'%s' is not a share: write 0%% to 100%% in decimal "
+                         "digits (20%%, 12.5%%)",
+                         text);
             return false;
         }
         out->kind = TW_LIMIT_SHARE;

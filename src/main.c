@@ -198,6 +198,18 @@ static int cmd_checkpoint_history(const tw_settings_t *s)
     return TW_EXIT_OK;
 }
 
+/* N of checkpoint rollback: decimal digits only (sscanf took "1abc" as 1,
+ * "+1" and " 1" too), 1 to TW_HISTORY_MAX. */
+static bool parse_history_number(const char *text, unsigned long *n)
+{
+    size_t len = strlen(text);
+
+    if (len == 0 || len > 9 || strspn(text, "0123456789") != len)
+        return false;
+    *n = strtoul(text, NULL, 10);
+    return *n >= 1 && *n <= TW_HISTORY_MAX;
+}
+
 static int cmd_checkpoint_rollback(const tw_settings_t *s, tw_clock_t *clock)
 {
     tw_history_entry_t *entries = NULL;
@@ -211,10 +223,11 @@ static int cmd_checkpoint_rollback(const tw_settings_t *s, tw_clock_t *clock)
     redisContext *c;
 
     if (s->positional_count > 2 ||
-        (s->positional_count == 2 &&
-         (sscanf(s->positional[1], "%lu", &n) != 1 || n == 0 || n > TW_HISTORY_MAX))) {
-        fprintf(stderr, "tokenwatch checkpoint rollback: N is a history entry, 1 to %d\n",
-                TW_HISTORY_MAX);
+        (s->positional_count == 2 && !parse_history_number(s->positional[1], &n))) {
+        fprintf(stderr,
+                "tokenwatch checkpoint rollback: N is a history entry, 1 to %d in "
+                "decimal digits, not '%s'\n",
+                TW_HISTORY_MAX, s->positional[s->positional_count - 1]);
         return TW_EXIT_USAGE;
     }
     if (!s->dry_run && !tw_recover_confirmed(s->environment, s->protect, s->protect_count,

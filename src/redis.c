@@ -56,6 +56,12 @@ static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
     const char *query = strchr(rest, '?');
     size_t len = query ? (size_t)(query - rest) : strlen(rest);
 
+    if (strchr(rest, '#')) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "unix:// takes no #fragment: its one option is ?db=N");
+        return false;
+    }
+
     if (len == 0 || rest[0] != '/') {
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "unix:// needs an absolute socket path: "
@@ -73,6 +79,33 @@ static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
     }
     out->socket = strndup(rest, len);
     return out->socket != NULL;
+}
+
+/* What curl would read past, checked on the text itself: "redis:///0" has
+ * no host (curl takes "0", which connects to 0.0.0.0), and a query or a
+ * fragment would be dropped without a word. Never quotes the URL. */
+static bool check_redis_form(const char *text, tw_error_t *err)
+{
+    const char *authority = text + strlen("redis://");
+    size_t len = strcspn(authority, "/?#");
+    const char *host = authority;
+
+    for (const char *at = authority; at < authority + len; at++)
+        if (*at == '@')
+            host = at + 1;
+    if (host == authority + len || *host == ':') {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "the URL names no host: write redis://[user:password@]host:port/db");
+        return false;
+    }
+    if (strpbrk(text, "?#")) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "redis:// takes no ?options or #fragment: the database is the "
+                     "path (/0) and a '?' or '#' in the password is written %%3F or "
+                     "%%23; only unix:// takes an option, ?db=N");
+        return false;
+    }
+    return true;
 }
 
 bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
@@ -100,6 +133,8 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                      "(stunnel, a service mesh) with redis://");
         goto out;
     }
+    if (strncasecmp(text, "redis://", 8) == 0 && !check_redis_form(text, err))
+        goto out;
     if (curl_url_set(u, CURLUPART_URL, text, CURLU_NON_SUPPORT_SCHEME) !=
         CURLUE_OK) {
         tw_error_set(err, TW_ERR_USAGE, 0,
@@ -171,8 +206,19 @@ bool tw_redis_url_load(const char *text, const char *password_file,
 
     if (!tw_redis_url_parse(text, out, err))
         return false;
-    if (!password_file)
+    if (!password_file) {
+        /* AUTH goes out only with a password: without one the user would be
+         * dropped and the connection made as the default user. */
+        if (out->user && !out->password) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "the Redis user '%s' has no password: give it in the URL "
+                         "(redis://user:password@host) or with --redis-password-file",
+                         out->user);
+            tw_redis_url_release(out);
+            return false;
+        }
         return true;
+    }
     if (!tw_redis_read_password_file(password_file, &password, err)) {
         tw_redis_url_release(out);
         return false;

@@ -1418,12 +1418,9 @@ static bool start_services(runner_t *r, tw_error_t *err)
         if (!r->http)
             return false;
     }
-    if (s->slack_webhook_file) {
-        if (!tw_slack_read_webhook_file(s->slack_webhook_file, &webhook, err))
-            return false;
-    } else if (s->slack_webhook) {
+    /* --slack-webhook-file was read and checked with the settings. */
+    if (s->slack_webhook)
         webhook = strdup(s->slack_webhook);
-    }
     if (webhook) {
         tw_slack_opts_t opts;
         char shown[256];

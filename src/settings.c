@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "tokenwatch/duration.h"
 #include "tokenwatch/shards.h"
@@ -482,17 +483,28 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
     }
     if (s->sources[index] != source)
         list_clear(items, count);
-    while (*p) {
+    for (size_t n = 1;; n++) {
         size_t len;
+        char *item;
 
-        p += strspn(p, separators + (def->flags & SPACED ? 0 : 1));
-        if (!*p)
-            break;
+        if (def->flags & SPACED) {
+            p += strspn(p, separators);
+            if (!*p)
+                break;
+        }
         len = strcspn(p, separators);
-        char *item = strndup(p, len);
-
+        item = strndup(p, len);
         if (!item)
             abort();
+        /* "a,,b", "a, ,b", "a,": an item lost to a comma too many. */
+        if (item[strspn(item, " \t\r\n")] == '\0') {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "item %zu of the list is empty (two commas in a row, "
+                         "or one at an end?)",
+                         n);
+            free(item);
+            return false;
+        }
         if (def->check && !def->check(item, err)) {
             free(item);
             return false;
@@ -500,8 +512,9 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
         add_string(items, count, item);
         free(item);
         p += len;
-        if (*p && strchr(separators, *p))
-            p++;
+        if (!*p)
+            break;
+        p++;
     }
     return true;
 }
@@ -640,6 +653,55 @@ static bool load_mongo_uri_file(tw_settings_t *s, tw_error_t *err)
     return true;
 }
 
+/* Read with the settings, so a bad file is a usage error (exit 2) that names
+ * it; the URL is the secret and is never quoted. The file wins over
+ * --slack-webhook. */
+static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
+{
+    size_t index = 0;
+    char origin[160];
+    char *url;
+    tw_error_t inner;
+
+    while (table[index].offset != F(slack_webhook_file))
+        index++;
+    describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
+    if (!tw_secret_read_file(s->slack_webhook_file, origin, &url, err))
+        return false;
+    if (!check_webhook(url, &inner)) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "%s %s: %s", origin, s->slack_webhook_file,
+                     inner.message);
+        tw_secret_free(url);
+        return false;
+    }
+    tw_secret_free(s->slack_webhook);
+    s->slack_webhook = url;
+    return true;
+}
+
+/* A Redis ACL user needs a password, from the URL or the password file;
+ * the file itself is read when Redis is reached. */
+static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
+{
+    size_t index = 0;
+    char origin[160];
+    tw_redis_url_t url;
+    tw_error_t inner;
+    bool ok;
+
+    if (s->redis_password_file)
+        return true;
+    while (table[index].offset != F(redis_url))
+        index++;
+    ok = tw_redis_url_load(s->redis_url, NULL, &url, &inner);
+    tw_redis_url_release(&url);
+    if (!ok) {
+        describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
+        tw_error_set(err, TW_ERR_USAGE, 0, "bad value for %s: %s", origin, inner.message);
+    }
+    return ok;
+}
+
 static ssize_t find_by_env(const char *env, size_t len)
 {
     for (size_t k = 0; k < TABLE_SIZE; k++)
@@ -670,50 +732,81 @@ static void add_string(char ***list, size_t *count, const char *text)
     (*count)++;
 }
 
-static bool load_file(tw_settings_t *s, const char *path, tw_error_t *err)
+/* One KEY=VALUE line, its end of line already cut; len counts a NUL inside. */
+static bool load_line(tw_settings_t *s, const char *path, unsigned lineno, char *line,
+                      size_t len, tw_error_t *err)
+{
+    char *p = line;
+    char *eq;
+    ssize_t index;
+
+    /* A UTF-8 byte order mark (Windows editors write one) is no part of the
+     * first key. */
+    if (lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (memchr(line, '\0', len)) {
+        /* getline read past it: the value must not be cut there silently. */
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "config file %s line %u: %.*s holds a NUL byte: a value is text",
+                     path, lineno, (int)strcspn(p, "="), p);
+        return false;
+    }
+    if (*p == '\0' || *p == '#')
+        return true;
+    /* The value is taken literally, as docker --env-file does, so one file
+     * means the same to both. */
+    eq = strchr(p, '=');
+    if (!eq) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "config file %s line %u: expected KEY=VALUE",
+                     path, lineno);
+        return false;
+    }
+    index = find_by_env(p, (size_t)(eq - p));
+    if (index < 0 || table[index].offset == F(config)) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "config file %s line %u: unknown key %.*s",
+                     path, lineno, (int)(eq - p), p);
+        return false;
+    }
+    return apply(s, (size_t)index, eq + 1, TW_SOURCE_FILE, path, err);
+}
+
+static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t source,
+                      tw_error_t *err)
 {
     FILE *f = fopen(path, "r");
+    char origin[160];
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
     unsigned lineno = 0;
+    struct stat st;
     bool ok = false;
 
+    describe_source(&table[0], source, NULL, origin, sizeof origin);
     if (!f) {
-        tw_error_set(err, TW_ERR_USAGE, errno, "cannot read config file %s: %s",
+        tw_error_set(err, TW_ERR_USAGE, errno, "%s: cannot read config file %s: %s", origin,
                      path, strerror(errno));
         return false;
     }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        tw_error_set(err, TW_ERR_USAGE, EISDIR,
+                     "%s: %s is a directory, not a config file of KEY=VALUE lines",
+                     origin, path);
+        goto out;
+    }
     while ((len = getline(&line, &cap, f)) >= 0) {
-        char *p = line;
-        char *eq;
-        ssize_t index;
-
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0' || *p == '#')
-            continue;
-        /* The value is taken literally, as docker --env-file does, so one
-         * file means the same to both. */
-        eq = strchr(p, '=');
-        if (!eq) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "config file %s line %u: expected KEY=VALUE", path,
-                         lineno);
+        if (!load_line(s, path, lineno, line, (size_t)len, err))
             goto out;
-        }
-        index = find_by_env(p, (size_t)(eq - p));
-        if (index < 0 || table[index].offset == F(config)) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "config file %s line %u: unknown key %.*s", path,
-                         lineno, (int)(eq - p), p);
-            goto out;
-        }
-        if (!apply(s, (size_t)index, eq + 1, TW_SOURCE_FILE, path, err))
-            goto out;
+    }
+    if (ferror(f)) {
+        tw_error_set(err, TW_ERR_USAGE, errno, "%s: cannot read config file %s: %s", origin,
+                     path, strerror(errno));
+        goto out;
     }
     ok = true;
 out:
@@ -815,7 +908,7 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
     }
     if (config) {
         if (!apply(s, 0, config, config_source, NULL, err) ||
-            !load_file(s, config, err))
+            !load_file(s, config, config_source, err))
             return false;
     }
     if (!load_env(s, envp, err))
@@ -861,6 +954,10 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
     }
 
     if (s->mongo_uri_file && !load_mongo_uri_file(s, err))
+        return false;
+    if (s->slack_webhook_file && !load_slack_webhook_file(s, err))
+        return false;
+    if (!check_redis_user(s, err))
         return false;
     if (s->collection && !s->db) {
         tw_error_set(err, TW_ERR_USAGE, 0,

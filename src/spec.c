@@ -32,62 +32,102 @@ static int digits_value(const char *s, size_t n)
     return v;
 }
 
-/* YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM); 't' and ' ' as separator too. */
-static bool parse_rfc3339(const char *s, uint32_t *out_secs)
-{
-    static const int days_in_month[] = {31, 29, 31, 30, 31, 30,
-                                        31, 31, 30, 31, 30, 31};
-    int year, mon, day, hour, min, sec, offset = 0;
-    const char *p;
-    struct tm tm;
-    int64_t secs;
+typedef enum { DATE_NOT_A_DATE, DATE_OK, DATE_BAD } date_result_t;
 
-    if (strlen(s) < 20 || !all_digits(s, 4) || s[4] != '-' ||
-        !all_digits(s + 5, 2) || s[7] != '-' || !all_digits(s + 8, 2) ||
-        (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        !all_digits(s + 11, 2) || s[13] != ':' || !all_digits(s + 14, 2) ||
-        s[16] != ':' || !all_digits(s + 17, 2))
-        return false;
-    year = digits_value(s, 4);
-    mon = digits_value(s + 5, 2);
-    day = digits_value(s + 8, 2);
-    hour = digits_value(s + 11, 2);
-    min = digits_value(s + 14, 2);
-    sec = digits_value(s + 17, 2);
-    if (mon < 1 || mon > 12 || day < 1 || day > days_in_month[mon - 1] ||
-        hour > 23 || min > 59 || sec > 60)
-        return false;
-    p = s + 19;
+/* "YYYY-MM-DDTHH:MM:SS": the shape only; 't' and ' ' as separator too. */
+static bool looks_like_rfc3339(const char *s)
+{
+    return strlen(s) >= 20 && all_digits(s, 4) && s[4] == '-' && all_digits(s + 5, 2) &&
+           s[7] == '-' && all_digits(s + 8, 2) &&
+           (s[10] == 'T' || s[10] == 't' || s[10] == ' ') && all_digits(s + 11, 2) &&
+           s[13] == ':' && all_digits(s + 14, 2) && s[16] == ':' && all_digits(s + 17, 2);
+}
+
+/* Names the first field out of its range, or NULL when all are in range. */
+static const char *out_of_range(struct tm *tm, int year)
+{
+    static const int days_in_month[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+    if (tm->tm_mon < 0 || tm->tm_mon > 11)
+        return "month (01 to 12)";
+    if (tm->tm_mday < 1 ||
+        tm->tm_mday > days_in_month[tm->tm_mon] + (tm->tm_mon == 1 && leap))
+        return "day (not in that month)";
+    if (tm->tm_hour > 23)
+        return "hour (00 to 23)";
+    if (tm->tm_min > 59)
+        return "minute (00 to 59)";
+    if (tm->tm_sec > 60)
+        return "second (00 to 60)";
+    return NULL;
+}
+
+/* [.fff](Z|+HH:MM|-HH:MM) after the seconds; *bad names a field out of range. */
+static bool parse_zone(const char *p, int *offset, const char **bad)
+{
+    int hours, minutes;
+
+    *bad = NULL;
     if (*p == '.') {
-        p++;
-        if (!isdigit((unsigned char)*p))
+        if (!isdigit((unsigned char)*++p))
             return false;
         while (isdigit((unsigned char)*p))
             p++;
     }
     if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
-        offset = 0;
-    } else if ((*p == '+' || *p == '-') && all_digits(p + 1, 2) &&
-               p[3] == ':' && all_digits(p + 4, 2) && p[6] == '\0') {
-        offset = digits_value(p + 1, 2) * 3600 + digits_value(p + 4, 2) * 60;
-        if (*p == '-')
-            offset = -offset;
-    } else {
+        *offset = 0;
+        return true;
+    }
+    if ((*p != '+' && *p != '-') || !all_digits(p + 1, 2) || p[3] != ':' ||
+        !all_digits(p + 4, 2) || p[6] != '\0')
+        return false;
+    hours = digits_value(p + 1, 2);
+    minutes = digits_value(p + 4, 2);
+    if (hours > 23 || minutes > 59) {
+        *bad = "UTC offset (-23:59 to +23:59)";
         return false;
     }
-    memset(&tm, 0, sizeof tm);
-    tm.tm_year = year - 1900;
-    tm.tm_mon = mon - 1;
-    tm.tm_mday = day;
-    tm.tm_hour = hour;
-    tm.tm_min = min;
-    tm.tm_sec = sec;
-    secs = (int64_t)timegm(&tm) - offset;
-    /* timegm normalises 31 Feb into March: a date that moved was invalid. */
-    if (tm.tm_mday != day || secs < 0 || secs > (int64_t)UINT32_MAX)
-        return false;
-    *out_secs = (uint32_t)secs;
+    *offset = (*p == '-' ? -1 : 1) * (hours * 3600 + minutes * 60);
     return true;
+}
+
+/* YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM). */
+static date_result_t parse_rfc3339(const char *s, uint32_t *out_secs, tw_error_t *err)
+{
+    int year, offset = 0;
+    const char *bad;
+    struct tm tm;
+    int64_t secs;
+
+    if (!looks_like_rfc3339(s))
+        return DATE_NOT_A_DATE;
+    memset(&tm, 0, sizeof tm);
+    year = digits_value(s, 4);
+    tm.tm_year = year - 1900;
+    tm.tm_mon = digits_value(s + 5, 2) - 1;
+    tm.tm_mday = digits_value(s + 8, 2);
+    tm.tm_hour = digits_value(s + 11, 2);
+    tm.tm_min = digits_value(s + 14, 2);
+    tm.tm_sec = digits_value(s + 17, 2);
+    bad = out_of_range(&tm, year);
+    if (!bad && !parse_zone(s + 19, &offset, &bad)) {
+        if (!bad)
+            return DATE_NOT_A_DATE;
+    }
+    if (bad) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is not a date: its %s is out of range", s,
+                     bad);
+        return DATE_BAD;
+    }
+    secs = (int64_t)timegm(&tm) - offset;
+    if (secs < 0 || secs > (int64_t)UINT32_MAX) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "'%s' is outside the cluster times MongoDB can hold (1970 to 2106)", s);
+        return DATE_BAD;
+    }
+    *out_secs = (uint32_t)secs;
+    return DATE_OK;
 }
 
 bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
@@ -126,11 +166,16 @@ bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
             return true;
         }
     }
-    if (parse_rfc3339(text, &out->time.t)) {
+    switch (parse_rfc3339(text, &out->time.t, err)) {
+    case DATE_BAD:
+        return false;
+    case DATE_OK:
         out->kind = TW_SPEC_TIME;
         out->has_time = true;
         out->time.i = 0;
         return true;
+    case DATE_NOT_A_DATE:
+        break;
     }
     /* A token last: a date or a number must never be read as hex. A bare
      * token must be of a known layout; any token can be given as JSON. */

@@ -281,6 +281,39 @@ bool tw_token_cluster_time(const bson_t *token, tw_ctime_t *out,
     return false;
 }
 
+/* libbson takes JSON that is not one token: a second _data (which one would
+ * count?) or a NUL inside the _data string (C strings would cut it). */
+static bool check_one_data(const bson_t *token, tw_error_t *err)
+{
+    bson_iter_t it;
+    unsigned seen = 0;
+
+    if (!bson_iter_init(&it, token))
+        return false;
+    while (bson_iter_next(&it)) {
+        uint32_t len;
+        const char *data;
+
+        if (strcmp(bson_iter_key(&it), "_data") != 0)
+            continue;
+        if (++seen > 1) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "token has _data twice: a resume token has one");
+            return false;
+        }
+        if (!BSON_ITER_HOLDS_UTF8(&it))
+            continue;
+        data = bson_iter_utf8(&it, &len);
+        if (memchr(data, '\0', len)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "token's _data holds a NUL character (\\u0000 at %zu)",
+                         (size_t)((const char *)memchr(data, '\0', len) - data));
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool parse_json_token(const char *json, bson_t *out, tw_error_t *err)
 {
     bson_error_t berr;
@@ -296,6 +329,10 @@ static bool parse_json_token(const char *json, bson_t *out, tw_error_t *err)
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "token has no _data string or binary: a resume token is "
                      "the whole _id of a change event, {\"_data\": ...}");
+        bson_destroy(out);
+        return false;
+    }
+    if (!check_one_data(out, err)) {
         bson_destroy(out);
         return false;
     }

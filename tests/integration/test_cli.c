@@ -164,3 +164,123 @@ Test(cli, the_redis_password_never_reaches_the_output)
     freeReplyObject(r);
     fx_stop(&fx);
 }
+
+/* Issue 9, "input that is accepted but wrong": exit 2, naming the argument. */
+Test(cli, decode_refuses_json_that_is_not_one_token)
+{
+    static const struct {
+        const char *token;
+        const char *reason;
+    } cases[] = {
+        {"{\"_data\":\"82612E8513000000012B\",\"_data\":\"82612E8513000000022B\"}", "twice"},
+        {"{\"_data\":\"82612E85\\u000013000000012B\"}", "NUL"},
+    };
+
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *argv[] = {th_binary(), "decode", cases[k].token, NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "%s: %s", cases[k].token, out);
+        cr_expect(strstr(err, cases[k].reason) != NULL, "%s: %s", cases[k].token, err);
+        cr_expect(strstr(err, "_data") != NULL, "%s: %s", cases[k].token, err);
+        free(out);
+        free(err);
+    }
+}
+
+/* Checked before Redis is reached: no server runs here. */
+Test(cli, rollback_takes_only_a_history_number)
+{
+    static const char *const bad[] = {"1abc", "0", "-1", "+1", " 1", "1 ", "0x1", "",
+                                      "99999999999999999999", "101"};
+
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        const char *argv[] = {th_binary(), "checkpoint", "rollback", bad[k], "--dry-run",
+                              "--redis-url", "redis://127.0.0.1:1/0", NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "'%s': %s", bad[k], err);
+        /* "-1" reads as an unknown option, which names it just as well. */
+        cr_expect(strstr(err, bad[k][0] == '-' ? "unknown option -1" : "N is a history entry") !=
+                      NULL,
+                  "'%s': %s", bad[k], err);
+        free(out);
+        free(err);
+    }
+}
+
+Test(cli, bad_settings_files_exit_2_naming_them)
+{
+    char dir[PATH_MAX], empty[PATH_MAX + 16], two[PATH_MAX + 16];
+    const char *paths[4];
+    FILE *f;
+
+    cr_assert(th_tmpdir(dir, sizeof dir));
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    f = fopen(empty, "w");
+    cr_assert(f);
+    fclose(f);
+    f = fopen(two, "w");
+    cr_assert(f);
+    fputs("https://hooks.slack.com/services/T/B/one\nhttps://hooks.slack.com/services/T/B/two\n", f);
+    fclose(f);
+    paths[0] = "/nonexistent/webhook";
+    paths[1] = dir;
+    paths[2] = empty;
+    paths[3] = two;
+    for (size_t k = 0; k < 4; k++) {
+        const char *argv[] = {th_binary(), "run", "--slack-webhook-file", paths[k],
+                              "--metrics-addr", "off", NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "%s: %s", paths[k], err);
+        cr_expect(strstr(err, "--slack-webhook-file") != NULL, "%s: %s", paths[k], err);
+        cr_expect(strstr(err, paths[k]) != NULL, "%s: %s", paths[k], err);
+        cr_expect(strstr(err, "hooks.slack.com") == NULL, "%s: %s", paths[k], err);
+        free(out);
+        free(err);
+    }
+    {
+        const char *argv[] = {th_binary(), "run", "--config", dir, NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "--config DIR: %s", err);
+        cr_expect(strstr(err, "--config") != NULL && strstr(err, "directory") != NULL, "%s",
+                  err);
+        free(out);
+        free(err);
+    }
+    th_rmtree(dir);
+}
+
+Test(cli, a_redis_url_without_a_host_or_with_options_exits_2)
+{
+    static const char *const urls[] = {"redis:///0", "redis://127.0.0.1:1/0?db=1",
+                                       "redis://127.0.0.1:1/0#x"};
+
+    for (size_t k = 0; k < sizeof urls / sizeof urls[0]; k++) {
+        const char *argv[] = {th_binary(), "checkpoint", "show", "--redis-url", urls[k], NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "%s: %s", urls[k], err);
+        cr_expect(strstr(err, "--redis-url") != NULL, "%s: %s", urls[k], err);
+        free(out);
+        free(err);
+    }
+}
+
+Test(cli, guard_lists_with_empty_items_exit_2)
+{
+    static const char *const lists[] = {"", " ", "a,,b", "a, ,b"};
+
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
+        const char *argv[] = {th_binary(), "status", "--guard", lists[k], NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "'%s': %s", lists[k], err);
+        cr_expect(strstr(err, "--guard") != NULL, "'%s': %s", lists[k], err);
+        free(out);
+        free(err);
+    }
+}

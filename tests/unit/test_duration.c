@@ -102,3 +102,33 @@ Test(duration, limits_are_shares_or_durations)
     cr_expect_not(tw_limit_parse("2", &l, &err));
     cr_expect(strstr(err.message, "share") != NULL, "%s", err.message);
 }
+
+/* A share is decimal digits, an optional fraction, then '%'; a duration is
+ * digits and units: nothing strtod or strtol would also take. */
+Test(duration, only_the_documented_grammar_is_taken)
+{
+    static const char *const bad_limits[] = {"0x10%", "1e1%", "+5%",  " 5%", "5.%", ".5%",
+                                             "inf%",  "nan%", "5 %",  "5%%", "-0%", "1,5%",
+                                             "0x10s", "1e3ms", "+5s", " 5s", "5s ", "-5s",
+                                             "5 s",   "5S"};
+    static const char *const bad_durations[] = {"0x10s", "1e3ms", "+5s", " 5s", "5s ",
+                                                "-5s",   "5 s",   "1.5s", "s",  "5"};
+    tw_limit_t l;
+    tw_error_t err;
+    int64_t ms;
+
+    for (size_t k = 0; k < sizeof bad_limits / sizeof bad_limits[0]; k++) {
+        cr_expect_not(tw_limit_parse(bad_limits[k], &l, &err), "'%s' accepted", bad_limits[k]);
+        cr_expect(strstr(err.message, bad_limits[k]) != NULL, "%s", err.message);
+    }
+    for (size_t k = 0; k < sizeof bad_durations / sizeof bad_durations[0]; k++) {
+        cr_expect_not(tw_duration_parse(bad_durations[k], &ms, &err), "'%s' accepted",
+                      bad_durations[k]);
+        cr_expect(strstr(err.message, "duration") != NULL, "%s", err.message);
+    }
+    cr_assert(tw_limit_parse("007.50%", &l, &err), "%s", err.message);
+    cr_expect_float_eq(l.share, 0.075, 1e-9);
+    cr_assert(tw_limit_parse("100%", &l, &err), "%s", err.message);
+    cr_expect_float_eq(l.share, 1.0, 1e-9);
+    cr_expect_not(tw_limit_parse("100.5%", &l, &err));
+}

@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tokenwatch/redact.h"
 #include "tokenwatch/redis.h"
@@ -28,6 +29,21 @@ static const url_case_t url_cases[] = {
     {"redis://cache/x", false, NULL, 0, NULL, NULL, NULL, 0},
     {"unix://", false, NULL, 0, NULL, NULL, NULL, 0},
     {"not a url", false, NULL, 0, NULL, NULL, NULL, 0},
+    /* No host: curl reads "redis:///0" as host 0, which is 0.0.0.0. */
+    {"redis:///0", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis://", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis://:pw@/0", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis://:6379/0", false, NULL, 0, NULL, NULL, NULL, 0},
+    /* Options a redis:// URL does not take are refused, not ignored. */
+    {"redis://cache/0?db=1", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis://cache/0?", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis://cache/0#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis://cache#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///run/redis.sock#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///run/redis.sock?db=2#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    /* A Redis 6 ACL user is kept, with or without a password. */
+    {"redis://app@cache/1", true, "cache", 6379, NULL, "app", NULL, 1},
+    {"redis://app:p%3Aw@cache:7000/2", true, "cache", 7000, NULL, "app", "p:w", 2},
 };
 
 static void expect_str(const char *got, const char *want, const char *what,
@@ -94,4 +110,55 @@ Test(redis_url, redaction_hides_passwords_only)
         tw_redact_url(cases[k].in, out, sizeof out);
         cr_expect_str_eq(out, cases[k].out);
     }
+}
+
+Test(redis_url, refused_options_say_which_exist)
+{
+    static const char *const urls[] = {"redis://cache/0?db=1", "redis://cache/0#frag",
+                                       "redis://cache/0?password=R3dis"};
+    tw_redis_url_t u;
+    tw_error_t err;
+
+    for (size_t k = 0; k < sizeof urls / sizeof urls[0]; k++) {
+        cr_expect_not(tw_redis_url_parse(urls[k], &u, &err), "%s", urls[k]);
+        cr_expect(strstr(err.message, "unix://") != NULL, "%s", err.message);
+        cr_expect(strstr(err.message, "?db=N") != NULL, "%s", err.message);
+        cr_expect(strstr(err.message, "R3dis") == NULL, "%s", err.message);
+    }
+    cr_expect_not(tw_redis_url_parse("redis:///0", &u, &err));
+    cr_expect(strstr(err.message, "host") != NULL, "%s", err.message);
+}
+
+/* The password file replaces the URL's password and keeps its user. */
+Test(redis_url, the_password_file_keeps_the_acl_user)
+{
+    char path[] = "/tmp/tw-redis-pw-XXXXXX";
+    int fd = mkstemp(path);
+    tw_redis_url_t u;
+    tw_error_t err;
+
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, "fromfile\n", 9), 9);
+    close(fd);
+    cr_assert(tw_redis_url_load("redis://app:inurl@cache/0", path, &u, &err), "%s", err.message);
+    cr_expect_str_eq(u.user, "app");
+    cr_expect_str_eq(u.password, "fromfile");
+    tw_redis_url_release(&u);
+    cr_assert(tw_redis_url_load("redis://app@cache/0", path, &u, &err), "%s", err.message);
+    cr_expect_str_eq(u.user, "app");
+    cr_expect_str_eq(u.password, "fromfile");
+    tw_redis_url_release(&u);
+    unlink(path);
+}
+
+/* AUTH is sent only with a password: a user without one would be dropped and
+ * the connection made as the default user. */
+Test(redis_url, a_user_without_a_password_is_refused)
+{
+    tw_redis_url_t u;
+    tw_error_t err;
+
+    cr_expect_not(tw_redis_url_load("redis://app@cache/0", NULL, &u, &err));
+    cr_expect(strstr(err.message, "app") != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "password") != NULL, "%s", err.message);
 }

@@ -40,6 +40,20 @@ static const spec_case_t spec_cases[] = {
     {"8265536F", false, 0, 0, 0},
     {"{\"_data\": 5}", false, 0, 0, 0},
     {"{broken", false, 0, 0, 0},
+    /* Every field of an RFC 3339 date within its range. */
+    {"2026-11-21T05:00:00+99:99", false, 0, 0, 0},
+    {"2026-11-21T05:00:00+24:00", false, 0, 0, 0},
+    {"2026-11-21T05:00:00-05:60", false, 0, 0, 0},
+    {"2026-11-21T05:00:00+23:59", true, TW_SPEC_TIME, 1795237200 - 86340, 0},
+    {"2026-11-21T24:00:00Z", false, 0, 0, 0},
+    {"2026-11-21T05:60:00Z", false, 0, 0, 0},
+    {"2026-11-21T05:00:61Z", false, 0, 0, 0},
+    {"2026-02-29T00:00:00Z", false, 0, 0, 0},
+    {"2028-02-29T00:00:00Z", true, TW_SPEC_TIME, 1835395200, 0},
+    {"2026-04-31T00:00:00Z", false, 0, 0, 0},
+    {"2026-13-01T00:00:00Z", false, 0, 0, 0},
+    {"2026-00-10T00:00:00Z", false, 0, 0, 0},
+    {"2026-11-00T00:00:00Z", false, 0, 0, 0},
 };
 
 Test(spec, parses_every_form)
@@ -72,4 +86,28 @@ Test(spec, garbage_lists_the_forms)
     cr_expect(strstr(err.message, "T:I") != NULL, "%s", err.message);
     cr_expect(strstr(err.message, "RFC 3339") != NULL, "%s", err.message);
     cr_expect(strstr(err.message, "oldest") != NULL, "%s", err.message);
+}
+
+/* A date with a field out of range says which field, not "not a SPEC". */
+Test(spec, a_date_out_of_range_names_the_field)
+{
+    static const struct {
+        const char *text;
+        const char *field;
+    } cases[] = {
+        {"2026-11-21T05:00:00+99:99", "offset"}, {"2026-11-21T05:00:00-05:60", "offset"},
+        {"2026-11-21T24:00:00Z", "hour"},        {"2026-11-21T05:60:00Z", "minute"},
+        {"2026-11-21T05:00:61Z", "second"},      {"2026-02-30T00:00:00Z", "day"},
+        {"2026-13-01T00:00:00Z", "month"},
+    };
+
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        tw_spec_t spec;
+        tw_error_t err;
+
+        cr_expect_not(tw_spec_parse(cases[k].text, &spec, &err), "%s", cases[k].text);
+        cr_expect(strstr(err.message, cases[k].field) != NULL, "%s: %s", cases[k].text,
+                  err.message);
+        cr_expect(strstr(err.message, cases[k].text) != NULL, "%s", err.message);
+    }
 }

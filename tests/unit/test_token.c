@@ -274,3 +274,31 @@ Test(token, same_time_compares_data_only_within_one_layout)
     bson_destroy(&opaque);
     bson_destroy(&opaque2);
 }
+
+/* JSON that libbson takes but that is not one token: a second _data (which
+ * one would win?) or a NUL inside _data (C strings would cut it). */
+Test(token, rejects_json_that_is_not_one_token)
+{
+    static const struct {
+        const char *json;
+        const char *reason;
+    } cases[] = {
+        {"{\"_data\": \"8263A1F2C4000000012B\", \"_data\": \"8263A1F2C4000000022B\"}", "twice"},
+        {"{\"_data\": \"8263A1F2C4000000012B\", \"_data\": 1}", "twice"},
+        {"{\"_data\": \"8263A1F2C4\\u0000000000012B\"}", "NUL"},
+    };
+    bson_t t;
+    tw_error_t err;
+
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        bool ok = tw_token_parse(cases[k].json, &t, &err);
+
+        cr_expect_not(ok, "%s accepted", cases[k].json);
+        if (ok)
+            bson_destroy(&t);
+        else
+            cr_expect(strstr(err.message, cases[k].reason) != NULL, "%s: %s", cases[k].json,
+                      err.message);
+        cr_expect(ok || strstr(err.message, "_data") != NULL, "%s", err.message);
+    }
+}
