@@ -138,8 +138,8 @@ bool tw_recover_confirmed(const char *environment, char *const *protect,
     return true;
 }
 
-/* An entry is the checkpoint hash as JSON, plus pushed_ms and reason. */
-static bool decode_entry(const char *json, tw_history_entry_t *out, tw_error_t *err)
+bool tw_history_entry_decode(const char *json, tw_history_entry_t *out,
+                             tw_error_t *err)
 {
     static const char *const fields[] = {"token", "cluster_time", "wall_ms", "updated_ms",
                                          "events", "source", "scope"};
@@ -189,7 +189,7 @@ bool tw_history_list(redisContext *c, const char *name,
             abort();
     }
     for (size_t k = 0; k < reply->elements && ok; k++) {
-        ok = decode_entry(reply->element[k]->str, &(*entries)[k], err);
+        ok = tw_history_entry_decode(reply->element[k]->str, &(*entries)[k], err);
         if (ok)
             (*count)++;
         else

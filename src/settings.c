@@ -670,13 +670,72 @@ static void add_string(char ***list, size_t *count, const char *text)
     (*count)++;
 }
 
+/* A config file longer than this is a mistake (a log, a binary). */
+#define CONFIG_FILE_MAX ((size_t)1 << 20)
+
+bool tw_settings_load_text(tw_settings_t *s, const char *origin,
+                           const char *text, size_t len, tw_error_t *err)
+{
+    size_t at = 0;
+    unsigned lineno = 0;
+
+    while (at < len) {
+        const char *p = text + at;
+        const char *nl = memchr(p, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - p) : len - at;
+        const char *eq;
+        char *value;
+        ssize_t index;
+        bool ok;
+
+        lineno++;
+        at += nl ? n + 1 : n;
+        while (n > 0 && p[n - 1] == '\r')
+            n--;
+        if (memchr(p, '\0', n)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "config file %s line %u: contains a NUL byte", origin,
+                         lineno);
+            return false;
+        }
+        while (n > 0 && isspace((unsigned char)*p)) {
+            p++;
+            n--;
+        }
+        if (n == 0 || *p == '#')
+            continue;
+        /* The value is taken literally, as docker --env-file does, so one
+         * file means the same to both. */
+        eq = memchr(p, '=', n);
+        if (!eq) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "config file %s line %u: expected KEY=VALUE", origin,
+                         lineno);
+            return false;
+        }
+        index = find_by_env(p, (size_t)(eq - p));
+        if (index < 0 || table[index].offset == F(config)) {
+            tw_error_set(err, TW_ERR_USAGE, 0,
+                         "config file %s line %u: unknown key %.*s", origin,
+                         lineno, (int)(eq - p), p);
+            return false;
+        }
+        value = strndup(eq + 1, n - (size_t)(eq - p) - 1);
+        if (!value)
+            abort();
+        ok = apply(s, (size_t)index, value, TW_SOURCE_FILE, origin, err);
+        free(value);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 static bool load_file(tw_settings_t *s, const char *path, tw_error_t *err)
 {
     FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    unsigned lineno = 0;
+    char *text = NULL;
+    size_t len = 0;
     bool ok = false;
 
     if (!f) {
@@ -684,40 +743,24 @@ static bool load_file(tw_settings_t *s, const char *path, tw_error_t *err)
                      path, strerror(errno));
         return false;
     }
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        char *p = line;
-        char *eq;
-        ssize_t index;
-
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = '\0';
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0' || *p == '#')
-            continue;
-        /* The value is taken literally, as docker --env-file does, so one
-         * file means the same to both. */
-        eq = strchr(p, '=');
-        if (!eq) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "config file %s line %u: expected KEY=VALUE", path,
-                         lineno);
-            goto out;
-        }
-        index = find_by_env(p, (size_t)(eq - p));
-        if (index < 0 || table[index].offset == F(config)) {
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "config file %s line %u: unknown key %.*s", path,
-                         lineno, (int)(eq - p), p);
-            goto out;
-        }
-        if (!apply(s, (size_t)index, eq + 1, TW_SOURCE_FILE, path, err))
-            goto out;
+    text = malloc(CONFIG_FILE_MAX + 1);
+    if (!text)
+        abort();
+    len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        tw_error_set(err, TW_ERR_USAGE, errno, "cannot read config file %s: %s",
+                     path, strerror(errno));
+        goto out;
     }
-    ok = true;
+    if (len > CONFIG_FILE_MAX) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "config file %s is over %zu bytes: not a config file?",
+                     path, CONFIG_FILE_MAX);
+        goto out;
+    }
+    ok = tw_settings_load_text(s, path, text, len, err);
 out:
-    free(line);
+    free(text);
     fclose(f);
     return ok;
 }

@@ -88,6 +88,14 @@ typedef struct {
     char reason[TW_SOURCE_MAX];
 } tw_history_entry_t;
 
+/*
+ * Reads one history entry: the checkpoint hash as a JSON object of strings,
+ * plus pushed_ms and reason. No I/O. out is filled on success; release it
+ * with tw_checkpoint_release(&out->checkpoint) either way.
+ */
+bool tw_history_entry_decode(const char *json, tw_history_entry_t *out,
+                             tw_error_t *err);
+
 /* The history, newest first. */
 bool tw_history_list(redisContext *c, const char *name,
                      tw_history_entry_t **entries, size_t *count,
