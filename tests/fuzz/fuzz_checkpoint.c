@@ -3,6 +3,8 @@
  * entry (the hash as JSON). The first byte picks which; for a hash, the
  * rest is "name\0value\0name\0value...".
  */
+#include <stdio.h>
+
 #include "fuzz.h"
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/recover.h"
@@ -29,8 +31,26 @@ static void decode_hash(char *text, size_t size)
     if (tw_checkpoint_decode(names, values, count, &cp, NULL)) {
         tw_checkpoint_fields_t fields;
 
-        if (tw_checkpoint_encode(&cp, &fields, NULL))
+        /* A record written back reads as the same record. */
+        if (tw_checkpoint_encode(&cp, &fields, NULL)) {
+            tw_checkpoint_t again;
+
+            if (!tw_checkpoint_decode(fields.names,
+                                      (const char *const *)fields.values,
+                                      TW_CHECKPOINT_FIELDS, &again, NULL)) {
+                fprintf(stderr, "a decoded record does not read back\n");
+                abort();
+            }
+            if (tw_ctime_cmp(cp.cluster_time, again.cluster_time) != 0 ||
+                cp.events != again.events || cp.wall_ms != again.wall_ms ||
+                cp.has_token != again.has_token ||
+                (cp.has_token && !bson_equal(&cp.token, &again.token))) {
+                fprintf(stderr, "a record changes when written back\n");
+                abort();
+            }
+            tw_checkpoint_release(&again);
             tw_checkpoint_fields_release(&fields);
+        }
     }
     tw_checkpoint_release(&cp);
 }

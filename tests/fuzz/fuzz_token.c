@@ -1,5 +1,6 @@
 /* Resume tokens: JSON or hex text, their layout and cluster time, and back. */
 #include <bson/bson.h>
+#include <stdio.h>
 
 #include "fuzz.h"
 #include "tokenwatch/token.h"
@@ -24,6 +25,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)tw_token_cluster_time(&token, &ct, NULL);
         (void)tw_token_cmp(&token, &token);
         json = tw_token_to_json(&token);
+        /* What the checkpoint stores reads back as the same token. */
+        if (json) {
+            bson_t again;
+
+            if (!tw_token_parse(json, &again, NULL)) {
+                fprintf(stderr, "'%s' reads, its JSON '%s' does not\n", text, json);
+                abort();
+            }
+            if (!bson_equal(&token, &again)) {
+                fprintf(stderr, "'%s' changes through its JSON '%s'\n", text, json);
+                abort();
+            }
+            bson_destroy(&again);
+        }
         bson_free(json);
         bson_destroy(&token);
     }
