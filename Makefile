@@ -1,7 +1,9 @@
 # tokenwatch build. `make` builds build/tokenwatch; `make test` installs what
 # is missing, then runs the unit and integration tests; `make asan` runs the
 # same suite on an AddressSanitizer + UndefinedBehaviorSanitizer build.
-# WERROR=1 turns warnings into errors (CI sets it).
+# WERROR=1 turns warnings into errors (CI sets it). `make fuzz` builds the
+# libFuzzer targets (tests/fuzz/fuzz_*.c) with clang and runs each for
+# FUZZ_SECONDS, failing on any crash, leak or undefined behaviour.
 
 CC ?= gcc
 PKGS := libmongoc-1.0 hiredis libcurl libcrypto libmicrohttpd
@@ -49,7 +51,19 @@ CRITERION_ARGS ?= --jobs 2
 TEST_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=fast_unwind_on_malloc=0
 
-.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check asan clean
+# libFuzzer: the pure modules built again with clang and the sanitizers.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 20
+FUZZ_BUILD := build-fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) $(FUZZ_SAN) \
+	-fsanitize=fuzzer-no-link -Iinclude -MMD -MP
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+
+.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check asan fuzz fuzz-build clean
 
 all: $(BINARY)
 
@@ -109,7 +123,24 @@ deploy-check: $(BINARY)
 asan:
 	$(MAKE) SANITIZE=1 unit integration
 
-clean:
-	rm -rf build build-asan
+$(FUZZ_BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*/*.d)
+$(FUZZ_BUILD)/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) $< \
+	    $(FUZZ_LIB_OBJ) $(PKG_LIBS) -o $@
+
+.PRECIOUS: $(FUZZ_BUILD)/obj/%.o
+
+fuzz-build: $(FUZZ_BIN)
+
+# Each target from its seeds (tests/fuzz/corpus/<target>/) for FUZZ_SECONDS.
+fuzz: $(FUZZ_BIN)
+	sh scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*/*.d $(FUZZ_BUILD)/obj/*.d \
+	$(FUZZ_BUILD)/*.d)

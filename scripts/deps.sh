@@ -2,12 +2,14 @@
 # Installs the Debian packages tokenwatch builds and tests with, when any is
 # missing. As root it runs apt-get (update first); otherwise it prints the
 # exact command and fails, so a missing package never surfaces later as a
-# confusing compile error.
+# confusing compile error. clang and its runtime (libFuzzer and the
+# sanitizers, only recommended by clang) build the `make fuzz` targets.
 set -eu
 
 PACKAGES="gcc make pkg-config libmongoc-dev libbson-dev libhiredis-dev \
 libcurl4-openssl-dev libssl-dev libcriterion-dev libmicrohttpd-dev redis-server \
-python3-mockupdb python3-pymongo python3-yaml shellcheck procps"
+python3-mockupdb python3-pymongo python3-yaml shellcheck procps \
+clang libclang-rt-dev"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -22,9 +22,26 @@
 #define CONTENT_TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
 
-/* A scraper that stops reading must not hold the single server thread. */
-#define HTTP_CONNECTION_TIMEOUT_S 10u
-#define HTTP_CONNECTION_LIMIT 64u
+/*
+ * Idle or slow clients must not starve the liveness probe (README, /metrics).
+ * One polling thread (epoll on Linux) serves every connection, so a
+ * connection costs a descriptor and a small buffer, not a thread:
+ * - a connection quiet for HTTP_CONNECTION_TIMEOUT_S is cut, so a probe
+ *   queued behind a full server waits seconds, not forever;
+ * - one client address holds at most HTTP_PER_IP_LIMIT connections, more are
+ *   closed at once; a probe from another address always finds room among
+ *   HTTP_CONNECTION_LIMIT, unless HTTP_CONNECTION_LIMIT / HTTP_PER_IP_LIMIT
+ *   addresses flood together;
+ * - the per-address limit is above what a test or a sidecar on the same
+ *   loopback address opens by accident (100), far below the total;
+ * - the total stays well under the usual 1024 descriptors a process gets.
+ * Refusals are logged once per flood; a flood is over after
+ * HTTP_FLOOD_QUIET_MS without one.
+ */
+#define HTTP_CONNECTION_TIMEOUT_S 3u
+#define HTTP_CONNECTION_LIMIT 512u
+#define HTTP_PER_IP_LIMIT 128u
+#define HTTP_FLOOD_QUIET_MS 30000
 
 typedef struct series {
     struct series *next;
@@ -646,12 +663,72 @@ struct tw_http {
     pthread_t starter;
     bool starting;
     char start_message[512];
+    /* A flood: refusals since the first one, logged once (flood_lock). */
+    pthread_mutex_t flood_lock;
+    bool flooding;
+    int64_t last_refusal_ms;
+    unsigned long long refused;
 };
+
+/* libmicrohttpd says this once per refused connection: counted instead.
+ * Why, in our words, or NULL for another message. */
+static const char *refusal_reason(const char *line)
+{
+    if (strstr(line, "reached connection limit"))
+        return "a connection limit is reached";
+    if (strstr(line, "resource limit"))
+        return "out of descriptors";
+    return NULL;
+}
+
+static void flood_refused(tw_http_t *h, const char *reason)
+{
+    int64_t now = tw_clock_mono_ms(h->clock);
+
+    pthread_mutex_lock(&h->flood_lock);
+    if (!h->flooding) {
+        h->flooding = true;
+        h->refused = 0;
+        TW_WARN("metrics http: refusing connections, %s: at most %u at once, "
+                "%u per client address, idle ones cut after %u s; further "
+                "refusals are counted, not logged",
+                reason, HTTP_CONNECTION_LIMIT, HTTP_PER_IP_LIMIT,
+                HTTP_CONNECTION_TIMEOUT_S);
+    }
+    h->refused++;
+    h->last_refusal_ms = now;
+    pthread_mutex_unlock(&h->flood_lock);
+}
+
+/* Ends a flood once no connection was refused for HTTP_FLOOD_QUIET_MS. */
+static void flood_check(tw_http_t *h)
+{
+    int64_t now = tw_clock_mono_ms(h->clock);
+
+    pthread_mutex_lock(&h->flood_lock);
+    if (h->flooding && now - h->last_refusal_ms >= HTTP_FLOOD_QUIET_MS) {
+        h->flooding = false;
+        TW_INFO("metrics http: accepting connections again after refusing %llu",
+                h->refused);
+    }
+    pthread_mutex_unlock(&h->flood_lock);
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn,
+                              void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    (void)conn;
+    (void)socket_context;
+    (void)code;
+    flood_check(cls);
+}
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     tw_http_t *h = cls;
     char line[512];
+    const char *reason;
     size_t len;
 
     vsnprintf(line, sizeof line, fmt, ap);
@@ -661,6 +738,11 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     if (pthread_equal(pthread_self(), h->starter) && h->starting) {
         if (h->start_message[0] == '\0') /* the first is the cause */
             snprintf(h->start_message, sizeof h->start_message, "%s", line);
+        return;
+    }
+    reason = refusal_reason(line);
+    if (reason) {
+        flood_refused(h, reason);
         return;
     }
     TW_WARN("metrics http: %s", line);
@@ -901,6 +983,7 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
     h->stall_ms = stall_ms;
     h->started_ms = tw_clock_mono_ms(clock);
     h->starter = pthread_self();
+    pthread_mutex_init(&h->flood_lock, NULL);
 
     snprintf(service, sizeof service, "%d", port);
     memset(&hints, 0, sizeof hints);
@@ -931,6 +1014,8 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
             MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONNECTION_TIMEOUT_S,
             MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTION_LIMIT,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_PER_IP_LIMIT,
+            MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h,
             MHD_OPTION_END);
         h->starting = false;
     }
@@ -950,6 +1035,7 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
 out_free_res:
     freeaddrinfo(res);
 out_free_h:
+    pthread_mutex_destroy(&h->flood_lock);
     free(h);
     return NULL;
 }
@@ -964,5 +1050,6 @@ void tw_http_stop(tw_http_t *h)
     if (!h)
         return;
     MHD_stop_daemon(h->daemon);
+    pthread_mutex_destroy(&h->flood_lock);
     free(h);
 }

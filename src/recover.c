@@ -138,8 +138,8 @@ bool tw_recover_confirmed(const char *environment, char *const *protect,
     return true;
 }
 
-/* An entry is the checkpoint hash as JSON, plus pushed_ms and reason. */
-static bool decode_entry(const char *json, tw_history_entry_t *out, tw_error_t *err)
+bool tw_history_entry_decode(const char *json, tw_history_entry_t *out,
+                             tw_error_t *err)
 {
     static const char *const fields[] = {"token", "cluster_time", "wall_ms", "updated_ms",
                                          "events", "source", "scope"};
@@ -193,7 +193,7 @@ bool tw_history_list(redisContext *c, const char *name,
         tw_error_t bad;
 
         if (reply->element[k]->type != REDIS_REPLY_STRING ||
-            !decode_entry(reply->element[k]->str, e, &bad)) {
+            !tw_history_entry_decode(reply->element[k]->str, e, &bad)) {
             if (reply->element[k]->type != REDIS_REPLY_STRING)
                 tw_error_set(&bad, TW_ERR_USAGE, 0, "not a string");
             tw_checkpoint_release(&e->checkpoint);

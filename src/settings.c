@@ -732,44 +732,80 @@ static void add_string(char ***list, size_t *count, const char *text)
     (*count)++;
 }
 
-/* One KEY=VALUE line, its end of line already cut; len counts a NUL inside. */
-static bool load_line(tw_settings_t *s, const char *path, unsigned lineno, char *line,
-                      size_t len, tw_error_t *err)
+/* A config file longer than this is a mistake (a log, a binary). */
+#define CONFIG_FILE_MAX ((size_t)1 << 20)
+
+/* One KEY=VALUE line (p, n bytes), its end of line already cut. */
+static bool load_line(tw_settings_t *s, const char *origin, unsigned lineno, const char *p,
+                      size_t n, tw_error_t *err)
 {
-    char *p = line;
-    char *eq;
+    const char *eq;
+    char *value;
     ssize_t index;
+    bool ok;
 
     /* A UTF-8 byte order mark (Windows editors write one) is no part of the
      * first key. */
-    if (lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+    if (lineno == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
         p += 3;
-    while (isspace((unsigned char)*p))
-        p++;
-    if (memchr(line, '\0', len)) {
-        /* getline read past it: the value must not be cut there silently. */
+        n -= 3;
+    }
+    if (memchr(p, '\0', n)) {
+        const char *key_end = memchr(p, '=', n);
+
+        /* The value must not be cut there silently. */
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "config file %s line %u: %.*s holds a NUL byte: a value is text",
-                     path, lineno, (int)strcspn(p, "="), p);
+                     "config file %s line %u: contains a NUL byte (in %.*s): a value is text",
+                     origin, lineno, (int)(key_end ? (size_t)(key_end - p) : 0), p);
         return false;
     }
-    if (*p == '\0' || *p == '#')
+    while (n > 0 && isspace((unsigned char)*p)) {
+        p++;
+        n--;
+    }
+    if (n == 0 || *p == '#')
         return true;
     /* The value is taken literally, as docker --env-file does, so one file
      * means the same to both. */
-    eq = strchr(p, '=');
+    eq = memchr(p, '=', n);
     if (!eq) {
         tw_error_set(err, TW_ERR_USAGE, 0, "config file %s line %u: expected KEY=VALUE",
-                     path, lineno);
+                     origin, lineno);
         return false;
     }
     index = find_by_env(p, (size_t)(eq - p));
     if (index < 0 || table[index].offset == F(config)) {
         tw_error_set(err, TW_ERR_USAGE, 0, "config file %s line %u: unknown key %.*s",
-                     path, lineno, (int)(eq - p), p);
+                     origin, lineno, (int)(eq - p), p);
         return false;
     }
-    return apply(s, (size_t)index, eq + 1, TW_SOURCE_FILE, path, err);
+    value = strndup(eq + 1, n - (size_t)(eq - p) - 1);
+    if (!value)
+        abort();
+    ok = apply(s, (size_t)index, value, TW_SOURCE_FILE, origin, err);
+    free(value);
+    return ok;
+}
+
+bool tw_settings_load_text(tw_settings_t *s, const char *origin, const char *text, size_t len,
+                           tw_error_t *err)
+{
+    size_t at = 0;
+    unsigned lineno = 0;
+
+    while (at < len) {
+        const char *p = text + at;
+        const char *nl = memchr(p, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - p) : len - at;
+
+        lineno++;
+        at += nl ? n + 1 : n;
+        while (n > 0 && p[n - 1] == '\r')
+            n--;
+        if (!load_line(s, origin, lineno, p, n, err))
+            return false;
+    }
+    return true;
 }
 
 static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t source,
@@ -777,10 +813,8 @@ static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t so
 {
     FILE *f = fopen(path, "r");
     char origin[160];
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    unsigned lineno = 0;
+    char *text = NULL;
+    size_t len = 0;
     struct stat st;
     bool ok = false;
 
@@ -796,21 +830,23 @@ static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t so
                      origin, path);
         goto out;
     }
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = '\0';
-        if (!load_line(s, path, lineno, line, (size_t)len, err))
-            goto out;
-    }
+    text = malloc(CONFIG_FILE_MAX + 1);
+    if (!text)
+        abort();
+    len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
     if (ferror(f)) {
         tw_error_set(err, TW_ERR_USAGE, errno, "%s: cannot read config file %s: %s", origin,
                      path, strerror(errno));
         goto out;
     }
-    ok = true;
+    if (len > CONFIG_FILE_MAX) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "%s: config file %s is over %zu bytes: not a "
+                     "config file?", origin, path, CONFIG_FILE_MAX);
+        goto out;
+    }
+    ok = tw_settings_load_text(s, path, text, len, err);
 out:
-    free(line);
+    free(text);
     fclose(f);
     return ok;
 }

@@ -187,6 +187,7 @@ bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
             return false;
         }
         out->kind = TW_SPEC_TOKEN;
+        out->has_token = true;
         out->has_time = tw_token_cluster_time(&out->token, &out->time, NULL);
         return true;
     }
@@ -198,7 +199,7 @@ bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err)
 
 void tw_spec_clear(tw_spec_t *spec)
 {
-    if (spec && spec->kind == TW_SPEC_TOKEN)
+    if (spec && spec->has_token)
         bson_destroy(&spec->token);
     if (spec)
         memset(spec, 0, sizeof *spec);

@@ -90,6 +90,14 @@ typedef struct {
     char problem[TW_ERROR_MESSAGE_MAX];
 } tw_history_entry_t;
 
+/*
+ * Reads one history entry: the checkpoint hash as a JSON object of strings,
+ * plus pushed_ms and reason. No I/O. out is filled on success; release it
+ * with tw_checkpoint_release(&out->checkpoint) either way.
+ */
+bool tw_history_entry_decode(const char *json, tw_history_entry_t *out,
+                             tw_error_t *err);
+
 /* The history, newest first. An entry that cannot be read is kept in its
  * place, marked bad with the reason, so entry numbers stay Redis's. False
  * only when Redis itself fails. */

@@ -97,6 +97,15 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
 
 void tw_settings_release(tw_settings_t *s);
 
+/*
+ * Applies the KEY=VALUE lines of a config file held in text (len bytes, no
+ * terminator needed; origin names it in errors). Blank lines and lines
+ * starting with # are skipped; the value is everything after the first =,
+ * taken literally. No I/O; the first bad line fails with its number.
+ */
+bool tw_settings_load_text(tw_settings_t *s, const char *origin,
+                           const char *text, size_t len, tw_error_t *err);
+
 /* The table's environment names, in order (NULL past the end or for a
  * flag-only setting). */
 size_t tw_settings_count(void);

@@ -30,7 +30,8 @@ typedef enum {
 
 typedef struct {
     tw_spec_kind_t kind;
-    bson_t token;    /* TW_SPEC_TOKEN only; released by tw_spec_clear */
+    bson_t token;    /* valid when has_token; released by tw_spec_clear */
+    bool has_token;  /* TW_SPEC_TOKEN; false in a zeroed or failed spec */
     tw_ctime_t time; /* TW_SPEC_TOKEN (its cluster time) and TW_SPEC_TIME */
     bool has_time;   /* false for a token of no known layout */
 } tw_spec_t;
@@ -38,7 +39,8 @@ typedef struct {
 /* The forms, one per line, for error messages and --help. */
 extern const char TW_SPEC_FORMS[];
 
-/* out is filled only on success; call tw_spec_clear when done with it. */
+/* out is filled only on success (zeroed otherwise); call tw_spec_clear when
+ * done with it, which is safe on a zeroed or failed spec too. */
 bool tw_spec_parse(const char *text, tw_spec_t *out, tw_error_t *err);
 
 void tw_spec_clear(tw_spec_t *spec);

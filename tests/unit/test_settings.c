@@ -616,3 +616,44 @@ Test(settings, a_redis_user_needs_a_password)
     cr_expect(load(&s, with_file, 4, envp, &err), "%s", err.message);
     tw_settings_release(&s);
 }
+
+/* The config file parser without a file (tw_settings_load_text). */
+static const struct {
+    const char *text;
+    size_t len; /* 0: strlen */
+    bool ok;
+    const char *name;  /* the name after, when ok */
+    const char *error; /* a substring of the message, when not */
+} text_cases[] = {
+    {"TOKENWATCH_NAME=orders\n", 0, true, "orders", NULL},
+    {"TOKENWATCH_NAME=crlf\r\n", 0, true, "crlf", NULL},
+    {"TOKENWATCH_NAME=no-newline", 0, true, "no-newline", NULL},
+    {"  # comment\n\n   \nTOKENWATCH_NAME=after-blank\n", 0, true, "after-blank", NULL},
+    {"TOKENWATCH_NAME=a=b\n", 0, false, NULL, "'a=b' is not a valid name"}, /* first = */
+    {"", 0, true, NULL, NULL},
+    {"\n\nNOPE\n", 0, false, NULL, "line 3: expected KEY=VALUE"},
+    {"TOKENWATCH_NOPE=1\n", 0, false, NULL, "line 1: unknown key TOKENWATCH_NOPE"},
+    {"TOKENWATCH_CONFIG=/x\n", 0, false, NULL, "unknown key TOKENWATCH_CONFIG"},
+    {"TOKENWATCH_NAME=a\0b\n", 20, false, NULL, "line 1: contains a NUL byte"},
+};
+
+Test(settings, parses_config_text_from_a_buffer)
+{
+    for (size_t k = 0; k < sizeof text_cases / sizeof text_cases[0]; k++) {
+        tw_settings_t s;
+        tw_error_t err;
+        size_t len = text_cases[k].len ? text_cases[k].len : strlen(text_cases[k].text);
+        bool ok;
+
+        memset(&s, 0, sizeof s);
+        tw_error_clear(&err);
+        ok = tw_settings_load_text(&s, "t.env", text_cases[k].text, len, &err);
+        cr_expect_eq(ok, text_cases[k].ok, "case %zu: %s", k, err.message);
+        if (ok && text_cases[k].name)
+            cr_expect_str_eq(s.name, text_cases[k].name, "case %zu", k);
+        if (!ok && text_cases[k].error)
+            cr_expect(strstr(err.message, text_cases[k].error) != NULL,
+                      "case %zu: %s", k, err.message);
+        tw_settings_release(&s);
+    }
+}

@@ -111,3 +111,19 @@ Test(spec, a_date_out_of_range_names_the_field)
         cr_expect(strstr(err.message, cases[k].text) != NULL, "%s", err.message);
     }
 }
+
+/* Found by fuzz_spec: a zeroed spec, or one whose parse failed, reads as
+ * kind TW_SPEC_TOKEN (0), and tw_spec_clear destroyed a token never made. */
+Test(spec, clear_is_safe_after_a_failed_parse_and_when_zeroed)
+{
+    static const char *const bad[] = {"", "garbage", "{not json", "82zz", NULL};
+    tw_spec_t spec;
+
+    for (size_t k = 0; bad[k]; k++) {
+        cr_expect_not(tw_spec_parse(bad[k], &spec, NULL), "%s", bad[k]);
+        tw_spec_clear(&spec);
+    }
+    memset(&spec, 0, sizeof spec);
+    tw_spec_clear(&spec);
+    tw_spec_clear(NULL);
+}
