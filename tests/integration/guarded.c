@@ -44,6 +44,31 @@ void fx_seed_own_at_newest(fx_t *fx)
     bson_destroy(&state);
 }
 
+void fx_spawn_guarding(fx_t *fx, th_proc_t *p, const char *guard_key, int metrics_port,
+                       const char *webhook_url, const char *const more[])
+{
+    char addr[64];
+    const char *extra[32];
+    size_t n = 0;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", metrics_port);
+    extra[n++] = "--guard";
+    extra[n++] = guard_key;
+    extra[n++] = "--monitor-interval";
+    extra[n++] = "100ms";
+    extra[n++] = "--metrics-addr";
+    extra[n++] = addr;
+    extra[n++] = "--slack-webhook";
+    extra[n++] = webhook_url;
+    for (size_t k = 0; more && more[k]; k++) {
+        cr_assert_lt(n, sizeof extra / sizeof extra[0] - 1, "too many arguments");
+        extra[n++] = more[k];
+    }
+    extra[n] = NULL;
+    fx_seed_own_at_newest(fx);
+    fx_spawn(fx, p, extra);
+}
+
 double fx_metric(int port, const char *series)
 {
     long status;

@@ -55,26 +55,15 @@ static bool wait_texts(size_t at_least, int timeout_ms)
 
 static void spawn_guarding(th_proc_t *p, int metrics_port, const char *const more[])
 {
-    char addr[64];
     const char *extra[24];
     size_t n = 0;
 
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", metrics_port);
-    extra[n++] = "--guard";
-    extra[n++] = OTHER_KEY;
-    extra[n++] = "--monitor-interval";
-    extra[n++] = "100ms";
-    extra[n++] = "--metrics-addr";
-    extra[n++] = addr;
-    extra[n++] = "--slack-webhook";
-    extra[n++] = hook.url;
     extra[n++] = "--environment";
     extra[n++] = "stage";
     for (size_t k = 0; more && more[k]; k++)
         extra[n++] = more[k];
     extra[n] = NULL;
-    fx_seed_own_at_newest(&fx);
-    fx_spawn(&fx, p, extra);
+    fx_spawn_guarding(&fx, p, OTHER_KEY, metrics_port, hook.url, extra);
 }
 
 static void expect_no_secret(th_proc_t *p)

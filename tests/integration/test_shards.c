@@ -101,24 +101,7 @@ Test(shards, status_reads_every_shard_and_the_edge_drives_the_state)
 
 static void spawn_guarding(th_proc_t *p, int port, const char *const more[])
 {
-    char addr[64];
-    const char *extra[24];
-    size_t n = 0;
-
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    extra[n++] = "--guard";
-    extra[n++] = OTHER_KEY;
-    extra[n++] = "--monitor-interval";
-    extra[n++] = "100ms";
-    extra[n++] = "--metrics-addr";
-    extra[n++] = addr;
-    extra[n++] = "--slack-webhook";
-    extra[n++] = hook.url;
-    for (size_t k = 0; more && more[k]; k++)
-        extra[n++] = more[k];
-    extra[n] = NULL;
-    fx_seed_own_at_newest(&fx);
-    fx_spawn(&fx, p, extra);
+    fx_spawn_guarding(&fx, p, OTHER_KEY, port, hook.url, more);
 }
 
 Test(shards, metrics_per_shard_then_a_shard_down_is_said_once)
