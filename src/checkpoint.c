@@ -38,6 +38,10 @@
  * MULTI/EXEC whose commands fail when they run, nor a script that fails
  * half way: checking first is what makes it one step.) ARGV[17] is the
  * stream's MAXLEN, ARGV[18] the number of events, then five values each.
+ *
+ * A write returns {1, prior}: the cluster_time it replaced, "" when the hash
+ * had none, "-" when there was no hash at all, so the caller can tell when
+ * Redis lost what it had committed (restarted empty, flushed, failed over).
  */
 static const char commit_script[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -54,6 +58,10 @@ static const char commit_script[] =
     "if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and\n"
     "   redis.call('HGET', KEYS[1], 'cluster_time') == ARGV[2] .. ':' .. ARGV[3] then\n"
     "  return {1}\n"
+    "end\n"
+    "local prior = '-'\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  prior = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
     "end\n"
     "if KEYS[4] then\n"
     "  for k = 0, tonumber(ARGV[18]) - 1 do\n"
@@ -143,7 +151,7 @@ static const char commit_script[] =
     "           ARGV[2] .. ':' .. ARGV[3], 'wall_ms', ARGV[5], 'updated_ms',\n"
     "           ARGV[6], 'events', ARGV[7], 'source', ARGV[8], 'scope', ARGV[9],\n"
     "           'layout', ARGV[15], 'time_source', ARGV[16])\n"
-    "return {1}\n";
+    "return {1, prior}\n";
 
 void tw_checkpoint_init(tw_checkpoint_t *cp)
 {
@@ -562,6 +570,11 @@ static bool script_result(const redisReply *r, tw_commit_result_t *result,
         return false;
     }
     result->written = r->element[0]->integer == 1;
+    if (result->written && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
+        result->stored_absent = strcmp(r->element[1]->str, "-") == 0;
+        result->has_prior = !result->stored_absent &&
+                            tw_ctime_parse(r->element[1]->str, &result->prior_time, NULL);
+    }
     if (!result->written && r->elements > 1 &&
         r->element[1]->type == REDIS_REPLY_STRING)
         tw_ctime_parse(r->element[1]->str, &result->stored_time, NULL);

@@ -57,6 +57,8 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
     } families[] = {
         {"tokenwatch_events_total", TW_METRIC_COUNTER, "Change events handed on."},
         {"tokenwatch_checkpoints_total", TW_METRIC_COUNTER, "Checkpoints written to Redis."},
+        {"tokenwatch_checkpoints_lost_by_store_total", TW_METRIC_COUNTER,
+         "Commits that found less in Redis than this process had committed there."},
         {"tokenwatch_checkpoint_age_seconds", TW_METRIC_GAUGE,
          "The deployment's cluster time now minus the stored checkpoint's."},
         {"tokenwatch_oplog_window_seconds", TW_METRIC_GAUGE,

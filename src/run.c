@@ -205,6 +205,45 @@ static bool redis_backoff(runner_t *r, bool final)
 }
 
 /*
+ * A commit found less in Redis than this process committed there: Redis came
+ * back empty, was flushed, or failed over to a replica that was behind. The
+ * position held here was written again (a checkpoint never moves back); say
+ * what went with it, once per finding.
+ */
+static void store_lost_commits(runner_t *r, const tw_commit_result_t *res)
+{
+    char mine[96], held[TW_CTIME_TEXT_MAX], had[96];
+    bool behind;
+
+    if (!res->written || !r->committed.has_token)
+        return;
+    behind = res->has_prior && tw_ctime_cmp(res->prior_time, r->committed.cluster_time) < 0;
+    if (!res->stored_absent && !behind)
+        return;
+    tw_metrics_add(r->metrics, "tokenwatch_checkpoints_lost_by_store_total", NULL, 1);
+    describe_position(&r->position, mine, sizeof mine);
+    describe_position(&r->committed, had, sizeof had);
+    if (res->stored_absent) {
+        TW_WARN("the checkpoint %s vanished from Redis (restarted empty, flushed, or "
+                "failed over to a replica that never had it): written again at %s from "
+                "the position held here%s",
+                r->checkpoint_key, mine,
+                r->s->sink == TW_SINK_REDIS
+                    ? "; what the stream held went with it, consumer groups included"
+                    : "");
+        return;
+    }
+    tw_ctime_format(res->prior_time, held);
+    TW_WARN("the checkpoint %s went back in Redis from %s to %s (a failover to a replica "
+            "that was behind, or a restore): written again at %s; it is never followed "
+            "from the older one%s",
+            r->checkpoint_key, had, held, mine,
+            r->s->sink == TW_SINK_REDIS
+                ? "; events committed after that time may be missing from the stream"
+                : "");
+}
+
+/*
  * Writes the position (and, for the redis sink, the events it covers).
  * While Redis is away it takes no further events: it retries here, with
  * backoff, until the write lands or a stop request (then for a short grace).
@@ -276,6 +315,7 @@ static bool commit(runner_t *r)
         return false;
     }
     dependency_ok(r, &r->redis_dep);
+    store_lost_commits(r, &result);
     if (result.written)
         tw_metrics_add(r->metrics, "tokenwatch_checkpoints_total", NULL, 1);
     if (!result.written) {

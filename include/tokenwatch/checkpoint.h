@@ -124,6 +124,9 @@ typedef struct {
 typedef struct {
     bool written;            /* false: the stored checkpoint is ahead */
     tw_ctime_t stored_time;  /* when not written: what Redis holds */
+    bool stored_absent;      /* written where no checkpoint was */
+    bool has_prior;          /* written over a checkpoint of this time: */
+    tw_ctime_t prior_time;
 } tw_commit_result_t;
 
 /* err->code when a key tokenwatch writes holds another type: nothing was

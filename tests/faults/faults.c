@@ -4,6 +4,7 @@
 #include "faults.h"
 
 #include <criterion/criterion.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,8 +24,8 @@ static void *writer_main(void *arg)
 
         if (status == 200 && at && (at = strchr(at, ':')))
             w->last_seq = strtoll(at + 1, NULL, 10);
-        else
-            w->failures++;
+        else if (++w->failures >= 20)
+            w->stop = 1; /* the fixture is gone: a failed test */
         free(text);
         th_sleep_ms(w->every_ms);
     }
@@ -199,4 +200,18 @@ void ft_report(const char *name, const ft_tally_t *t, const char *more)
             "run%s%s\n",
             name, t->entries, t->missing, t->duplicates, t->worst_run, more ? "; " : "",
             more ? more : "");
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void ft_remove_tree(const char *path)
+{
+    cr_assert(strstr(path, "tokenwatch-test-"), "only inside a test's directory: %s", path);
+    cr_assert_eq(nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0, "removes %s", path);
 }

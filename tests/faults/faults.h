@@ -66,6 +66,9 @@ void ft_sim(fx_t *fx, const char *method, const char *path, const char *body);
 /* A Redis command that must not fail (a reply of any other type is fine). */
 void ft_redis(fx_t *fx, const char *fmt, ...);
 
+/* Removes a directory inside the test's own directory, and what it holds. */
+void ft_remove_tree(const char *path);
+
 /* One line for the README's figures: "faults: NAME: ..." on stderr. */
 void ft_report(const char *name, const ft_tally_t *t, const char *more);
 
