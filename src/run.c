@@ -29,6 +29,8 @@
 #define RETRY_CAP_MS 30000
 /* After a stop request, how long to keep trying to write the last checkpoint. */
 #define FINAL_COMMIT_GRACE_MS 10000
+/* ... trying at least this often. */
+#define FINAL_RETRY_MS 250
 /* /healthz fails when the loop has not come round for this long. */
 #define HEALTH_STALL_MS 60000
 /* On the way out, how long queued alerts may take to be delivered. */
@@ -193,6 +195,9 @@ static bool redis_backoff(runner_t *r, bool final)
 
         if (left <= 0)
             return false;
+        /* The last checkpoint goes as soon as Redis is back. */
+        if (delay > FINAL_RETRY_MS)
+            delay = FINAL_RETRY_MS;
         if (delay > left)
             delay = left;
         ts.tv_sec = delay / 1000;
