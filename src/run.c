@@ -1383,7 +1383,7 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
         r->until_now = spec.kind == TW_SPEC_NOW;
         tw_spec_clear(&spec);
     }
-    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &r->redis_url, err))
+    if (!tw_redis_url_load(s->redis_url, s->redis_password, &r->redis_url, err))
         return false;
     r->last_commit_mono = tw_clock_mono_ms(clock);
     return true;

@@ -679,8 +679,23 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
     return true;
 }
 
-/* A Redis ACL user needs a password, from the URL or the password file;
- * the file itself is read when Redis is reached. */
+/* Read with the settings, like the webhook file, so every command refuses a
+ * bad one (exit 2) naming the setting and the file, never its content. The
+ * password wins over one in --redis-url. */
+static bool load_redis_password_file(tw_settings_t *s, tw_error_t *err)
+{
+    size_t index = 0;
+    char origin[160];
+
+    while (table[index].offset != F(redis_password_file))
+        index++;
+    describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
+    tw_secret_free(s->redis_password);
+    s->redis_password = NULL;
+    return tw_secret_read_file(s->redis_password_file, origin, &s->redis_password, err);
+}
+
+/* A Redis ACL user needs a password, from the URL or the password file. */
 static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
 {
     size_t index = 0;
@@ -689,11 +704,9 @@ static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
     tw_error_t inner;
     bool ok;
 
-    if (s->redis_password_file)
-        return true;
     while (table[index].offset != F(redis_url))
         index++;
-    ok = tw_redis_url_load(s->redis_url, NULL, &url, &inner);
+    ok = tw_redis_url_load(s->redis_url, s->redis_password, &url, &inner);
     tw_redis_url_release(&url);
     if (!ok) {
         describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
@@ -993,6 +1006,8 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
         return false;
     if (s->slack_webhook_file && !load_slack_webhook_file(s, err))
         return false;
+    if (s->redis_password_file && !load_redis_password_file(s, err))
+        return false;
     if (!check_redis_user(s, err))
         return false;
     if (s->collection && !s->db) {
@@ -1034,6 +1049,7 @@ void tw_settings_release(tw_settings_t *s)
                        (size_t *)((char *)s + table[k].offset + sizeof(char **)));
         }
     }
+    tw_secret_free(s->redis_password);
     for (size_t k = 0; k < s->positional_count; k++)
         free(s->positional[k]);
     free(s->positional);

@@ -476,6 +476,8 @@ static const struct {
     {"--resume-from", "2026-11-21T05:00:00+99:99", {"--resume-from", "offset"}},
     {"--slack-webhook-file", "/nonexistent/webhook", {"--slack-webhook-file", "/nonexistent/webhook"}},
     {"--slack-webhook-file", "/tmp", {"--slack-webhook-file", "/tmp"}},
+    {"--redis-password-file", "/nonexistent/pw", {"--redis-password-file", "/nonexistent/pw"}},
+    {"--redis-password-file", "/tmp", {"--redis-password-file", "/tmp"}},
 };
 
 Test(settings, accepted_but_wrong_input_is_refused)
@@ -587,6 +589,51 @@ Test(settings, a_good_slack_webhook_file_is_read_once_at_load, .fini = remove_co
     tw_settings_release(&s);
 }
 
+/* Read with the settings too (it was read only when Redis was reached, so a
+ * bad file ended `run` with exit 1 and passed unnoticed elsewhere). */
+Test(settings, a_bad_redis_password_file_is_refused_naming_it, .fini = remove_config)
+{
+    static const char *const contents[] = {"", " \n", "Pw0ne\nPwTw0\n", "a\0b\n"};
+    static const size_t lens[] = {0, 2, 12, 4};
+    const char *envp[] = {NULL};
+
+    for (size_t k = 0; k < sizeof contents / sizeof contents[0]; k++) {
+        const char *argv[] = {"--redis-password-file", config_path, NULL};
+        char env_entry[128];
+        const char *env_only[] = {env_entry, NULL};
+        tw_settings_t s;
+        tw_error_t err;
+
+        write_config_bytes(contents[k], lens[k]);
+        cr_expect_not(load(&s, argv, 2, envp, &err), "case %zu accepted", k);
+        cr_expect(strstr(err.message, "--redis-password-file") != NULL, "%s", err.message);
+        cr_expect(strstr(err.message, config_path) != NULL, "%s", err.message);
+        cr_expect(strstr(err.message, "Pw") == NULL, "%s", err.message);
+        cr_expect_null(s.redis_password, "case %zu", k);
+        tw_settings_release(&s);
+        snprintf(env_entry, sizeof env_entry, "TOKENWATCH_REDIS_PASSWORD_FILE=%s", config_path);
+        cr_expect_not(load(&s, NULL, 0, env_only, &err), "case %zu accepted", k);
+        cr_expect(strstr(err.message, "TOKENWATCH_REDIS_PASSWORD_FILE") != NULL, "%s",
+                  err.message);
+        tw_settings_release(&s);
+        remove_config();
+    }
+}
+
+Test(settings, a_good_redis_password_file_is_read_once_at_load, .fini = remove_config)
+{
+    const char *envp[] = {NULL};
+    const char *argv[] = {"--redis-url", "redis://app@cache/0", "--redis-password-file",
+                          config_path, NULL};
+    tw_settings_t s;
+    tw_error_t err;
+
+    write_config("  s3cret-pw \n");
+    cr_assert(load(&s, argv, 4, envp, &err), "%s", err.message);
+    cr_expect_str_eq(s.redis_password, "s3cret-pw");
+    tw_settings_release(&s);
+}
+
 Test(settings, good_lists_and_limits_still_load)
 {
     const char *envp[] = {NULL};
@@ -600,15 +647,16 @@ Test(settings, good_lists_and_limits_still_load)
     tw_settings_release(&s);
 }
 
-Test(settings, a_redis_user_needs_a_password)
+Test(settings, a_redis_user_needs_a_password, .fini = remove_config)
 {
     const char *envp[] = {NULL};
     const char *argv[] = {"--redis-url", "redis://app@cache/0", NULL};
     const char *with_file[] = {"--redis-url", "redis://app@cache/0", "--redis-password-file",
-                               "/run/secrets/redis", NULL};
+                               config_path, NULL};
     tw_settings_t s;
     tw_error_t err;
 
+    write_config("pw\n");
     cr_expect_not(load(&s, argv, 2, envp, &err));
     cr_expect(strstr(err.message, "--redis-url") != NULL, "%s", err.message);
     cr_expect(strstr(err.message, "password") != NULL, "%s", err.message);
