@@ -103,12 +103,14 @@ typedef struct {
     tw_monitor_t *monitor;
 } runner_t;
 
-/* Called from every loop, so it is also where /healthz learns we run. */
+/* Called from every loop, so it is also where /healthz learns we run (and
+ * where the end of a connection flood is noticed). */
 static bool stop_requested(runner_t *r)
 {
     int64_t now = tw_clock_mono_ms(r->clock);
 
     tw_metrics_heartbeat(r->metrics, now);
+    tw_http_tick(r->http);
     if (*r->stop && r->stop_seen_ms == 0)
         r->stop_seen_ms = now;
     return *r->stop != 0;
