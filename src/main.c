@@ -144,7 +144,7 @@ static redisContext *connect_redis(const tw_settings_t *s, int *code)
     tw_error_t err;
     redisContext *c;
 
-    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
+    if (!tw_redis_url_load(s->redis_url, s->redis_password, &url, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         *code = TW_EXIT_USAGE;
         return NULL;
@@ -311,7 +311,7 @@ static int cmd_checkpoint_show(const tw_settings_t *s, tw_clock_t *clock)
 
     tw_checkpoint_init(&cp);
     tw_checkpoint_key(s->name, "checkpoint", key);
-    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
+    if (!tw_redis_url_load(s->redis_url, s->redis_password, &url, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         return TW_EXIT_USAGE;
     }
@@ -617,7 +617,7 @@ static int cmd_status(const tw_settings_t *s)
                 shown(s->positional[0], buf));
         return TW_EXIT_USAGE;
     }
-    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &url, &err)) {
+    if (!tw_redis_url_load(s->redis_url, s->redis_password, &url, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         return TW_EXIT_USAGE;
     }

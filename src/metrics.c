@@ -36,7 +36,8 @@
  *   loopback address opens by accident (100), far below the total;
  * - the total stays well under the usual 1024 descriptors a process gets.
  * Refusals are logged once per flood; a flood is over after
- * HTTP_FLOOD_QUIET_MS without one.
+ * HTTP_FLOOD_QUIET_MS without one, which is logged once too (from
+ * tw_http_tick when no connection comes).
  */
 #define HTTP_CONNECTION_TIMEOUT_S 3u
 #define HTTP_CONNECTION_LIMIT 512u
@@ -700,7 +701,8 @@ static void flood_refused(tw_http_t *h, const char *reason)
     pthread_mutex_unlock(&h->flood_lock);
 }
 
-/* Ends a flood once no connection was refused for HTTP_FLOOD_QUIET_MS. */
+/* Ends a flood once no connection was refused for HTTP_FLOOD_QUIET_MS:
+ * when a connection comes or goes, and on tw_http_tick. */
 static void flood_check(tw_http_t *h)
 {
     int64_t now = tw_clock_mono_ms(h->clock);
@@ -1043,6 +1045,12 @@ out_free_h:
 int tw_http_port(const tw_http_t *h)
 {
     return h ? h->port : 0;
+}
+
+void tw_http_tick(tw_http_t *h)
+{
+    if (h)
+        flood_check(h);
 }
 
 void tw_http_stop(tw_http_t *h)

@@ -193,20 +193,14 @@ out:
     return ok;
 }
 
-bool tw_redis_read_password_file(const char *path, char **out,
-                                 tw_error_t *err)
-{
-    return tw_secret_read_file(path, "the password file", out, err);
-}
-
-bool tw_redis_url_load(const char *text, const char *password_file,
+bool tw_redis_url_load(const char *text, const char *password,
                        tw_redis_url_t *out, tw_error_t *err)
 {
-    char *password;
+    char *copy;
 
     if (!tw_redis_url_parse(text, out, err))
         return false;
-    if (!password_file) {
+    if (!password) {
         /* AUTH goes out only with a password: without one the user would be
          * dropped and the connection made as the default user. */
         if (out->user && !out->password) {
@@ -219,12 +213,11 @@ bool tw_redis_url_load(const char *text, const char *password_file,
         }
         return true;
     }
-    if (!tw_redis_read_password_file(password_file, &password, err)) {
-        tw_redis_url_release(out);
-        return false;
-    }
+    copy = strdup(password);
+    if (!copy)
+        abort();
     tw_secret_free(out->password);
-    out->password = password;
+    out->password = copy;
     return true;
 }
 

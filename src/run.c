@@ -105,12 +105,14 @@ typedef struct {
     tw_monitor_t *monitor;
 } runner_t;
 
-/* Called from every loop, so it is also where /healthz learns we run. */
+/* Called from every loop, so it is also where /healthz learns we run (and
+ * where the end of a connection flood is noticed). */
 static bool stop_requested(runner_t *r)
 {
     int64_t now = tw_clock_mono_ms(r->clock);
 
     tw_metrics_heartbeat(r->metrics, now);
+    tw_http_tick(r->http);
     if (*r->stop && r->stop_seen_ms == 0)
         r->stop_seen_ms = now;
     return *r->stop != 0;
@@ -1428,7 +1430,7 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
         r->until_now = spec.kind == TW_SPEC_NOW;
         tw_spec_clear(&spec);
     }
-    if (!tw_redis_url_load(s->redis_url, s->redis_password_file, &r->redis_url, err))
+    if (!tw_redis_url_load(s->redis_url, s->redis_password, &r->redis_url, err))
         return false;
     r->last_commit_mono = tw_clock_mono_ms(clock);
     return true;

@@ -462,8 +462,29 @@ static void list_clear(char ***items, size_t *count)
     *count = 0;
 }
 
-/* Appends comma-separated items; a list set by a lower source is replaced,
- * so flags override the environment instead of adding to it. */
+/* ASCII white space, as isspace() in the C locale. */
+#define BLANKS " \t\n\v\f\r"
+
+static bool is_blank(char c)
+{
+    return c != '\0' && strchr(BLANKS, c) != NULL;
+}
+
+/* Narrows text[0..*len) to what lies between the blanks around it. */
+static const char *trim_blanks(const char *text, size_t *len)
+{
+    while (*len > 0 && is_blank(*text)) {
+        text++;
+        (*len)--;
+    }
+    while (*len > 0 && is_blank(text[*len - 1]))
+        (*len)--;
+    return text;
+}
+
+/* Appends comma-separated items, each without the blanks around it ("a, b"
+ * is a and b); a list set by a lower source is replaced, so flags override
+ * the environment instead of adding to it. */
 static bool apply_list(tw_settings_t *s, size_t index, const char *value,
                        tw_setting_source_t source, tw_error_t *err)
 {
@@ -472,9 +493,9 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
     size_t *count = (size_t *)((char *)s + def->offset + sizeof(char **));
     const char *p = value;
 
-    const char *separators = def->flags & SPACED ? " \t\r\n" : ",";
+    const char *separators = def->flags & SPACED ? BLANKS : ",";
 
-    if (value[strspn(value, " \t\r\n")] == '\0') {
+    if (value[strspn(value, BLANKS)] == '\0') {
         tw_error_set(err, TW_ERR_USAGE, 0, "the value is empty%s",
                      def->offset == offsetof(tw_settings_t, protect)
                          ? " (to turn protection off on purpose: --protect none)"
@@ -484,7 +505,8 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
     if (s->sources[index] != source)
         list_clear(items, count);
     for (size_t n = 1;; n++) {
-        size_t len;
+        size_t len, kept;
+        const char *start;
         char *item;
 
         if (def->flags & SPACED) {
@@ -493,18 +515,19 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
                 break;
         }
         len = strcspn(p, separators);
-        item = strndup(p, len);
-        if (!item)
-            abort();
+        kept = len;
+        start = trim_blanks(p, &kept);
         /* "a,,b", "a, ,b", "a,": an item lost to a comma too many. */
-        if (item[strspn(item, " \t\r\n")] == '\0') {
+        if (kept == 0) {
             tw_error_set(err, TW_ERR_USAGE, 0,
                          "item %zu of the list is empty (two commas in a row, "
                          "or one at an end?)",
                          n);
-            free(item);
             return false;
         }
+        item = strndup(start, kept);
+        if (!item)
+            abort();
         if (def->check && !def->check(item, err)) {
             free(item);
             return false;
@@ -679,8 +702,23 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
     return true;
 }
 
-/* A Redis ACL user needs a password, from the URL or the password file;
- * the file itself is read when Redis is reached. */
+/* Read with the settings, like the webhook file, so every command refuses a
+ * bad one (exit 2) naming the setting and the file, never its content. The
+ * password wins over one in --redis-url. */
+static bool load_redis_password_file(tw_settings_t *s, tw_error_t *err)
+{
+    size_t index = 0;
+    char origin[160];
+
+    while (table[index].offset != F(redis_password_file))
+        index++;
+    describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
+    tw_secret_free(s->redis_password);
+    s->redis_password = NULL;
+    return tw_secret_read_file(s->redis_password_file, origin, &s->redis_password, err);
+}
+
+/* A Redis ACL user needs a password, from the URL or the password file. */
 static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
 {
     size_t index = 0;
@@ -689,11 +727,9 @@ static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
     tw_error_t inner;
     bool ok;
 
-    if (s->redis_password_file)
-        return true;
     while (table[index].offset != F(redis_url))
         index++;
-    ok = tw_redis_url_load(s->redis_url, NULL, &url, &inner);
+    ok = tw_redis_url_load(s->redis_url, s->redis_password, &url, &inner);
     tw_redis_url_release(&url);
     if (!ok) {
         describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
@@ -993,6 +1029,8 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
         return false;
     if (s->slack_webhook_file && !load_slack_webhook_file(s, err))
         return false;
+    if (s->redis_password_file && !load_redis_password_file(s, err))
+        return false;
     if (!check_redis_user(s, err))
         return false;
     if (s->collection && !s->db) {
@@ -1034,6 +1072,7 @@ void tw_settings_release(tw_settings_t *s)
                        (size_t *)((char *)s + table[k].offset + sizeof(char **)));
         }
     }
+    tw_secret_free(s->redis_password);
     for (size_t k = 0; k < s->positional_count; k++)
         free(s->positional[k]);
     free(s->positional);

@@ -6,6 +6,11 @@
  * making anything testable that is not already. TW_LOG checks the level
  * before it formats anything, so a debug line costs nothing at info.
  *
+ * A line is at most 4095 bytes, its newline included. A longer message is
+ * cut on a character boundary, never inside an escape sequence, and marked:
+ * a JSON line gets "truncated":true after "msg" (still one valid object), a
+ * text line's message ends in "…" (U+2026).
+ *
  * Never pass a secret (password, webhook URL) to a log call: redact it first
  * (tw_redact_url, redact.h).
  */

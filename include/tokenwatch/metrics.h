@@ -139,6 +139,14 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
 /* The port bound (useful after asking for port 0). */
 int tw_http_port(const tw_http_t *h);
 
+/*
+ * Logs the end of a connection flood once it has been quiet long enough.
+ * libmicrohttpd calls back only when a connection comes or goes, and after
+ * a flood none may come for a long while: call this now and then (the run
+ * loop does, with its heartbeat). Cheap; safe from any thread; NULL is fine.
+ */
+void tw_http_tick(tw_http_t *h);
+
 /* Stops the server thread and closes the socket. NULL is fine. */
 void tw_http_stop(tw_http_t *h);
 

@@ -32,14 +32,11 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
 
 void tw_redis_url_release(tw_redis_url_t *url);
 
-/* The URL with the password from password_file (may be NULL) in place of
- * the URL's own. */
-bool tw_redis_url_load(const char *text, const char *password_file,
+/* The URL with password (borrowed, may be NULL: the URL's own) in place of
+ * the URL's own; the settings read it from --redis-password-file. A user
+ * without any password is refused. */
+bool tw_redis_url_load(const char *text, const char *password,
                        tw_redis_url_t *out, tw_error_t *err);
-
-/* Reads a password file (one line; the trailing newline is dropped). */
-bool tw_redis_read_password_file(const char *path, char **out,
-                                 tw_error_t *err);
 
 /*
  * Connects, authenticates and selects the database, with timeout_ms for the

@@ -44,6 +44,7 @@ typedef struct {
     bool split_large_events; /* append the split stage, reassemble fragments */
     char *redis_url;
     char *redis_password_file;
+    char *redis_password; /* secret: read from redis_password_file at load */
     int64_t redis_timeout_ms;
     bool accept_store_risk; /* start in a protected environment anyway */
     int sink; /* tw_sink_kind_t */

@@ -240,7 +240,8 @@ def names_in(path, docs, table):
 
 # What a mounted secret file holds, for settings that read theirs at load.
 SECRET_FILE_STAND_INS = {"TOKENWATCH_MONGO_URI_FILE": "mongodb://db:27017/?replicaSet=rs0\n",
-                         "TOKENWATCH_SLACK_WEBHOOK_FILE": "https://hooks.example.invalid/stand-in\n"}
+                         "TOKENWATCH_SLACK_WEBHOOK_FILE": "https://hooks.example.invalid/stand-in\n",
+                         "TOKENWATCH_REDIS_PASSWORD_FILE": "stand-in-password\n"}
 
 
 def settings_parse(binary, env, label):

@@ -4,6 +4,8 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fixture.h"
 
@@ -283,4 +285,103 @@ Test(cli, guard_lists_with_empty_items_exit_2)
         free(out);
         free(err);
     }
+}
+
+/* Issue 9: the Redis password file is read with the settings, so every
+ * command refuses a bad one with exit 2 naming the setting and the path,
+ * never the content, before anything is reached. */
+#define PW_SECRET "S3cretRedisPw"
+
+/* root reads a file whatever its mode: as root, the unreadable case runs
+ * the binary as nobody. */
+static const char *const as_nobody[] = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                        "--clear-groups", NULL};
+
+static void check_bad_password_file(const char *path, const char *const env[],
+                                    const char *const prefix[])
+{
+    char metrics[64];
+    const char *setting = env ? "TOKENWATCH_REDIS_PASSWORD_FILE" : "--redis-password-file";
+    const char *commands[][3] = {{"run", NULL, NULL},
+                                 {"status", NULL, NULL},
+                                 {"checkpoint", "show", NULL},
+                                 {"checkpoint", "history", NULL},
+                                 {"checkpoint", "rollback", "--dry-run"},
+                                 {"healthcheck", NULL, NULL},
+                                 {"decode", "82612E8513000000012B022C0100296E5A1004", NULL}};
+
+    snprintf(metrics, sizeof metrics, "127.0.0.1:%d", th_free_port());
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
+        const char *argv[16];
+        size_t n = 0;
+        char dir[PATH_MAX], *out, *err;
+        int code;
+
+        for (size_t a = 0; prefix && prefix[a]; a++)
+            argv[n++] = prefix[a];
+        argv[n++] = th_binary();
+        for (size_t a = 0; a < 3 && commands[k][a]; a++)
+            argv[n++] = commands[k][a];
+        argv[n++] = "--redis-url";
+        argv[n++] = "redis://127.0.0.1:1/0";
+        argv[n++] = "--metrics-addr";
+        argv[n++] = metrics;
+        if (!env) {
+            argv[n++] = "--redis-password-file";
+            argv[n++] = path;
+        }
+        argv[n] = NULL;
+        cr_assert(th_tmpdir(dir, sizeof dir));
+        code = th_run(dir, argv, env, 10000, &out, &err);
+        th_rmtree(dir);
+        cr_expect_eq(code, 2, "%s, %s %s: exit %d: %s", path, setting, commands[k][0], code,
+                     err);
+        cr_expect(strstr(err, setting) != NULL, "%s %s: %s", path, commands[k][0], err);
+        cr_expect(strstr(err, path) != NULL, "%s %s: %s", path, commands[k][0], err);
+        cr_expect(strstr(err, PW_SECRET) == NULL && strstr(out, PW_SECRET) == NULL,
+                  "%s %s leaks the password:\n%s\n%s", path, commands[k][0], out, err);
+        free(out);
+        free(err);
+    }
+}
+
+Test(cli, bad_redis_password_files_exit_2_for_every_command, .timeout = 120)
+{
+    char dir[PATH_MAX], empty[PATH_MAX + 16], blank[PATH_MAX + 16], two[PATH_MAX + 16],
+        locked[PATH_MAX + 16], env_entry[PATH_MAX + 48];
+    const char *paths[6];
+    size_t n = 0;
+    bool root;
+
+    cr_assert(th_tmpdir(dir, sizeof dir));
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    snprintf(blank, sizeof blank, "%s/blank", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    snprintf(locked, sizeof locked, "%s/locked", dir);
+    cr_assert(th_write_file(empty, "", 0));
+    cr_assert(th_write_file(blank, " \n", 2));
+    cr_assert(th_write_file(two, PW_SECRET "\n" PW_SECRET "2\n", strlen(PW_SECRET) * 2 + 3));
+    cr_assert(th_write_file(locked, PW_SECRET "\n", strlen(PW_SECRET) + 1));
+    cr_assert_eq(chmod(locked, 0), 0);
+    root = access(locked, R_OK) == 0;
+    paths[n++] = "/nonexistent/redis-password";
+    paths[n++] = dir;
+    paths[n++] = empty;
+    paths[n++] = blank;
+    paths[n++] = two;
+    for (size_t k = 0; k < n; k++)
+        check_bad_password_file(paths[k], NULL, NULL);
+    if (!root)
+        check_bad_password_file(locked, NULL, NULL);
+    else if (access(as_nobody[0], X_OK) == 0)
+        check_bad_password_file(locked, NULL, as_nobody);
+    else
+        cr_log_warn("running as root without setpriv: the unreadable file case is skipped");
+    snprintf(env_entry, sizeof env_entry, "TOKENWATCH_REDIS_PASSWORD_FILE=%s", two);
+    {
+        const char *env[] = {env_entry, NULL};
+
+        check_bad_password_file(two, env, NULL);
+    }
+    th_rmtree(dir);
 }

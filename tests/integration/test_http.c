@@ -141,3 +141,56 @@ Test(http, idle_connections_are_cut_and_the_probe_answers_again)
                  err);
     free(err);
 }
+
+/* As metrics.c's HTTP_FLOOD_QUIET_MS: a flood is over after this long
+ * without a refusal. */
+#define FLOOD_QUIET_MS 30000
+#define FLOOD_OVER "metrics http: accepting connections again after refusing "
+
+static bool flood_over_logged(void *ctx)
+{
+    char *err = th_read_file(((th_proc_t *)ctx)->err_path);
+    bool found = err && strstr(err, FLOOD_OVER) != NULL;
+
+    free(err);
+    return found;
+}
+
+/* The end of a flood is logged once, when it ends: not only when the next
+ * client happens to connect (nobody may, for a long while). */
+Test(http, the_end_of_a_flood_is_logged_once, .timeout = 120)
+{
+    th_proc_t p;
+    int port = th_free_port();
+    probe_t probe = {port};
+    const char *at;
+    char *err;
+    unsigned long long refused = 0;
+
+    spawn_serving(&p, port);
+    open_idle(port, 300);
+    th_sleep_ms(500);
+    close_idle();
+    /* No client from here on until the line is there. */
+    th_assert_dump(th_wait_until(flood_over_logged, &p, FLOOD_QUIET_MS + 15000), p.err_path,
+                   "the end of the flood is logged within %d s of the last refusal, "
+                   "with no client connecting",
+                   FLOOD_QUIET_MS / 1000 + 15);
+    th_assert_dump(th_wait_until(healthz_ok, &probe, 5000), p.err_path,
+                   "/healthz answers after the flood");
+    cr_expect(healthz_ok(&probe));
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+    err = th_proc_stderr(&p);
+    cr_assert_not_null(err);
+    cr_expect_eq(fx_count(err, "refusing connections"), 1, "%.4000s", err);
+    cr_expect_eq(fx_count(err, FLOOD_OVER), 1, "%.4000s", err);
+    at = strstr(err, FLOOD_OVER);
+    if (at) {
+        cr_expect_lt(strstr(err, "refusing connections") - err, at - err,
+                     "the end is logged after the start");
+        cr_expect_eq(sscanf(at + strlen(FLOOD_OVER), "%llu", &refused), 1, "%s", at);
+        cr_expect_gt(refused, 0, "%s", at);
+    }
+    free(err);
+}

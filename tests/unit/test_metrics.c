@@ -929,3 +929,81 @@ Test(metrics, the_readme_documents_every_metric)
     tw_metrics_free(m);
     free(text);
 }
+
+/* The whole log written to path so far (malloc'd). */
+static char *read_log(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    char buf[4096];
+    size_t n;
+
+    cr_assert(f && mem);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, mem);
+    fclose(mem);
+    fclose(f);
+    return text;
+}
+
+/* A flood ends after 30 s without a refusal: tw_http_tick notices it with
+ * no connection coming, and logs it once. */
+Test(http, a_flood_ends_on_tick_once_quiet)
+{
+    enum { CLIENTS = 200 };
+    char path[] = "/tmp/tw-flood-log-XXXXXX";
+    int fds[CLIENTS], opened = 0;
+    struct sockaddr_in sa;
+    tw_metrics_t *m = tw_metrics_new();
+    tw_http_t *h = start_local(m, 1000);
+    FILE *log = fdopen(mkstemp(path), "w");
+    char *text = NULL;
+
+    cr_assert(log);
+    tw_log_configure(TW_LOG_INFO, TW_LOG_TEXT, "test", "test", log);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)tw_http_port(h));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int k = 0; k < CLIENTS; k++) {
+        fds[k] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fds[k] >= 0 && connect(fds[k], (struct sockaddr *)&sa, sizeof sa) == 0)
+            opened++;
+    }
+    for (int wait = 0; wait < 100; wait++) {
+        free(text);
+        text = read_log(path);
+        if (strstr(text, "refusing connections"))
+            break;
+        usleep(50000);
+    }
+    cr_assert(strstr(text, "refusing connections"), "%d connections, no flood:\n%s", opened,
+              text);
+    for (int k = 0; k < CLIENTS; k++)
+        if (fds[k] >= 0)
+            close(fds[k]);
+    /* Let the server thread take in every connection (a refusal after the
+     * clock moves would restart the quiet period). */
+    usleep(300000);
+    atomic_fetch_add(&fake_now, 29999);
+    tw_http_tick(h);
+    free(text);
+    text = read_log(path);
+    cr_expect_null(strstr(text, "accepting connections again"), "too soon:\n%s", text);
+    atomic_fetch_add(&fake_now, 1);
+    tw_http_tick(h);
+    tw_http_tick(h);
+    tw_http_tick(NULL);
+    free(text);
+    text = read_log(path);
+    cr_expect_eq(count_lines_with(text, "accepting connections again after refusing "), 1, "%s",
+                 text);
+    tw_http_stop(h);
+    quiet_logs();
+    fclose(log);
+    unlink(path);
+    free(text);
+    tw_metrics_free(m);
+}

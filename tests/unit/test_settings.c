@@ -391,6 +391,100 @@ Test(settings, an_empty_list_is_refused_and_protection_is_turned_off_by_name)
     tw_settings_release(&s);
 }
 
+/* The list parser: blanks around each item are no part of it (" b" was a key
+ * of its own); an item left empty is refused, wherever the list came from. */
+static const struct {
+    const char *env;   /* the variable, also the config file key */
+    const char *flag;  /* NULL: the list comes from the environment */
+    const char *value;
+    const char *items[3]; /* NULL-ended; none: refused */
+    const char *error;    /* a substring of the message, when refused */
+} list_cases[] = {
+    {"TOKENWATCH_GUARD", "--guard", "a,b", {"a", "b"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", "a, b", {"a", "b"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", " a , b ", {"a", "b"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", "a,\tb\r\n", {"a", "b"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", "\va\f,b", {"a", "b"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", "  billing:resume-token  ", {"billing:resume-token"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", "a b,c", {"a b", "c"}, NULL}, /* inside: kept */
+    {"TOKENWATCH_GUARD", NULL, " a ,b", {"a", "b"}, NULL},
+    {"TOKENWATCH_GUARD", "--guard", "a, ,b", {NULL}, "item 2 of the list is empty"},
+    {"TOKENWATCH_GUARD", "--guard", "a,\t", {NULL}, "item 2 of the list is empty"},
+    {"TOKENWATCH_GUARD", "--guard", " ,a", {NULL}, "item 1 of the list is empty"},
+    {"TOKENWATCH_GUARD", NULL, "a,\v", {NULL}, "item 2 of the list is empty"},
+    {"TOKENWATCH_GUARD", "--guard", "\t\v", {NULL}, "the value is empty"},
+    {"TOKENWATCH_PROTECT", "--protect", "prod, live", {"prod", "live"}, NULL},
+    {"TOKENWATCH_PROTECT", "--protect", " none ", {"none"}, NULL},
+    {"TOKENWATCH_PROTECT", NULL, "stage ,\tprod", {"stage", "prod"}, NULL},
+    {"TOKENWATCH_PROTECT", "--protect", "prod,, live", {NULL}, "item 2 of the list is empty"},
+    {"TOKENWATCH_SHARD_URI", "--shard-uri", " s0=mongodb://a:1/ \t s1=mongodb://b:2/ ",
+     {"s0=mongodb://a:1/", "s1=mongodb://b:2/"}, NULL},
+};
+
+static char **list_field(tw_settings_t *s, const char *env, size_t *count)
+{
+    if (strcmp(env, "TOKENWATCH_GUARD") == 0) {
+        *count = s->guard_count;
+        return s->guard;
+    }
+    if (strcmp(env, "TOKENWATCH_PROTECT") == 0) {
+        *count = s->protect_count;
+        return s->protect;
+    }
+    *count = s->shard_uri_count;
+    return s->shard_uri;
+}
+
+static void expect_list(size_t k, bool ok, tw_settings_t *s, const tw_error_t *err,
+                        const char *source)
+{
+    size_t want = 0, count;
+    char **items;
+
+    while (want < 3 && list_cases[k].items[want])
+        want++;
+    cr_expect_eq(ok, want > 0, "case %zu (%s) '%s': %s", k, source, list_cases[k].value,
+                 ok ? "accepted" : err->message);
+    if (!ok) {
+        cr_expect(strstr(err->message, list_cases[k].error) != NULL, "case %zu (%s): %s", k,
+                  source, err->message);
+        return;
+    }
+    items = list_field(s, list_cases[k].env, &count);
+    cr_expect_eq(count, want, "case %zu (%s): %zu items", k, source, count);
+    for (size_t n = 0; n < count && n < want; n++)
+        cr_expect_str_eq(items[n], list_cases[k].items[n], "case %zu (%s) item %zu", k, source,
+                         n);
+}
+
+Test(settings, list_items_are_trimmed_and_empty_ones_refused)
+{
+    for (size_t k = 0; k < sizeof list_cases / sizeof list_cases[0]; k++) {
+        char env_entry[256];
+        const char *envp[] = {env_entry, NULL};
+        const char *none[] = {NULL};
+        const char *argv[] = {list_cases[k].flag, list_cases[k].value, NULL};
+        tw_settings_t s;
+        tw_error_t err;
+        bool ok;
+
+        tw_error_clear(&err);
+        snprintf(env_entry, sizeof env_entry, "%s=%s", list_cases[k].env, list_cases[k].value);
+        if (list_cases[k].flag)
+            ok = load(&s, argv, 2, none, &err);
+        else
+            ok = load(&s, NULL, 0, envp, &err);
+        expect_list(k, ok, &s, &err, list_cases[k].flag ? "flag" : "environment");
+        tw_settings_release(&s);
+        /* The config file takes the value literally: the same list. */
+        memset(&s, 0, sizeof s);
+        tw_error_clear(&err);
+        ok = tw_settings_load_text(&s, "t.env", env_entry, strlen(env_entry), &err);
+        expect_list(k, ok, &s, &err, "config file");
+        tw_settings_release(&s);
+    }
+}
+
 /* Every way a secret-bearing value can be refused: the message names the
  * setting and never holds the secret. */
 Test(settings, refused_secrets_never_reach_the_message)
@@ -476,6 +570,8 @@ static const struct {
     {"--resume-from", "2026-11-21T05:00:00+99:99", {"--resume-from", "offset"}},
     {"--slack-webhook-file", "/nonexistent/webhook", {"--slack-webhook-file", "/nonexistent/webhook"}},
     {"--slack-webhook-file", "/tmp", {"--slack-webhook-file", "/tmp"}},
+    {"--redis-password-file", "/nonexistent/pw", {"--redis-password-file", "/nonexistent/pw"}},
+    {"--redis-password-file", "/tmp", {"--redis-password-file", "/tmp"}},
 };
 
 Test(settings, accepted_but_wrong_input_is_refused)
@@ -587,6 +683,51 @@ Test(settings, a_good_slack_webhook_file_is_read_once_at_load, .fini = remove_co
     tw_settings_release(&s);
 }
 
+/* Read with the settings too (it was read only when Redis was reached, so a
+ * bad file ended `run` with exit 1 and passed unnoticed elsewhere). */
+Test(settings, a_bad_redis_password_file_is_refused_naming_it, .fini = remove_config)
+{
+    static const char *const contents[] = {"", " \n", "Pw0ne\nPwTw0\n", "a\0b\n"};
+    static const size_t lens[] = {0, 2, 12, 4};
+    const char *envp[] = {NULL};
+
+    for (size_t k = 0; k < sizeof contents / sizeof contents[0]; k++) {
+        const char *argv[] = {"--redis-password-file", config_path, NULL};
+        char env_entry[128];
+        const char *env_only[] = {env_entry, NULL};
+        tw_settings_t s;
+        tw_error_t err;
+
+        write_config_bytes(contents[k], lens[k]);
+        cr_expect_not(load(&s, argv, 2, envp, &err), "case %zu accepted", k);
+        cr_expect(strstr(err.message, "--redis-password-file") != NULL, "%s", err.message);
+        cr_expect(strstr(err.message, config_path) != NULL, "%s", err.message);
+        cr_expect(strstr(err.message, "Pw") == NULL, "%s", err.message);
+        cr_expect_null(s.redis_password, "case %zu", k);
+        tw_settings_release(&s);
+        snprintf(env_entry, sizeof env_entry, "TOKENWATCH_REDIS_PASSWORD_FILE=%s", config_path);
+        cr_expect_not(load(&s, NULL, 0, env_only, &err), "case %zu accepted", k);
+        cr_expect(strstr(err.message, "TOKENWATCH_REDIS_PASSWORD_FILE") != NULL, "%s",
+                  err.message);
+        tw_settings_release(&s);
+        remove_config();
+    }
+}
+
+Test(settings, a_good_redis_password_file_is_read_once_at_load, .fini = remove_config)
+{
+    const char *envp[] = {NULL};
+    const char *argv[] = {"--redis-url", "redis://app@cache/0", "--redis-password-file",
+                          config_path, NULL};
+    tw_settings_t s;
+    tw_error_t err;
+
+    write_config("  s3cret-pw \n");
+    cr_assert(load(&s, argv, 4, envp, &err), "%s", err.message);
+    cr_expect_str_eq(s.redis_password, "s3cret-pw");
+    tw_settings_release(&s);
+}
+
 Test(settings, good_lists_and_limits_still_load)
 {
     const char *envp[] = {NULL};
@@ -600,15 +741,16 @@ Test(settings, good_lists_and_limits_still_load)
     tw_settings_release(&s);
 }
 
-Test(settings, a_redis_user_needs_a_password)
+Test(settings, a_redis_user_needs_a_password, .fini = remove_config)
 {
     const char *envp[] = {NULL};
     const char *argv[] = {"--redis-url", "redis://app@cache/0", NULL};
     const char *with_file[] = {"--redis-url", "redis://app@cache/0", "--redis-password-file",
-                               "/run/secrets/redis", NULL};
+                               config_path, NULL};
     tw_settings_t s;
     tw_error_t err;
 
+    write_config("pw\n");
     cr_expect_not(load(&s, argv, 2, envp, &err));
     cr_expect(strstr(err.message, "--redis-url") != NULL, "%s", err.message);
     cr_expect(strstr(err.message, "password") != NULL, "%s", err.message);
