@@ -249,3 +249,30 @@ Test(stop, sigterm_while_getmore_stalls_flushes_stdout)
     free(out);
     free(err);
 }
+
+/* Redis away as well: the watcher's last commit retries for 10 s as the
+ * main path's does, then exits 1 saying where the next start resumes. */
+Test(stop, sigterm_while_getmore_stalls_and_redis_is_away_exits_1_saying_why)
+{
+    th_proc_t p;
+    long long took;
+    char *err;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    follow_eight_events(&p, "redis", NULL);
+    post_fault("{\"command\": \"getMore\", \"kind\": \"stall\", \"seconds\": 30, "
+               "\"count\": 1000}");
+    wait_faults(&p, "stall", true, 1);
+    th_redis_stop(&fx.redis);
+    took = stop_with(&p, SIGTERM);
+    err = th_proc_stderr(&p);
+    cr_expect_eq(th_proc_exit_code(&p), 1, "exit %d:\n%s", th_proc_exit_code(&p), err);
+    cr_expect(took >= 10000 && took < 12000,
+              "1 s, then the commit's 10 s grace, then out: %lld ms\n%s", took, err);
+    cr_expect(strstr(err, "the last checkpoint could not be written") != NULL, "%s", err);
+    cr_expect(strstr(err, "the next start resumes from") != NULL, "%s", err);
+    cr_assert(th_redis_restart(&fx.redis));
+    cr_expect_eq(fx_checkpoint_events(&fx), 5, "the checkpoint before the stop stays");
+    cr_expect_eq(th_redis_xlen(&fx.redis, FX_STREAM), 5, "and covers the stream");
+    free(err);
+}
