@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tokenwatch/alert.h"
 #include "tokenwatch/checkpoint.h"
@@ -22,6 +23,7 @@
 #include "tokenwatch/sink.h"
 #include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
+#include "tokenwatch/stop.h"
 #include "tokenwatch/store.h"
 #include "tokenwatch/utf8.h"
 
@@ -37,6 +39,9 @@
 #define ALERT_GRACE_MS 3000
 /* With --on-token-lost=fail, how long the LOST alert may take before exit 3. */
 #define LOST_ALERT_WAIT_MS 10000
+/* After a stop request, how long a MongoDB call may keep the loop from
+ * stopping by itself before the stop watcher takes over (stop_while_blocked). */
+#define STOP_GRACE_MS 1000
 
 /* Redis or MongoDB, as something that can be away for a while. */
 typedef struct {
@@ -103,6 +108,10 @@ typedef struct {
     tw_slack_t *slack;
     tw_clock_t slack_clock; /* the sender thread's own */
     tw_monitor_t *monitor;
+
+    /* Held by the main thread except inside MongoDB calls (stop.h). */
+    tw_stop_watch_t *watch;
+    int exit_code; /* -1 until the run has decided it */
 } runner_t;
 
 /* Called from every loop, so it is also where /healthz learns we run (and
@@ -135,6 +144,41 @@ static void pause_ms(runner_t *r, int64_t ms)
         ts.tv_nsec = (long)left * 1000000L;
         nanosleep(&ts, NULL);
     }
+}
+
+/*
+ * The MongoDB calls that can block, each between tw_stop_watch_enter and
+ * tw_stop_watch_leave: while one waits, the stop watcher may end the run
+ * (stop_while_blocked). Nothing else of the runner is touched inside.
+ */
+static tw_follow_t *stream_open(runner_t *r, const tw_start_t *start, tw_failure_t *failure,
+                                tw_error_t *err)
+{
+    tw_follow_t *f;
+
+    tw_stop_watch_enter(r->watch);
+    f = tw_follow_open(r->client, &r->follow_opts, start, failure, err);
+    tw_stop_watch_leave(r->watch);
+    return f;
+}
+
+static tw_follow_status_t stream_next(runner_t *r, tw_follow_t *f, const bson_t **doc,
+                                      tw_failure_t *failure, tw_error_t *err)
+{
+    tw_follow_status_t status;
+
+    tw_stop_watch_enter(r->watch);
+    status = tw_follow_next(f, doc, failure, err);
+    tw_stop_watch_leave(r->watch);
+    return status;
+}
+
+/* Closing sends killCursors and ends the session. */
+static void stream_close(runner_t *r, tw_follow_t *f)
+{
+    tw_stop_watch_enter(r->watch);
+    tw_follow_close(f);
+    tw_stop_watch_leave(r->watch);
 }
 
 static void describe_position(const tw_checkpoint_t *cp, char *out, size_t n)
@@ -442,10 +486,14 @@ static tw_ctime_t cluster_now(runner_t *r, const tw_oplog_window_t *readable)
 {
     tw_ctime_t now;
     tw_error_t err;
+    bool known;
 
     if (readable)
         return readable->newest;
-    if (tw_follow_cluster_time(r->client, &now, &err))
+    tw_stop_watch_enter(r->watch);
+    known = tw_follow_cluster_time(r->client, &now, &err);
+    tw_stop_watch_leave(r->watch);
+    if (known)
         return now;
     if (!r->told_local_clock)
         TW_WARN("the server reports no cluster time (%s): using the local clock "
@@ -460,7 +508,12 @@ static tw_ctime_t cluster_now(runner_t *r, const tw_oplog_window_t *readable)
 /* The real history window, where the oplog can be read. */
 static bool read_oplog(runner_t *r, tw_oplog_window_t *w, tw_error_t *err)
 {
-    return tw_oplog_probe(r->client, w, err);
+    bool ok;
+
+    tw_stop_watch_enter(r->watch);
+    ok = tw_oplog_probe(r->client, w, err);
+    tw_stop_watch_leave(r->watch);
+    return ok;
 }
 
 /* The window to show in an alert: the oplog, else --retention as a floor. */
@@ -681,12 +734,12 @@ static bool probe_start(runner_t *r, uint32_t t, bool *accepted, tw_error_t *err
 {
     tw_start_t start = {TW_START_AT_TIME, NULL, {t, 0}};
     tw_failure_t failure;
-    tw_follow_t *f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, err);
+    tw_follow_t *f = stream_open(r, &start, &failure, err);
     char date[TW_UTC_TEXT_MAX];
 
     tw_utc_format((int64_t)t * 1000, date);
     *accepted = f != NULL;
-    tw_follow_close(f);
+    stream_close(r, f);
     if (!*accepted && failure != TW_FAILURE_LOST)
         return false;
     TW_DEBUG("probe: startAtOperationTime %u (%s): %s", t, date,
@@ -1023,7 +1076,12 @@ static int connect_mongo(runner_t *r)
     }
     r->client = mongoc_client_pool_pop(r->pool);
     for (;;) {
-        if (tw_follow_scope(r->client, &r->follow_opts, &r->scope, &failure, &err))
+        bool known;
+
+        tw_stop_watch_enter(r->watch);
+        known = tw_follow_scope(r->client, &r->follow_opts, &r->scope, &failure, &err);
+        tw_stop_watch_leave(r->watch);
+        if (known)
             break;
         if (failure != TW_FAILURE_TRANSIENT) {
             TW_ERROR("MongoDB: %s", err.message);
@@ -1285,7 +1343,7 @@ static follow_outcome_t follow_stream(runner_t *r, tw_follow_t *f, int *code)
             TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
             return FOLLOW_DONE;
         }
-        switch (tw_follow_next(f, &doc, &failure, &err)) {
+        switch (stream_next(r, f, &doc, &failure, &err)) {
         case TW_FOLLOW_EVENT: next = on_event(r, f, doc, code); break;
         case TW_FOLLOW_IDLE: next = on_idle(r, f, code); break;
         default: next = on_failure(r, failure, &err, code); break;
@@ -1371,7 +1429,7 @@ static int follow_loop(runner_t *r)
             return code_at_stop;
         }
         tw_metrics_add(r->metrics, "tokenwatch_resume_attempts_total", NULL, 1);
-        f = tw_follow_open(r->client, &r->follow_opts, &start, &failure, &err);
+        f = stream_open(r, &start, &failure, &err);
         if (!f) {
             if (on_failure(r, failure, &err, &code) == FOLLOW_DONE)
                 return code;
@@ -1382,10 +1440,11 @@ static int follow_loop(runner_t *r)
         }
         dependency_ok(r, &r->mongo_dep);
         if (follow_stream(r, f, &code) == FOLLOW_DONE) {
-            tw_follow_close(f);
+            r->exit_code = code;
+            stream_close(r, f);
             return code;
         }
-        tw_follow_close(f);
+        stream_close(r, f);
         if (r->mongo_dep.outage.down)
             pause_ms(r, tw_backoff_next(&r->mongo_dep.backoff,
                                         tw_clock_random01(r->clock)));
@@ -1396,6 +1455,7 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
                   volatile sig_atomic_t *stop, FILE *out, tw_error_t *err)
 {
     memset(r, 0, sizeof *r);
+    r->exit_code = -1;
     r->s = s;
     r->clock = clock;
     r->stop = stop;
@@ -1514,16 +1574,97 @@ static bool start_monitor(runner_t *r, tw_error_t *err)
     return tw_monitor_start(r->monitor, err);
 }
 
+/*
+ * Stopping within a second (issue 9). A stop request is seen by the loop
+ * between calls; but a MongoDB call cannot be interrupted, and may keep it
+ * from seeing the request for as long as the call waits (a stalled reply:
+ * up to socketTimeoutMS, 300 s; an outage: the server selection timeout,
+ * several times over; a getMore hung up again and again: for ever, since
+ * libmongoc resumes inside one mongoc_change_stream_next). So the main
+ * thread holds the stop watcher's lock (stop.h) except inside those calls
+ * (stream_open, stream_next, stream_close, read_oplog, cluster_now,
+ * connect_mongo, and the guard and pool in teardown). The watcher logs
+ * "stop requested: stopping" within 50 ms of the signal; when the main
+ * thread is still inside a MongoDB call STOP_GRACE_MS later, the watcher
+ * takes the lock, and with it the runner, and calls stop_while_blocked.
+ *
+ * Guaranteed: every stop ends within about STOP_GRACE_MS plus the final
+ * commit (which, as on the main path, retries for up to 10 s while Redis is
+ * away), with the exit code of the main path: 0 once the last checkpoint of
+ * what was handed on is written, else 1 with a message saying why not.
+ * Queued alerts keep their ALERT_GRACE_MS. A stop the loop sees by itself
+ * in time goes the normal way: nothing changes there.
+ */
+static void alerts_grace(runner_t *r)
+{
+    tw_slack_stats_t left;
+
+    if (tw_slack_flush(r->slack, ALERT_GRACE_MS))
+        return;
+    tw_slack_stats(r->slack, &left);
+    TW_WARN("Slack alerts not all delivered within %d s: stopping with %zu still "
+            "queued, besides any being sent",
+            ALERT_GRACE_MS / 1000, left.queued);
+}
+
+/*
+ * The watcher's way out, on its thread, with the lock: the main thread is
+ * inside a MongoDB call and cannot touch the runner (nor its Redis
+ * connection) until the process ends. The last checkpoint goes through the
+ * normal commit, unless the run has already decided its exit code (it is
+ * waiting in teardown). libmongoc is in use on the main thread, so no
+ * cleanup runs: flush, then _exit.
+ */
+static void stop_while_blocked(void *ctx)
+{
+    runner_t *r = ctx;
+    int code = r->exit_code;
+
+    stop_requested(r);
+    if (code < 0) {
+        TW_WARN("stopping: a MongoDB call has not come back %d ms after the stop request; "
+                "writing the last checkpoint without waiting for it",
+                STOP_GRACE_MS);
+        code = commit(r) ? TW_EXIT_OK : r->commit_code;
+        TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
+    } else {
+        TW_INFO("stopping: not waiting for the MongoDB calls still under way");
+    }
+    alerts_grace(r);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(code);
+}
+
+static bool start_watch(runner_t *r, tw_error_t *err)
+{
+    tw_stop_watch_opts_t opts;
+
+    memset(&opts, 0, sizeof opts);
+    opts.stop = r->stop;
+    opts.grace_ms = STOP_GRACE_MS;
+    opts.notice = "stop requested: stopping";
+    opts.take_over = stop_while_blocked;
+    opts.ctx = r;
+    r->watch = tw_stop_watch_start(&opts, err);
+    return r->watch != NULL;
+}
+
 static void teardown(runner_t *r)
 {
-    /* The guard first: it holds a client of the pool and may be alerting. */
+    /* The guard first: it holds a client of the pool and may be alerting.
+     * It and the pool may wait on MongoDB: the watcher can end the run
+     * meanwhile, with the exit code already decided. */
+    tw_stop_watch_enter(r->watch);
     tw_monitor_free(r->monitor);
-    tw_slack_stop(r->slack, ALERT_GRACE_MS);
-    tw_http_stop(r->http);
-    tw_metrics_free(r->metrics);
     if (r->client)
         mongoc_client_pool_push(r->pool, r->client);
     mongoc_client_pool_destroy(r->pool);
+    tw_stop_watch_leave(r->watch);
+    tw_stop_watch_free(r->watch);
+    tw_slack_stop(r->slack, ALERT_GRACE_MS);
+    tw_http_stop(r->http);
+    tw_metrics_free(r->metrics);
     redisFree(r->redis);
     tw_redis_url_release(&r->redis_url);
     tw_checkpoint_release(&r->committed);
@@ -1649,75 +1790,81 @@ static int missing_checkpoint(runner_t *r)
     return -1;
 }
 
+/* From the stored checkpoint to the start point; -1: go on and follow. */
+static int prepare(runner_t *r, FILE *out)
+{
+    int code;
+    tw_error_t err;
+
+    if ((code = load_checkpoint(r)) >= 0 || (code = check_store(r)) >= 0 ||
+        (code = connect_mongo(r)) >= 0 || (code = check_scope(r)) >= 0)
+        return code;
+    if (r->until_now) {
+        tw_oplog_window_t w;
+        bool readable = read_oplog(r, &w, &err);
+
+        r->until = cluster_now(r, readable ? &w : NULL);
+        r->until.i = UINT32_MAX;
+    }
+    if (r->s->resume_from)
+        code = resume_from(r, out);
+    else if (!r->committed.has_token)
+        code = missing_checkpoint(r);
+    else
+        code = precheck_lost(r);
+    if (code >= 0)
+        return code;
+    if (!start_monitor(r, &err)) {
+        TW_ERROR("%s", err.message);
+        return TW_EXIT_FAILURE;
+    }
+    if (r->committed.has_token && !r->recovering) {
+        tw_checkpoint_copy_position(&r->position, &r->committed);
+        memcpy(r->position.source, r->committed.source, sizeof r->position.source);
+        r->position.events = r->committed.events;
+    }
+    if (!r->position.scope)
+        r->position.scope = strdup(r->scope);
+    return -1;
+}
+
 int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
            volatile sig_atomic_t *stop, FILE *out)
 {
     runner_t r;
     tw_error_t err;
-    int code;
+    int code = TW_EXIT_USAGE;
     char redacted[512];
 
     if (!setup(&r, settings, clock, stop, out, &err)) {
         TW_ERROR("%s", err.message);
-        teardown(&r);
-        return TW_EXIT_USAGE;
+        goto out;
     }
     if (settings->dry_run && !settings->resume_from) {
         TW_ERROR("--dry-run goes with --resume-from (or checkpoint rollback)");
-        teardown(&r);
-        return TW_EXIT_USAGE;
+        goto out;
+    }
+    code = TW_EXIT_FAILURE;
+    if (!start_watch(&r, &err)) {
+        TW_ERROR("%s", err.message);
+        goto out;
     }
     /* A dry run only reads: no metrics port, no alerts, no guard. */
     if (!settings->dry_run && !start_services(&r, &err)) {
         TW_ERROR("%s", err.message);
-        teardown(&r);
-        return TW_EXIT_FAILURE;
+        goto out;
     }
     if (settings->dry_run)
         r.metrics = tw_metrics_new();
     tw_redact_url(settings->redis_url, redacted, sizeof redacted);
     TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
             r.checkpoint_key, tw_sink_kind_name((tw_sink_kind_t)settings->sink));
-    if ((code = load_checkpoint(&r)) >= 0)
+    if ((code = prepare(&r, out)) >= 0)
         goto out;
-    if ((code = check_store(&r)) >= 0)
-        goto out;
-    if ((code = connect_mongo(&r)) >= 0)
-        goto out;
-    if ((code = check_scope(&r)) >= 0)
-        goto out;
-    if (r.until_now) {
-        tw_oplog_window_t w;
-        tw_error_t werr;
-        bool readable = read_oplog(&r, &w, &werr);
-
-        r.until = cluster_now(&r, readable ? &w : NULL);
-        r.until.i = UINT32_MAX;
-    }
-    if (settings->resume_from) {
-        if ((code = resume_from(&r, out)) >= 0)
-            goto out;
-    } else if (!r.committed.has_token) {
-        if ((code = missing_checkpoint(&r)) >= 0)
-            goto out;
-    } else if ((code = precheck_lost(&r)) >= 0) {
-        goto out;
-    }
-    if (!start_monitor(&r, &err)) {
-        TW_ERROR("%s", err.message);
-        code = TW_EXIT_FAILURE;
-        goto out;
-    }
-    if (r.committed.has_token && !r.recovering) {
-        tw_checkpoint_copy_position(&r.position, &r.committed);
-        memcpy(r.position.source, r.committed.source, sizeof r.position.source);
-        r.position.events = r.committed.events;
-    }
-    if (!r.position.scope)
-        r.position.scope = strdup(r.scope);
     log_start(&r);
     code = follow_loop(&r);
 out:
+    r.exit_code = code;
     teardown(&r);
     return code;
 }

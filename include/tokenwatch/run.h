@@ -18,8 +18,11 @@ enum {
 };
 
 /*
- * Runs until *stop is set (SIGTERM/SIGINT), --until or --max-events, or a
- * failure; returns the exit code. Events go to out for --sink stdout.
+ * Runs until *stop is set (SIGTERM/SIGINT/SIGHUP), --until or --max-events,
+ * or a failure; returns the exit code. Events go to out for --sink stdout.
+ * When a MongoDB call keeps the run from acting on *stop for a second, its
+ * stop watcher writes the last checkpoint and ends the process itself with
+ * _exit and that exit code: then tw_run does not return.
  */
 int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
            volatile sig_atomic_t *stop, FILE *out);

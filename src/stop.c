@@ -1,0 +1,149 @@
+#include "tokenwatch/stop.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tokenwatch/log.h"
+
+#define DEFAULT_POLL_MS 50
+
+struct tw_stop_watch {
+    tw_stop_watch_opts_t opts;
+    pthread_t thread;
+    pthread_mutex_t lock; /* the owner's, free only inside enter/leave */
+    bool inside;          /* under lock: the owner is between enter and leave */
+    pthread_mutex_t wlock; /* the watcher's own, for quit and its sleep */
+    pthread_cond_t wake;
+    bool quit; /* under wlock */
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps up to ms on the monotonic clock, or until tw_stop_watch_free. */
+static void sleep_locked(tw_stop_watch_t *w, int64_t ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!w->quit && pthread_cond_timedwait(&w->wake, &w->wlock, &until) == 0)
+        ;
+}
+
+/* Waits for the lock: it comes free when the owner enters a call (then take
+ * over) or when it frees the watcher (then do nothing). */
+static bool take_over_if_inside(tw_stop_watch_t *w)
+{
+    bool inside;
+
+    pthread_mutex_lock(&w->lock);
+    inside = w->inside;
+    if (inside)
+        w->opts.take_over(w->opts.ctx);
+    pthread_mutex_unlock(&w->lock);
+    return inside;
+}
+
+static void *watch(void *arg)
+{
+    tw_stop_watch_t *w = arg;
+    int64_t seen = -1;
+
+    pthread_mutex_lock(&w->wlock);
+    while (!w->quit) {
+        sleep_locked(w, w->opts.poll_ms);
+        if (w->quit || !*w->opts.stop)
+            continue;
+        if (seen < 0) {
+            seen = mono_ms();
+            if (w->opts.notice)
+                TW_INFO("%s", w->opts.notice);
+        }
+        if (mono_ms() - seen < w->opts.grace_ms)
+            continue;
+        pthread_mutex_unlock(&w->wlock);
+        if (take_over_if_inside(w))
+            return NULL;
+        pthread_mutex_lock(&w->wlock);
+    }
+    pthread_mutex_unlock(&w->wlock);
+    return NULL;
+}
+
+tw_stop_watch_t *tw_stop_watch_start(const tw_stop_watch_opts_t *opts, tw_error_t *err)
+{
+    tw_stop_watch_t *w = calloc(1, sizeof *w);
+    pthread_condattr_t attr;
+
+    if (!w) {
+        tw_error_set(err, TW_ERR_SYSTEM, 0, "out of memory for the stop watcher");
+        return NULL;
+    }
+    w->opts = *opts;
+    if (w->opts.poll_ms <= 0)
+        w->opts.poll_ms = DEFAULT_POLL_MS;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->wlock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_lock(&w->lock);
+    if (pthread_create(&w->thread, NULL, watch, w) != 0) {
+        pthread_mutex_unlock(&w->lock);
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->wlock);
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        tw_error_set(err, TW_ERR_SYSTEM, 0, "cannot start the stop watcher thread");
+        return NULL;
+    }
+    return w;
+}
+
+void tw_stop_watch_enter(tw_stop_watch_t *w)
+{
+    if (!w)
+        return;
+    w->inside = true;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void tw_stop_watch_leave(tw_stop_watch_t *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->inside = false;
+}
+
+void tw_stop_watch_free(tw_stop_watch_t *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->wlock);
+    w->quit = true;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->wlock);
+    /* A watcher waiting for the lock gets it, sees the owner outside any
+     * call, and then sees quit. */
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->wlock);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
