@@ -33,6 +33,8 @@
 #define FINAL_COMMIT_GRACE_MS 10000
 /* ... trying at least this often. */
 #define FINAL_RETRY_MS 250
+/* A change stream call that has not come back for this long is an outage. */
+#define MONGO_SLOW_MS 10000
 /* /healthz fails when the loop has not come round for this long. */
 #define HEALTH_STALL_MS 60000
 /* On the way out, how long queued alerts may take to be delivered. */
@@ -156,7 +158,7 @@ static tw_follow_t *stream_open(runner_t *r, const tw_start_t *start, tw_failure
 {
     tw_follow_t *f;
 
-    tw_stop_watch_enter(r->watch);
+    tw_stop_watch_enter_timed(r->watch);
     f = tw_follow_open(r->client, &r->follow_opts, start, failure, err);
     tw_stop_watch_leave(r->watch);
     return f;
@@ -167,7 +169,7 @@ static tw_follow_status_t stream_next(runner_t *r, tw_follow_t *f, const bson_t 
 {
     tw_follow_status_t status;
 
-    tw_stop_watch_enter(r->watch);
+    tw_stop_watch_enter_timed(r->watch);
     status = tw_follow_next(f, doc, failure, err);
     tw_stop_watch_leave(r->watch);
     return status;
@@ -1636,6 +1638,24 @@ static void stop_while_blocked(void *ctx)
     _exit(code);
 }
 
+/*
+ * The stream's call has not come back for MONGO_SLOW_MS (it awaits at most a
+ * second): libmongoc may be resuming inside it for as long as the server
+ * hangs up, and would say nothing. An outage like any other: one line, not
+ * ready, and "available again" once an answer comes. On the watcher's thread,
+ * with the runner's lock: the owner is inside the call.
+ */
+static void stream_slow(void *ctx, int64_t blocked_ms)
+{
+    runner_t *r = ctx;
+    char took[TW_DURATION_TEXT_MAX];
+    tw_error_t err;
+
+    tw_duration_words(blocked_ms, took);
+    tw_error_set(&err, TW_ERR_MONGO, 0, "no answer to the change stream for %s", took);
+    dependency_failed(r, &r->mongo_dep, &err);
+}
+
 static bool start_watch(runner_t *r, tw_error_t *err)
 {
     tw_stop_watch_opts_t opts;
@@ -1646,6 +1666,8 @@ static bool start_watch(runner_t *r, tw_error_t *err)
     opts.notice = "stop requested: stopping";
     opts.take_over = stop_while_blocked;
     opts.ctx = r;
+    opts.slow_ms = MONGO_SLOW_MS;
+    opts.on_slow = stream_slow;
     r->watch = tw_stop_watch_start(&opts, err);
     return r->watch != NULL;
 }

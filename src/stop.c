@@ -14,6 +14,9 @@ struct tw_stop_watch {
     pthread_t thread;
     pthread_mutex_t lock; /* the owner's, free only inside enter/leave */
     bool inside;          /* under lock: the owner is between enter and leave */
+    bool timed;           /* under lock: ... in a call entered timed */
+    bool slow_told;       /* under lock: on_slow ran for this call */
+    int64_t entered_ms;   /* under lock: when the owner entered */
     pthread_mutex_t wlock; /* the watcher's own, for quit and its sleep */
     pthread_cond_t wake;
     bool quit; /* under wlock */
@@ -57,6 +60,20 @@ static bool take_over_if_inside(tw_stop_watch_t *w)
     return inside;
 }
 
+/* The lock is free only while the owner is inside a call: a try tells
+ * whether it is, without waiting while it is not. */
+static void check_slow(tw_stop_watch_t *w)
+{
+    if (!w->opts.on_slow || w->opts.slow_ms <= 0 || pthread_mutex_trylock(&w->lock) != 0)
+        return;
+    if (w->inside && w->timed && !w->slow_told &&
+        mono_ms() - w->entered_ms >= w->opts.slow_ms) {
+        w->slow_told = true;
+        w->opts.on_slow(w->opts.ctx, mono_ms() - w->entered_ms);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
 static void *watch(void *arg)
 {
     tw_stop_watch_t *w = arg;
@@ -65,8 +82,12 @@ static void *watch(void *arg)
     pthread_mutex_lock(&w->wlock);
     while (!w->quit) {
         sleep_locked(w, w->opts.poll_ms);
-        if (w->quit || !*w->opts.stop)
+        if (w->quit)
             continue;
+        if (!*w->opts.stop) {
+            check_slow(w);
+            continue;
+        }
         if (seen < 0) {
             seen = mono_ms();
             if (w->opts.notice)
@@ -114,12 +135,25 @@ tw_stop_watch_t *tw_stop_watch_start(const tw_stop_watch_opts_t *opts, tw_error_
     return w;
 }
 
-void tw_stop_watch_enter(tw_stop_watch_t *w)
+static void enter(tw_stop_watch_t *w, bool timed)
 {
     if (!w)
         return;
     w->inside = true;
+    w->timed = timed;
+    w->slow_told = false;
+    w->entered_ms = mono_ms();
     pthread_mutex_unlock(&w->lock);
+}
+
+void tw_stop_watch_enter(tw_stop_watch_t *w)
+{
+    enter(w, false);
+}
+
+void tw_stop_watch_enter_timed(tw_stop_watch_t *w)
+{
+    enter(w, true);
 }
 
 void tw_stop_watch_leave(tw_stop_watch_t *w)

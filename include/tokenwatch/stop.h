@@ -43,6 +43,11 @@ typedef struct {
     const char *notice;          /* borrowed; logged (info) when the stop is seen; NULL: none */
     void (*take_over)(void *ctx);
     void *ctx;
+    /* A call entered with tw_stop_watch_enter_timed that has not come back
+     * after slow_ms: on_slow (may be NULL) runs once for it, on the
+     * watcher's thread with the lock held, as take_over does. 0: never. */
+    int64_t slow_ms;
+    void (*on_slow)(void *ctx, int64_t blocked_ms);
 } tw_stop_watch_opts_t;
 
 typedef struct tw_stop_watch tw_stop_watch_t;
@@ -53,6 +58,10 @@ tw_stop_watch_t *tw_stop_watch_start(const tw_stop_watch_opts_t *opts, tw_error_
 
 /* Before a call that can block: the lock is free until leave. NULL is fine. */
 void tw_stop_watch_enter(tw_stop_watch_t *w);
+
+/* The same, for a call whose taking longer than slow_ms is worth saying
+ * (a getMore that awaits at most a second, not a shutdown). */
+void tw_stop_watch_enter_timed(tw_stop_watch_t *w);
 
 /* After it. Never returns once the watcher has taken over (take_over ends
  * the process meanwhile). NULL is fine. */

@@ -113,3 +113,42 @@ Test(mongo, away_for_two_seconds)
 {
     run_through("MongoDB away 2 s", "/down", "{\"seconds\": 2}", 1);
 }
+
+/* Every getMore hung up on a quiet stream: libmongoc resumes inside one
+ * call (the aggregate works, its first batch is empty, the next getMore
+ * hangs up) for as long as that lasts, and never returns. After 10 s
+ * without an answer it is an outage like any other: said once, and once
+ * when it ends. */
+Test(mongo, hanging_up_for_long_is_said_once, .timeout = 60)
+{
+    th_proc_t p;
+    ft_writer_t w;
+    int64_t last;
+    char *err, *token;
+    ft_tally_t t;
+
+    fx_start(&fx, NULL);
+    ft_spawn(&fx, &p, NULL);
+    th_assert_dump(fx_wait_checkpoint(&fx, 10000), p.err_path, "a first checkpoint");
+    ft_writer_start(&w, &fx, 3, 50);
+    th_assert_dump(ft_wait_seq(&fx, 30, 10000), p.err_path, "following");
+    last = ft_writer_stop(&w);
+    th_assert_dump(ft_wait_seq(&fx, last, 10000), p.err_path, "caught up, quiet");
+    ft_sim(&fx, "POST", "/fault",
+           "{\"command\": \"getMore\", \"kind\": \"hangup\", \"count\": 1000000}");
+    th_sleep_ms(12000);
+    ft_sim(&fx, "DELETE", "/fault", NULL);
+    token = fx_post_events(&fx, 20);
+    bson_free(token);
+    last += 20;
+    th_assert_dump(ft_wait_seq(&fx, last, 20000), p.err_path, "carries on after");
+    err = th_proc_stderr(&p);
+    cr_expect_eq(fx_count(err, "MongoDB unavailable"), 1, "said once:\n%s", err);
+    cr_expect_eq(fx_count(err, "no answer to the change stream for 10s"), 1, "%s", err);
+    cr_expect_eq(fx_count(err, "MongoDB available again"), 1, "and its end:\n%s", err);
+    free(err);
+    t = ft_finish(&fx, &p, last, NULL, 0);
+    ft_report("MongoDB hanging up on every getMore for 12 s", &t, NULL);
+    cr_expect_eq(t.missing, 0);
+    cr_expect_eq(t.duplicates, 0);
+}

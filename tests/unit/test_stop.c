@@ -35,7 +35,8 @@ static void record(void *ctx)
 
 static tw_stop_watch_t *start(volatile sig_atomic_t *flag, int64_t grace_ms, taken_t *t)
 {
-    tw_stop_watch_opts_t opts = {flag, grace_ms, 10, NULL, record, t};
+    tw_stop_watch_opts_t opts = {.stop = flag, .grace_ms = grace_ms, .poll_ms = 10,
+                                 .take_over = record, .ctx = t};
     tw_error_t err;
     tw_stop_watch_t *w = tw_stop_watch_start(&opts, &err);
 
@@ -104,7 +105,8 @@ Test(stop, without_a_stop_request_nothing_happens_and_free_is_prompt)
 {
     volatile sig_atomic_t flag = 0;
     taken_t t = {0, 0};
-    tw_stop_watch_opts_t opts = {&flag, 0, 5000, NULL, record, &t};
+    tw_stop_watch_opts_t opts = {.stop = &flag, .poll_ms = 5000, .take_over = record,
+                                 .ctx = &t};
     tw_stop_watch_t *w = tw_stop_watch_start(&opts, NULL);
     long long t0;
 
@@ -119,4 +121,78 @@ Test(stop, without_a_stop_request_nothing_happens_and_free_is_prompt)
     tw_stop_watch_enter(NULL);
     tw_stop_watch_leave(NULL);
     tw_stop_watch_free(NULL);
+}
+
+/* Written on the watcher's thread; read after free joined it. */
+typedef struct {
+    int calls;
+    int64_t blocked_ms;
+} slow_t;
+
+static void on_slow(void *ctx, int64_t blocked_ms)
+{
+    slow_t *s = ctx;
+
+    s->calls++;
+    s->blocked_ms = blocked_ms;
+}
+
+static tw_stop_watch_t *start_slow(volatile sig_atomic_t *flag, slow_t *s)
+{
+    tw_stop_watch_opts_t opts = {.stop = flag, .grace_ms = 200, .poll_ms = 10, .ctx = s,
+                                 .slow_ms = 150, .on_slow = on_slow};
+    tw_error_t err;
+    tw_stop_watch_t *w = tw_stop_watch_start(&opts, &err);
+
+    cr_assert(w, "%s", err.message);
+    return w;
+}
+
+Test(stop, a_timed_call_slower_than_slow_ms_is_said_once)
+{
+    volatile sig_atomic_t flag = 0;
+    slow_t s = {0, 0};
+    tw_stop_watch_t *w = start_slow(&flag, &s);
+
+    tw_stop_watch_enter_timed(w);
+    sleep_ms(500);
+    tw_stop_watch_leave(w);
+    tw_stop_watch_free(w);
+    cr_expect_eq(s.calls, 1, "once per call");
+    cr_expect(s.blocked_ms >= 150 && s.blocked_ms < 400, "when it got slow: %lld ms",
+              (long long)s.blocked_ms);
+}
+
+Test(stop, quick_timed_calls_and_untimed_slow_ones_are_not_said)
+{
+    volatile sig_atomic_t flag = 0;
+    slow_t s = {0, 0};
+    tw_stop_watch_t *w = start_slow(&flag, &s);
+
+    for (int k = 0; k < 5; k++) {
+        tw_stop_watch_enter_timed(w);
+        sleep_ms(100);
+        tw_stop_watch_leave(w);
+        sleep_ms(100); /* outside: the watcher may not wait on the lock */
+    }
+    tw_stop_watch_enter(w);
+    sleep_ms(400);
+    tw_stop_watch_leave(w);
+    tw_stop_watch_free(w);
+    cr_expect_eq(s.calls, 0);
+}
+
+Test(stop, each_slow_call_is_said)
+{
+    volatile sig_atomic_t flag = 0;
+    slow_t s = {0, 0};
+    tw_stop_watch_t *w = start_slow(&flag, &s);
+
+    for (int k = 0; k < 2; k++) {
+        tw_stop_watch_enter_timed(w);
+        sleep_ms(300);
+        tw_stop_watch_leave(w);
+    }
+    tw_stop_watch_free(w);
+    cr_expect_eq(s.calls, 2);
 }
