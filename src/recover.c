@@ -76,6 +76,48 @@ void tw_plan_print(const tw_plan_t *plan, const char *name, const char *source,
         fprintf(out, "  %-18s %s (the gap)\n", "", gaps);
 }
 
+bool tw_start_resolve(const tw_spec_t *spec, const tw_start_facts_t *facts,
+                      tw_start_choice_t *out, tw_error_t *err)
+{
+    memset(out, 0, sizeof *out);
+    out->has_time = true;
+    switch (spec->kind) {
+    case TW_SPEC_OLDEST:
+        if (facts->window_known) {
+            out->at = facts->oldest;
+        } else if (facts->has_probed_oldest) {
+            out->at = facts->probed_oldest;
+            out->probed = true;
+        } else {
+            tw_error_set(err, TW_ERR_USAGE, 0, "the oldest start the server accepts is "
+                                               "not known: the oplog could not be read");
+            return false;
+        }
+        break;
+    case TW_SPEC_NOW:
+        out->at = facts->now;
+        break;
+    case TW_SPEC_TIME:
+        out->at = spec->time;
+        break;
+    case TW_SPEC_TOKEN:
+        out->resume_after = true;
+        out->at = spec->time;
+        out->has_time = spec->has_time;
+        break;
+    case TW_SPEC_CHECKPOINT:
+    default:
+        tw_error_set(err, TW_ERR_USAGE, 0, "'checkpoint' is where a normal start begins");
+        return false;
+    }
+    if (facts->window_known && out->has_time && tw_ctime_cmp(out->at, facts->oldest) < 0) {
+        out->clamped = true;
+        out->resume_after = false;
+        out->at = facts->oldest;
+    }
+    return true;
+}
+
 char *tw_gap_json(tw_ctime_t from, tw_ctime_t to, const char *reason,
                   int64_t detected_ms)
 {

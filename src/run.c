@@ -802,73 +802,54 @@ static bool probe_oldest(runner_t *r, const tw_ctime_t *lost, tw_ctime_t now,
  * `oldest`: the first oplog entry where it can be read, else found by
  * probing. The window (for the plan and the alert) comes with it.
  */
-static bool resolve_oldest(runner_t *r, resolved_start_t *out, tw_error_t *err)
+/* `oldest` where the oplog cannot be read: the earliest start the server
+ * accepts, by probing. */
+static bool probe_earliest(runner_t *r, tw_ctime_t *out, tw_error_t *err)
 {
-    tw_ctime_t now;
+    tw_ctime_t now = cluster_now(r, NULL);
 
-    if (out->window_known) {
-        out->at = out->window.oldest;
-        return true;
-    }
-    now = cluster_now(r, NULL);
-    if (!probe_oldest(r, r->committed.has_token && r->committed.time_source != TW_TIME_UNKNOWN
-                             ? &r->committed.cluster_time
-                             : NULL,
-                      now, &out->at, err))
-        return false;
-    out->probed = true;
-    return true;
+    return probe_oldest(r, r->committed.has_token && r->committed.time_source != TW_TIME_UNKNOWN
+                               ? &r->committed.cluster_time
+                               : NULL,
+                        now, out, err);
 }
 
-/*
- * Turns a SPEC into a start the server still has: `oldest` is the oldest
- * entry (or the earliest start the server accepts, found by probing), `now`
- * the deployment's cluster time, and a time or a token older than a
- * readable oplog's oldest entry becomes that entry, since a start the
- * server no longer has would lose events silently.
- */
+/* Gathers what tw_start_resolve needs for this SPEC, and asks it. */
 static bool resolve_start(runner_t *r, const char *text, resolved_start_t *out,
                           tw_error_t *err)
 {
     tw_spec_t spec;
     tw_error_t werr;
+    tw_start_facts_t facts;
+    tw_start_choice_t choice;
     bool ok = false;
 
     memset(out, 0, sizeof *out);
+    memset(&facts, 0, sizeof facts);
     if (!tw_spec_parse(text, &spec, err))
         return false;
     out->window_known = read_oplog(r, &out->window, &werr);
-    out->kind = TW_START_AT_TIME;
-    switch (spec.kind) {
-    case TW_SPEC_OLDEST:
-        if (!resolve_oldest(r, out, err)) {
+    facts.window_known = out->window_known;
+    facts.oldest = out->window.oldest;
+    if (spec.kind == TW_SPEC_NOW)
+        facts.now = cluster_now(r, out->window_known ? &out->window : NULL);
+    if (spec.kind == TW_SPEC_OLDEST && !out->window_known) {
+        if (!probe_earliest(r, &facts.probed_oldest, err)) {
             tw_error_prefix(err, "cannot find the oldest start the server accepts");
             goto out;
         }
-        break;
-    case TW_SPEC_NOW:
-        out->at = cluster_now(r, out->window_known ? &out->window : NULL);
-        break;
-    case TW_SPEC_TIME:
-        out->at = spec.time;
-        break;
-    case TW_SPEC_TOKEN:
-        out->kind = TW_START_RESUME_AFTER;
-        out->at = spec.time;
-        out->has_time = spec.has_time;
+        facts.has_probed_oldest = true;
+    }
+    if (!tw_start_resolve(&spec, &facts, &choice, err))
+        goto out;
+    out->kind = choice.resume_after ? TW_START_RESUME_AFTER : TW_START_AT_TIME;
+    out->at = choice.at;
+    out->has_time = choice.has_time;
+    out->clamped = choice.clamped;
+    out->probed = choice.probed;
+    if (spec.kind == TW_SPEC_TOKEN) {
         bson_copy_to(&spec.token, &out->token);
         out->has_token = true;
-        break;
-    case TW_SPEC_CHECKPOINT:
-        tw_error_set(err, TW_ERR_USAGE, 0, "'checkpoint' is where a normal start begins");
-        goto out;
-    }
-    if (spec.kind != TW_SPEC_TOKEN)
-        out->has_time = true;
-    if (out->window_known && out->has_time && tw_ctime_cmp(out->at, out->window.oldest) < 0) {
-        out->clamped = true;
-        out->kind = TW_START_AT_TIME;
-        out->at = out->window.oldest;
     }
     ok = true;
 out:

@@ -17,7 +17,37 @@
 
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/error.h"
+#include "tokenwatch/spec.h"
 #include "tokenwatch/token.h"
+
+/* What is known of the deployment when a SPEC is turned into a start. */
+typedef struct {
+    bool window_known;      /* the oplog was read: */
+    tw_ctime_t oldest;      /*   its oldest entry */
+    tw_ctime_t now;         /* the deployment's cluster time; needed for `now` */
+    bool has_probed_oldest; /* no readable oplog: the earliest start the server */
+    tw_ctime_t probed_oldest; /* accepts, found by probing; needed for `oldest` */
+} tw_start_facts_t;
+
+/* The start chosen. */
+typedef struct {
+    bool resume_after; /* resumeAfter the SPEC's token; else startAtOperationTime at `at` */
+    tw_ctime_t at;
+    bool has_time;     /* false for a token of no known layout */
+    bool clamped;      /* older than the oldest entry: moved up to it */
+    bool probed;       /* `oldest` came from probing */
+} tw_start_choice_t;
+
+/*
+ * Turns a SPEC into a start the server still has (pure): `oldest` is the
+ * oldest entry, or the earliest start the server accepts; `now` the
+ * deployment's cluster time; a time or a token older than a readable
+ * oplog's oldest entry becomes that entry, since a start the server no
+ * longer has would lose events silently. `checkpoint` is refused (it is
+ * where a normal start begins), and so is `oldest` without either fact.
+ */
+bool tw_start_resolve(const tw_spec_t *spec, const tw_start_facts_t *facts,
+                      tw_start_choice_t *out, tw_error_t *err);
 
 /* What a move would do (pure). */
 typedef struct {

@@ -76,3 +76,61 @@ Test(recover, the_missing_checkpoint_policy_defaults_by_environment)
     cr_expect_str_eq(tw_missing_checkpoint_policy("oldest", "prod", list, 1), "oldest");
     cr_expect_str_eq(tw_missing_checkpoint_policy("now", "prod", list, 1), "now");
 }
+
+/* tw_start_resolve: each SPEC kind against what is known of the deployment. */
+typedef struct {
+    const char *spec;
+    bool window_known;
+    uint32_t oldest_t;
+    bool probed;
+    uint32_t probed_t;
+    bool ok;
+    bool resume_after;
+    uint32_t at_t;
+    bool clamped;
+    bool was_probed;
+} start_case_t;
+
+Test(recover, a_spec_resolves_to_a_start_the_server_still_has)
+{
+    /* The deployment's cluster time is 5000:1 in every case. */
+    static const start_case_t cases[] = {
+        {"oldest", true, 1000, false, 0, true, false, 1000, false, false},
+        {"oldest", false, 0, true, 1200, true, false, 1200, false, true},
+        {"oldest", false, 0, false, 0, false, false, 0, false, false},
+        {"now", true, 1000, false, 0, true, false, 5000, false, false},
+        {"now", false, 0, false, 0, true, false, 5000, false, false},
+        {"1970-01-01T00:33:20Z", true, 1000, false, 0, true, false, 2000, false, false},
+        {"1970-01-01T00:08:20Z", true, 1000, false, 0, true, false, 1000, true, false},
+        {"1970-01-01T00:08:20Z", false, 0, false, 0, true, false, 500, false, false},
+        {"82000007D0000000012B0229296E04", true, 1000, false, 0, true, true, 2000, false,
+         false},
+        {"82000001F4000000012B0229296E04", true, 1000, false, 0, true, false, 1000, true,
+         false},
+        {"82000001F4000000012B0229296E04", false, 0, false, 0, true, true, 500, false,
+         false},
+        {"checkpoint", true, 1000, false, 0, false, false, 0, false, false},
+    };
+
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const start_case_t *c = &cases[k];
+        tw_spec_t spec;
+        tw_start_facts_t facts = {c->window_known, {c->oldest_t, 1}, {5000, 1}, c->probed,
+                                  {c->probed_t, 0}};
+        tw_start_choice_t got;
+        tw_error_t err;
+        bool ok;
+
+        cr_assert(tw_spec_parse(c->spec, &spec, &err), "%s: %s", c->spec, err.message);
+        ok = tw_start_resolve(&spec, &facts, &got, &err);
+        tw_spec_clear(&spec);
+        cr_expect_eq(ok, c->ok, "case %zu (%s): %s", k, c->spec, ok ? "" : err.message);
+        if (!ok || !c->ok)
+            continue;
+        cr_expect_eq(got.resume_after, c->resume_after, "case %zu: resumeAfter", k);
+        cr_expect_eq(got.at.t, c->at_t, "case %zu: at %u", k, got.at.t);
+        cr_expect_eq(got.clamped, c->clamped, "case %zu: clamped", k);
+        cr_expect_eq(got.probed, c->was_probed, "case %zu: probed", k);
+        cr_expect(got.has_time, "case %zu", k);
+    }
+}
