@@ -1,5 +1,6 @@
 #include "tokenwatch/clock.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,25 +25,32 @@ static int64_t system_mono_ms(void *ctx)
     return timespec_ms(CLOCK_MONOTONIC);
 }
 
+/* Each thread draws from its own state, seeded from the time and its own
+ * address on first use, so one clock can serve every thread. */
 static double system_random01(void *ctx)
 {
     /* Jitter only needs to spread retries apart, not to be unpredictable. */
-    unsigned short *state = ctx;
+    static __thread unsigned short state[3];
+    static __thread int seeded;
 
+    (void)ctx;
+    if (!seeded) {
+        int64_t now = timespec_ms(CLOCK_MONOTONIC) ^ (int64_t)(uintptr_t)&seeded;
+
+        state[0] = (unsigned short)(now & 0xffff);
+        state[1] = (unsigned short)((now >> 16) & 0xffff);
+        state[2] = (unsigned short)getpid();
+        seeded = 1;
+    }
     return erand48(state);
 }
 
 void tw_clock_init_system(tw_clock_t *clock)
 {
-    int64_t now = timespec_ms(CLOCK_REALTIME);
-
     clock->wall_ms = system_wall_ms;
     clock->mono_ms = system_mono_ms;
     clock->random01 = system_random01;
-    clock->ctx = clock->rng_state;
-    clock->rng_state[0] = (unsigned short)(now & 0xffff);
-    clock->rng_state[1] = (unsigned short)((now >> 16) & 0xffff);
-    clock->rng_state[2] = (unsigned short)getpid();
+    clock->ctx = NULL;
 }
 
 int64_t tw_clock_wall_ms(const tw_clock_t *clock)

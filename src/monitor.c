@@ -16,7 +16,8 @@
 
 struct tw_monitor {
     tw_monitor_opts_t opts;
-    tw_clock_t clock; /* the monitor thread's own */
+    tw_clock_t *clock;      /* borrowed: the process's one clock */
+    tw_clock_t system_clock; /* when none was given */
     mongoc_client_t *client;
     redisContext *redis;
     tw_guarded_t *keys;
@@ -121,7 +122,12 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
     m->opts = *opts;
     if (m->opts.unknown_after == 0)
         m->opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
-    tw_clock_init_system(&m->clock);
+    if (opts->clock) {
+        m->clock = opts->clock;
+    } else {
+        tw_clock_init_system(&m->system_clock);
+        m->clock = &m->system_clock;
+    }
     tw_tail_init(&m->tail);
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->wake, NULL);
@@ -442,8 +448,8 @@ static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
 
 void tw_monitor_tick(tw_monitor_t *m)
 {
-    int64_t now_wall = tw_clock_wall_ms(&m->clock);
-    int64_t now_mono = tw_clock_mono_ms(&m->clock);
+    int64_t now_wall = tw_clock_wall_ms(m->clock);
+    int64_t now_mono = tw_clock_mono_ms(m->clock);
     size_t n = m->key_count;
     tw_error_t *errors = calloc(n, sizeof *errors);
     bool *found = calloc(n, sizeof *found);

@@ -108,7 +108,6 @@ typedef struct {
     tw_metrics_t *metrics;
     tw_http_t *http;
     tw_slack_t *slack;
-    tw_clock_t slack_clock; /* the sender thread's own */
     tw_monitor_t *monitor;
 
     /* Held by the main thread except inside MongoDB calls (stop.h). */
@@ -1516,14 +1515,13 @@ static bool start_services(runner_t *r, tw_error_t *err)
         char shown[256];
 
         memset(&opts, 0, sizeof opts);
-        tw_clock_init_system(&r->slack_clock);
         opts.webhook_url = webhook;
         opts.queue_max = 64;
         opts.request_timeout_ms = 10000;
         opts.retry_base_ms = 1000;
         opts.retry_cap_ms = 60000;
         opts.max_attempts = 10;
-        opts.clock = &r->slack_clock;
+        opts.clock = r->clock;
         opts.on_result = slack_result;
         opts.ctx = r;
         r->slack = tw_slack_start(&opts, err);
@@ -1546,6 +1544,7 @@ static bool start_monitor(runner_t *r, tw_error_t *err)
 
     memset(&opts, 0, sizeof opts);
     opts.settings = r->s;
+    opts.clock = r->clock;
     opts.pool = r->pool;
     opts.redis_url = &r->redis_url;
     opts.metrics = r->metrics;

@@ -5,6 +5,11 @@
  * tw_clock_t, which tests replace. Wall time (Unix ms) is what goes into
  * records; monotonic time (ms) measures intervals, so a clock step never
  * fires or starves a checkpoint.
+ *
+ * One clock serves every thread of a process (the loop, the guard, the
+ * Slack sender): the system clock's functions are thread-safe (each thread
+ * draws its jitter from its own state), and a test clock shared between
+ * threads must be too.
  */
 #ifndef TOKENWATCH_CLOCK_H
 #define TOKENWATCH_CLOCK_H
@@ -17,7 +22,6 @@ typedef struct tw_clock {
     /* A uniformly distributed value in [0, 1): jitter for backoffs. */
     double (*random01)(void *ctx);
     void *ctx;
-    unsigned short rng_state[3]; /* the system clock's jitter state */
 } tw_clock_t;
 
 /* The real clocks, and jitter seeded from the time and the process id. */

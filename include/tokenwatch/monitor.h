@@ -40,6 +40,7 @@ typedef struct {
 
 typedef struct {
     const tw_settings_t *settings;  /* borrowed, outlives the monitor */
+    tw_clock_t *clock;              /* borrowed, the process's one clock; NULL: the system's */
     mongoc_client_pool_t *pool;     /* a client is popped for the monitor */
     const tw_redis_url_t *redis_url;
     tw_metrics_t *metrics; /* may be NULL */
