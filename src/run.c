@@ -295,51 +295,45 @@ static void store_lost_commits(runner_t *r, const tw_commit_result_t *res)
                 : "");
 }
 
-/*
- * Writes the position (and, for the redis sink, the events it covers).
- * While Redis is away it takes no further events: it retries here, with
- * backoff, until the write lands or a stop request (then for a short grace).
- */
-static bool commit(runner_t *r)
+/* What the commit script is given: the position, and what goes with it. */
+static void commit_request(runner_t *r, tw_commit_t *c)
 {
-    tw_error_t err;
-    tw_commit_result_t result;
-    tw_commit_t c;
-    bool final = false;
-    char at[96];
-
-    r->commit_code = TW_EXIT_FAILURE;
-    if (!r->dirty)
-        return true;
-    if (!tw_sink_flush(&r->sink, &err)) {
-        TW_ERROR("%s", err.message);
-        return false;
-    }
-    r->position.updated_ms = tw_clock_wall_ms(r->clock);
-    memset(&c, 0, sizeof c);
-    c.checkpoint_key = r->checkpoint_key;
-    c.history_key = r->history_key;
-    c.gaps_key = r->gaps_key;
-    c.record = &r->position;
+    memset(c, 0, sizeof *c);
+    c->checkpoint_key = r->checkpoint_key;
+    c->history_key = r->history_key;
+    c->gaps_key = r->gaps_key;
+    c->record = &r->position;
     if (r->recovering) {
         /* "invalidate" belongs to the token (resume it with startAfter),
          * whatever recovery reached it. */
         if (strcmp(r->position.source, "invalidate") != 0)
             snprintf(r->position.source, sizeof r->position.source, "%s",
                      r->recovery_source);
-        c.force = true;
-        c.history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
-        c.gap_json = r->recovery_gap;
+        c->force = true;
+        c->history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
+        c->gap_json = r->recovery_gap;
     }
     if (r->s->sink == TW_SINK_REDIS) {
-        c.events = &r->sink.batch;
-        c.stream_key = r->s->stream_key;
-        c.stream_maxlen = r->s->stream_maxlen;
+        c->events = &r->sink.batch;
+        c->stream_key = r->s->stream_key;
+        c->stream_maxlen = r->s->stream_maxlen;
     }
+}
+
+/*
+ * Sends the commit until it lands. While Redis is away it retries with
+ * backoff; after a stop request, for a short grace. A key of the wrong type
+ * is no outage: it ends the run at once (exit 2).
+ */
+static bool commit_send(runner_t *r, const tw_commit_t *c, tw_commit_result_t *result)
+{
+    tw_error_t err;
+    bool final = false;
+    char at[96];
+
     for (;;) {
-        if (redis_connected(r, &err) &&
-            tw_checkpoint_commit(r->redis, &c, &result, &err))
-            break;
+        if (redis_connected(r, &err) && tw_checkpoint_commit(r->redis, c, result, &err))
+            return true;
         if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_WRONG_TYPE) {
             /* Not an outage: retrying cannot help, and nothing was written. */
             TW_ERROR("the checkpoint cannot be written: %s. Rename or delete that key "
@@ -366,35 +360,68 @@ static bool commit(runner_t *r)
                  err.message, r->committed.has_token ? at : "now");
         return false;
     }
-    dependency_ok(r, &r->redis_dep);
-    store_lost_commits(r, &result);
-    if (result.written)
+}
+
+/* Says what a commit that landed did. */
+static void commit_report(runner_t *r, const tw_commit_result_t *result)
+{
+    char at[96];
+
+    store_lost_commits(r, result);
+    if (result->written)
         tw_metrics_add(r->metrics, "tokenwatch_checkpoints_total", NULL, 1);
-    if (!result.written) {
-        char mine[96], stored[TW_CTIME_TEXT_MAX];
-        describe_position(&r->position, mine, sizeof mine);
-        tw_ctime_format(result.stored_time, stored);
+    if (!result->written) {
+        char stored[TW_CTIME_TEXT_MAX];
+
+        describe_position(&r->position, at, sizeof at);
+        tw_ctime_format(result->stored_time, stored);
         TW_WARN("checkpoint %s not written: %s already holds %s, further "
                 "ahead (is another tokenwatch running with --name %s?)",
-                mine, r->checkpoint_key, stored, r->s->name);
+                at, r->checkpoint_key, stored, r->s->name);
     } else if (tw_log_enabled(TW_LOG_DEBUG)) {
         describe_position(&r->position, at, sizeof at);
         TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
                  r->position.source, r->position.events, r->sink.batch.count);
     }
-    if (r->recovering) {
-        describe_position(&r->position, at, sizeof at);
-        if (r->committed.has_token)
-            TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s",
-                    r->recovery_source, at, r->history_key,
-                    r->recovery_gap ? ", the gap in " : "", r->recovery_gap ? r->gaps_key : "");
-        else
-            TW_INFO("%s: first checkpoint written at %s", r->recovery_source, at);
-        r->recovering = false;
-        r->has_override = false;
-        bson_free(r->recovery_gap);
-        r->recovery_gap = NULL;
+    if (!r->recovering)
+        return;
+    describe_position(&r->position, at, sizeof at);
+    if (r->committed.has_token)
+        TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s",
+                r->recovery_source, at, r->history_key,
+                r->recovery_gap ? ", the gap in " : "", r->recovery_gap ? r->gaps_key : "");
+    else
+        TW_INFO("%s: first checkpoint written at %s", r->recovery_source, at);
+    r->recovering = false;
+    r->has_override = false;
+    bson_free(r->recovery_gap);
+    r->recovery_gap = NULL;
+}
+
+/*
+ * Writes the position (and, for the redis sink, the events it covers).
+ * While Redis is away it takes no further events: commit_send retries until
+ * the write lands or a stop request (then for a short grace).
+ */
+static bool commit(runner_t *r)
+{
+    tw_error_t err;
+    tw_commit_result_t result;
+    tw_commit_t c;
+
+    r->commit_code = TW_EXIT_FAILURE;
+    if (!r->dirty)
+        return true;
+    if (!tw_sink_flush(&r->sink, &err)) {
+        TW_ERROR("%s", err.message);
+        return false;
     }
+    r->position.updated_ms = tw_clock_wall_ms(r->clock);
+    commit_request(r, &c);
+    if (!commit_send(r, &c, &result))
+        return false;
+    dependency_ok(r, &r->redis_dep);
+    commit_report(r, &result);
     tw_event_batch_clear(&r->sink.batch);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_init(&r->committed);
