@@ -628,8 +628,7 @@ static int cmd_status(const tw_settings_t *s)
         tw_redis_url_release(&url);
         return TW_EXIT_USAGE;
     }
-    memset(&opts, 0, sizeof opts);
-    opts.settings = s;
+    tw_monitor_opts_from_settings(s, &opts);
     opts.pool = pool;
     opts.redis_url = &url;
     opts.unknown_after = 1;

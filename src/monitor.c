@@ -112,6 +112,24 @@ static void add_key(tw_monitor_t *m, const char *key, bool own)
     m->key_count++;
 }
 
+void tw_monitor_opts_from_settings(const tw_settings_t *s, tw_monitor_opts_t *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->name = s->name;
+    opts->environment = s->environment;
+    opts->mongo_uri = s->mongo_uri;
+    opts->guard = s->guard;
+    opts->guard_count = s->guard_count;
+    opts->shard_uri = s->shard_uri;
+    opts->shard_uri_count = s->shard_uri_count;
+    opts->monitor_interval_ms = s->monitor_interval_ms;
+    opts->retention_ms = s->retention_ms;
+    opts->alert_repeat_ms = s->alert_repeat_ms;
+    opts->redis_timeout_ms = s->redis_timeout_ms;
+    opts->warn_at = s->warn_at;
+    opts->crit_at = s->crit_at;
+}
+
 tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
 {
     tw_monitor_t *m = calloc(1, sizeof *m);
@@ -131,11 +149,11 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
     tw_tail_init(&m->tail);
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->wake, NULL);
-    tw_checkpoint_key(opts->settings->name, "checkpoint", own);
+    tw_checkpoint_key(opts->name, "checkpoint", own);
     add_key(m, own, true);
-    for (size_t k = 0; k < opts->settings->guard_count; k++)
-        if (strcmp(opts->settings->guard[k], own) != 0)
-            add_key(m, opts->settings->guard[k], false);
+    for (size_t k = 0; k < opts->guard_count; k++)
+        if (strcmp(opts->guard[k], own) != 0)
+            add_key(m, opts->guard[k], false);
     return m;
 }
 
@@ -143,7 +161,7 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
 static bool read_history(tw_monitor_t *m, tw_oplog_window_t *w, tw_ctime_t *newest,
                          tw_error_t *err)
 {
-    const tw_settings_t *s = m->opts.settings;
+    const tw_monitor_opts_t *o = &m->opts;
 
     if (!m->client)
         m->client = mongoc_client_pool_pop(m->opts.pool);
@@ -162,8 +180,8 @@ static bool read_history(tw_monitor_t *m, tw_oplog_window_t *w, tw_ctime_t *newe
         tw_shards_release(&m->shards);
     m->rediscover = false;
     if (m->shards.count == 0 &&
-        !tw_shards_discover(m->client, s->mongo_uri, (const char *const *)s->shard_uri,
-                            s->shard_uri_count, &m->shards, err))
+        !tw_shards_discover(m->client, o->mongo_uri, (const char *const *)o->shard_uri,
+                            o->shard_uri_count, &m->shards, err))
         return false;
     if (tw_shards_probe(&m->shards, w, newest, err))
         return true;
@@ -195,14 +213,14 @@ static void history_unreadable(tw_monitor_t *m, const tw_error_t *err, int64_t n
 {
     char retention[TW_DURATION_TEXT_MAX];
 
-    if (m->opts.settings->retention_ms > 0) {
-        tw_duration_words(m->opts.settings->retention_ms, retention);
+    if (m->opts.retention_ms > 0) {
+        tw_duration_words(m->opts.retention_ms, retention);
         if (!m->told_unreadable)
             TW_INFO("guard: %s; --retention %s stands in as the window's floor",
                     err->message, retention);
         m->told_unreadable = true;
         tw_oplog_from_retention(tw_ctime_wall_ms(m->clock_now.now),
-                                m->opts.settings->retention_ms, &m->window);
+                                m->opts.retention_ms, &m->window);
         m->has_window = true;
         m->mongo_failures = 0;
         return;
@@ -264,7 +282,7 @@ static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
     tw_error_t err;
 
     if (!m->redis)
-        m->redis = tw_redis_connect(m->opts.redis_url, (int)m->opts.settings->redis_timeout_ms, &err);
+        m->redis = tw_redis_connect(m->opts.redis_url, (int)m->opts.redis_timeout_ms, &err);
     if (!m->redis)
         goto failed;
     for (size_t k = 0; k < m->key_count; k++) {
@@ -358,8 +376,8 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
     char *text;
 
     memset(&a, 0, sizeof a);
-    a.environment = m->opts.settings->environment;
-    a.name = m->opts.settings->name;
+    a.environment = m->opts.environment;
+    a.name = m->opts.name;
     a.key = g->key;
     a.own = g->own;
     a.state = g->state;
@@ -441,8 +459,8 @@ static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
     g->token = position;
     g->has_measure = true;
     tw_guard_measure(&m->window, position, rate, &g->measure);
-    g->state = tw_guard_state(position, &m->window, &g->measure, &m->opts.settings->warn_at,
-                              &m->opts.settings->crit_at, previous);
+    g->state = tw_guard_state(position, &m->window, &g->measure, &m->opts.warn_at,
+                              &m->opts.crit_at, previous);
     g->assessed = true;
 }
 
@@ -470,7 +488,7 @@ void tw_monitor_tick(tw_monitor_t *m)
             continue;
         if (m->opts.alerts) {
             tw_notify_t notify = tw_tracker_update(&g->tracker, g->state, now_wall,
-                                                   m->opts.settings->alert_repeat_ms);
+                                                   m->opts.alert_repeat_ms);
             /* The follower tells of its own lost token itself, with what it
              * did about it (exit or replay). */
             bool follower_tells = g->own && g->state == TW_STATE_LOST;
@@ -518,7 +536,7 @@ static void *monitor_main(void *arg)
     pthread_mutex_lock(&m->lock);
     while (!m->stopping) {
         struct timespec until;
-        int64_t interval = m->opts.settings->monitor_interval_ms;
+        int64_t interval = m->opts.monitor_interval_ms;
 
         pthread_mutex_unlock(&m->lock);
         tw_monitor_tick(m);

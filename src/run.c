@@ -1569,8 +1569,7 @@ static bool start_monitor(runner_t *r, tw_error_t *err)
 {
     tw_monitor_opts_t opts;
 
-    memset(&opts, 0, sizeof opts);
-    opts.settings = r->s;
+    tw_monitor_opts_from_settings(r->s, &opts);
     opts.clock = r->clock;
     opts.pool = r->pool;
     opts.redis_url = &r->redis_url;

@@ -39,7 +39,22 @@ typedef struct {
 } tw_guarded_t;
 
 typedef struct {
-    const tw_settings_t *settings;  /* borrowed, outlives the monitor */
+    /* What the guard reads of the settings (borrowed strings and lists,
+     * outliving the monitor); tw_monitor_opts_from_settings fills them. */
+    const char *name;                /* --name: the own checkpoint's key */
+    const char *environment;         /* in alerts */
+    const char *mongo_uri;           /* the router's, for shard discovery */
+    char *const *guard;              /* --guard keys */
+    size_t guard_count;
+    char *const *shard_uri;          /* --shard-uri overrides */
+    size_t shard_uri_count;
+    int64_t monitor_interval_ms;
+    int64_t retention_ms;            /* 0: none */
+    int64_t alert_repeat_ms;
+    int64_t redis_timeout_ms;
+    tw_limit_t warn_at;
+    tw_limit_t crit_at;
+
     tw_clock_t *clock;              /* borrowed, the process's one clock; NULL: the system's */
     mongoc_client_pool_t *pool;     /* a client is popped for the monitor */
     const tw_redis_url_t *redis_url;
@@ -55,6 +70,10 @@ typedef struct {
 } tw_monitor_opts_t;
 
 typedef struct tw_monitor tw_monitor_t;
+
+/* The guard's part of the settings, in one place (the rest of opts is
+ * zeroed: the caller adds the clock, pool, Redis URL and services). */
+void tw_monitor_opts_from_settings(const tw_settings_t *s, tw_monitor_opts_t *opts);
 
 /* The deployment's time at the last round, and the local clock's skew. */
 typedef struct {
