@@ -1225,7 +1225,7 @@ static follow_outcome_t on_event(runner_t *r, tw_follow_t *f, const bson_t *doc,
         TW_INFO("stopping after --max-events %" PRId64, r->s->max_events);
         return FOLLOW_DONE;
     }
-    if (r->events_since_commit >= r->s->checkpoint_every)
+    if (r->events_since_commit >= r->s->checkpoint_every || tw_event_batch_full(&r->sink.batch))
         return commit_or_done(r, FOLLOW_NEXT, code);
     return FOLLOW_NEXT;
 }

@@ -84,8 +84,15 @@ void tw_event_batch_push(tw_event_batch_t *batch, tw_event_t *event)
         batch->items = items;
         batch->capacity = grown;
     }
+    batch->bytes += (event->json ? strlen(event->json) : 0) +
+                    (event->token_json ? strlen(event->token_json) : 0);
     batch->items[batch->count++] = *event;
     memset(event, 0, sizeof *event);
+}
+
+bool tw_event_batch_full(const tw_event_batch_t *batch)
+{
+    return batch->bytes >= TW_BATCH_BYTES_MAX;
 }
 
 void tw_event_batch_clear(tw_event_batch_t *batch)
@@ -93,6 +100,7 @@ void tw_event_batch_clear(tw_event_batch_t *batch)
     for (size_t k = 0; k < batch->count; k++)
         tw_event_release(&batch->items[k]);
     batch->count = 0;
+    batch->bytes = 0;
 }
 
 void tw_event_batch_release(tw_event_batch_t *batch)

@@ -43,11 +43,20 @@ bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_
                         int64_t local_ms, tw_event_t *out, tw_error_t *err);
 void tw_event_release(tw_event_t *event);
 
+/* A batch is committed once it holds this many bytes of events (their JSON
+ * and tokens), whatever --checkpoint-every says: memory stays bounded when
+ * events are large. One event larger than this is a batch of its own. */
+#define TW_BATCH_BYTES_MAX ((size_t)4 * 1024 * 1024)
+
 typedef struct {
     tw_event_t *items;
     size_t count;
     size_t capacity;
+    size_t bytes; /* the items' JSON and tokens */
 } tw_event_batch_t;
+
+/* Full: at TW_BATCH_BYTES_MAX bytes. */
+bool tw_event_batch_full(const tw_event_batch_t *batch);
 
 /* Takes ownership of *event (which is zeroed). */
 void tw_event_batch_push(tw_event_batch_t *batch, tw_event_t *event);

@@ -128,6 +128,28 @@ Test(run, redis_sink_writes_the_stream_and_the_checkpoint_together)
     bson_free(last);
 }
 
+/* Large events: the batch is committed at TW_BATCH_BYTES_MAX (4 MiB), not
+ * held until --checkpoint-every (1000) or the interval (1 h). */
+Test(run, a_batch_of_large_events_is_committed_at_its_byte_cap)
+{
+    static const char *const extra[] = {"--sink", "redis", "--checkpoint-every", "1000",
+                                        "--checkpoint-interval", "1h", NULL};
+    th_proc_t p;
+    bson_t reply;
+    long long events;
+
+    fx_start(&fx, NULL);
+    start_following(&p, extra);
+    fx_sim(&fx, "POST", "/events", "{\"count\": 12, \"size\": 1048576}", &reply);
+    bson_destroy(&reply);
+    th_assert_dump(fx_wait_checkpoint_events(&fx, 4, 15000), p.err_path,
+                   "committed at 4 MiB, not at 1000 events");
+    events = fx_checkpoint_events(&fx);
+    cr_expect(events >= 4 && events <= 8, "about 4 MiB per batch: %lld", events);
+    cr_expect_eq(th_redis_xlen(&fx.redis, FX_STREAM), events, "events and checkpoint together");
+    stop_cleanly(&p);
+}
+
 Test(run, none_sink_only_checkpoints)
 {
     static const char *const extra[] = {"--sink", "none", NULL};
