@@ -597,6 +597,20 @@ void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms)
     pthread_mutex_unlock(&m->lock);
 }
 
+bool tw_metrics_last_heartbeat(tw_metrics_t *m, int64_t *mono_ms)
+{
+    bool has_beat;
+
+    if (!m)
+        return false;
+    pthread_mutex_lock(&m->lock);
+    has_beat = m->has_beat;
+    if (has_beat)
+        *mono_ms = m->beat_ms;
+    pthread_mutex_unlock(&m->lock);
+    return has_beat;
+}
+
 void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready)
 {
     part_t *p, **tail;
@@ -624,15 +638,16 @@ out_unlock:
     pthread_mutex_unlock(&m->lock);
 }
 
-/* Lists the parts that are not ready into out ("" when all are); false when
- * no part was ever reported. */
-static bool readiness(tw_metrics_t *m, char *out, size_t n)
+bool tw_metrics_readiness(tw_metrics_t *m, char *out, size_t n)
 {
     const part_t *p;
     size_t len = 0;
     bool any;
 
-    out[0] = '\0';
+    if (n > 0)
+        out[0] = '\0';
+    if (!m || n == 0)
+        return false;
     pthread_mutex_lock(&m->lock);
     any = m->parts != NULL;
     for (p = m->parts; p; p = p->next) {
@@ -798,10 +813,8 @@ static enum MHD_Result serve_healthz(tw_http_t *h, struct MHD_Connection *conn)
     int64_t now = tw_clock_mono_ms(h->clock), since, age;
     bool has_beat;
 
-    pthread_mutex_lock(&h->metrics->lock);
-    has_beat = h->metrics->has_beat;
-    since = has_beat ? h->metrics->beat_ms : h->started_ms;
-    pthread_mutex_unlock(&h->metrics->lock);
+    since = h->started_ms;
+    has_beat = tw_metrics_last_heartbeat(h->metrics, &since);
     age = now - since;
     if (age < h->stall_ms) {
         snprintf(body, sizeof body, "ok\n");
@@ -822,7 +835,7 @@ static enum MHD_Result serve_readyz(tw_http_t *h, struct MHD_Connection *conn)
     char body[READY_TEXT_MAX + 32];
     unsigned int status = MHD_HTTP_SERVICE_UNAVAILABLE;
 
-    if (!readiness(h->metrics, missing, sizeof missing)) {
+    if (!tw_metrics_readiness(h->metrics, missing, sizeof missing)) {
         snprintf(body, sizeof body, "not ready: nothing reported yet\n");
     } else if (missing[0]) {
         snprintf(body, sizeof body, "not ready: %s\n", missing);

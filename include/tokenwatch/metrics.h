@@ -96,6 +96,9 @@ char *tw_metrics_render(tw_metrics_t *m);
 
 /* The main loop calls this often, with tw_clock_mono_ms(). */
 void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms);
+/* The mono_ms of the last heartbeat into *mono_ms; false (and *mono_ms left
+ * as it was) before the first one. What /healthz reads. */
+bool tw_metrics_last_heartbeat(tw_metrics_t *m, int64_t *mono_ms);
 
 /*
  * Readiness is the AND of named parts ("mongo", "redis"); part is copied.
@@ -103,6 +106,12 @@ void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms);
  * part has been reported at all.
  */
 void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready);
+/*
+ * What /readyz reads: the parts not ready, in the order first reported and
+ * separated by ", ", into out (n bytes; "" when all are ready, cut if it
+ * does not fit). false when no part was ever reported.
+ */
+bool tw_metrics_readiness(tw_metrics_t *m, char *out, size_t n);
 
 typedef struct tw_http tw_http_t;
 
