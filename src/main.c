@@ -14,6 +14,7 @@
 #include "tokenwatch/clock.h"
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
+#include "tokenwatch/http.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
