@@ -359,6 +359,40 @@ Test(metrics, null_registry_is_a_no_op)
     tw_metrics_free(NULL);
 }
 
+/* What http.c serves /healthz and /readyz from. */
+Test(metrics, heartbeat_and_readiness_read_back)
+{
+    tw_metrics_t *m = tw_metrics_new();
+    int64_t beat = -1;
+    char missing[64], small[8];
+
+    cr_expect_not(tw_metrics_last_heartbeat(m, &beat), "no heartbeat yet");
+    cr_expect_eq(beat, -1, "left as it was");
+    tw_metrics_heartbeat(m, 1234);
+    cr_expect(tw_metrics_last_heartbeat(m, &beat));
+    cr_expect_eq(beat, 1234);
+
+    cr_expect_not(tw_metrics_readiness(m, missing, sizeof missing), "nothing reported");
+    cr_expect_str_eq(missing, "");
+    tw_metrics_set_ready(m, "mongo", false);
+    tw_metrics_set_ready(m, "redis", false);
+    cr_expect(tw_metrics_readiness(m, missing, sizeof missing));
+    cr_expect_str_eq(missing, "mongo, redis");
+    cr_expect(tw_metrics_readiness(m, small, sizeof small));
+    cr_expect(strncmp(small, "mongo", 5) == 0 && strlen(small) < sizeof small, "%s", small);
+    tw_metrics_set_ready(m, "mongo", true);
+    cr_expect(tw_metrics_readiness(m, missing, sizeof missing));
+    cr_expect_str_eq(missing, "redis");
+    tw_metrics_set_ready(m, "redis", true);
+    cr_expect(tw_metrics_readiness(m, missing, sizeof missing));
+    cr_expect_str_eq(missing, "");
+
+    cr_expect_not(tw_metrics_last_heartbeat(NULL, &beat));
+    cr_expect_not(tw_metrics_readiness(NULL, missing, sizeof missing));
+    cr_expect_str_eq(missing, "");
+    tw_metrics_free(m);
+}
+
 /* ------------------------------------------------------------ labels */
 
 typedef struct {
