@@ -1,32 +1,24 @@
 /*
- * main.c - subcommands, exit codes and signals. The only place that exits.
+ * main.c - the command line: which subcommand, the settings, signals and
+ * exit codes; each subcommand is a cmd_*.c of its own (run is run.c). The
+ * only place that exits.
  */
-#include <bson/bson.h>
 #include <curl/curl.h>
-#include <inttypes.h>
 #include <mongoc/mongoc.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "tokenwatch/checkpoint.h"
 #include "tokenwatch/clock.h"
 #include "tokenwatch/cmd_checkpoint.h"
+#include "tokenwatch/cmd_decode.h"
+#include "tokenwatch/cmd_healthcheck.h"
 #include "tokenwatch/cmd_status.h"
-#include "tokenwatch/duration.h"
-#include "tokenwatch/follow.h"
-#include "tokenwatch/http.h"
 #include "tokenwatch/log.h"
-#include "tokenwatch/metrics.h"
-#include "tokenwatch/monitor.h"
-#include "tokenwatch/recover.h"
 #include "tokenwatch/redact.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/settings.h"
-#include "tokenwatch/store.h"
-#include "tokenwatch/token.h"
 
 /* An argument quoted back in a refusal may be a misplaced connection
  * string ("status mongodb://u:pw@h/"): its secrets are hidden. */
@@ -98,120 +90,18 @@ static void print_usage(FILE *out)
     tw_settings_print_help(out);
 }
 
-static int cmd_decode(const tw_settings_t *s)
-{
-    bson_t token;
-    tw_ctime_t ct;
-    tw_error_t err;
-    tw_token_layout_t layout;
-    const char *data;
-    char ct_text[TW_CTIME_TEXT_MAX], date[TW_UTC_TEXT_MAX];
-
-    if (s->positional_count != 1) {
-        fprintf(stderr, "tokenwatch decode: give exactly one token "
-                        "({\"_data\":\"82...\"} or the bare hex)\n");
-        return TW_EXIT_USAGE;
-    }
-    if (!tw_token_parse(s->positional[0], &token, &err)) {
-        fprintf(stderr, "tokenwatch decode: %s\n", err.message);
-        return TW_EXIT_USAGE;
-    }
-    layout = tw_token_layout(&token, &ct);
-    if (layout == TW_LAYOUT_OPAQUE && tw_token_data(&token, &data, NULL) &&
-        (strncmp(data, "82", 2) == 0 || strncmp(data, "01", 2) == 0) &&
-        !tw_token_decode_hex(data, &ct, &err)) {
-        /* A known type byte, but broken: say how. */
-        fprintf(stderr, "tokenwatch decode: %s\n", err.message);
-        bson_destroy(&token);
-        return TW_EXIT_USAGE;
-    }
-    bson_destroy(&token);
-    if (layout == TW_LAYOUT_OPAQUE) {
-        printf("layout        opaque (no known layout: the token holds no cluster "
-               "time tokenwatch can read; a checkpoint takes its time from the "
-               "event or the server)\n");
-        return TW_EXIT_OK;
-    }
-    tw_ctime_format(ct, ct_text);
-    tw_utc_format(tw_ctime_wall_ms(ct), date);
-    printf("layout        %s\ncluster_time  %s\ndate          %s\n",
-           layout == TW_LAYOUT_MONGODB ? "mongodb (82: MongoDB KeyString)"
-                                       : "documentdb (01: Amazon DocumentDB, as in AWS's examples)",
-           ct_text, date);
-    return TW_EXIT_OK;
-}
-
-
-
-static size_t discard_body(char *data, size_t size, size_t n, void *ctx)
-{
-    (void)data;
-    (void)ctx;
-    return size * n;
-}
-
-/*
- * The container HEALTHCHECK: asks the running watcher's /healthz, so the
- * image needs no curl. A wildcard listen address is reached on loopback.
- */
-static int cmd_healthcheck(const tw_settings_t *s)
-{
-    char host[TW_HTTP_HOST_MAX], url[TW_HTTP_HOST_MAX + 32];
-    tw_error_t err;
-    int port;
-    long status = 0;
-    CURL *curl;
-    CURLcode rc;
-
-    if (strcmp(s->metrics_addr, "off") == 0) {
-        fprintf(stderr, "tokenwatch healthcheck: --metrics-addr is off: nothing to ask\n");
-        return TW_EXIT_USAGE;
-    }
-    if (!tw_http_parse_addr(s->metrics_addr, host, sizeof host, &port, &err)) {
-        fprintf(stderr, "tokenwatch healthcheck: %s\n", err.message);
-        return TW_EXIT_USAGE;
-    }
-    if (strcmp(host, "0.0.0.0") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    else if (strcmp(host, "::") == 0)
-        snprintf(host, sizeof host, "::1");
-    snprintf(url, sizeof url, strchr(host, ':') ? "http://[%s]:%d/healthz" : "http://%s:%d/healthz",
-             host, port);
-    curl = curl_easy_init();
-    if (!curl)
-        return TW_EXIT_FAILURE;
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
-    rc = curl_easy_perform(curl);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(curl);
-    if (rc != CURLE_OK) {
-        fprintf(stderr, "tokenwatch healthcheck: %s: %s\n", url, curl_easy_strerror(rc));
-        return TW_EXIT_FAILURE;
-    }
-    if (status != 200) {
-        fprintf(stderr, "tokenwatch healthcheck: %s answered %ld\n", url, status);
-        return TW_EXIT_FAILURE;
-    }
-    printf("healthy\n");
-    return TW_EXIT_OK;
-}
-
 static int dispatch(const char *command, tw_settings_t *s, tw_clock_t *clock)
 {
     if (strcmp(command, "status") == 0)
         return tw_cmd_status(s);
     if (strcmp(command, "healthcheck") == 0)
-        return cmd_healthcheck(s);
+        return tw_cmd_healthcheck(s);
     if (s->json) {
         fprintf(stderr, "tokenwatch %s: --json is for status\n", command);
         return TW_EXIT_USAGE;
     }
     if (strcmp(command, "decode") == 0)
-        return cmd_decode(s);
+        return tw_cmd_decode(s);
     if (strcmp(command, "checkpoint") == 0) {
         const char *what = s->positional_count > 0 ? s->positional[0] : "";
 
