@@ -11,6 +11,7 @@
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
+#include "tokenwatch/http.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"

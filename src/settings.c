@@ -14,7 +14,7 @@
 #include "tokenwatch/shards.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/redact.h"
-#include "tokenwatch/metrics.h"
+#include "tokenwatch/http.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/secret.h"
 #include "tokenwatch/spec.h"

@@ -1,5 +1,5 @@
 /*
- * metrics.h - Prometheus metrics, liveness and readiness, served over HTTP.
+ * metrics.h - Prometheus metrics, liveness and readiness.
  *
  * A tw_metrics_t is a registry of metric families (counters and gauges),
  * each holding series keyed by their label set, plus the state /healthz and
@@ -16,9 +16,8 @@
  * is dropped, the call returns false and a warning is logged once per
  * family, so a hot path cannot flood the log.
  *
- * tw_http_t serves the registry with libmicrohttpd on one internal thread:
- * GET (or HEAD) /metrics, /healthz and /readyz; other paths 404, other
- * methods 405.
+ * http.h serves the registry: it calls tw_metrics_render,
+ * tw_metrics_last_heartbeat and tw_metrics_readiness.
  */
 #ifndef TOKENWATCH_METRICS_H
 #define TOKENWATCH_METRICS_H
@@ -26,9 +25,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "tokenwatch/clock.h"
-#include "tokenwatch/error.h"
 
 typedef enum { TW_METRIC_COUNTER = 0, TW_METRIC_GAUGE } tw_metric_type_t;
 
@@ -96,6 +92,9 @@ char *tw_metrics_render(tw_metrics_t *m);
 
 /* The main loop calls this often, with tw_clock_mono_ms(). */
 void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms);
+/* The mono_ms of the last heartbeat into *mono_ms; false (and *mono_ms left
+ * as it was) before the first one. What /healthz reads. */
+bool tw_metrics_last_heartbeat(tw_metrics_t *m, int64_t *mono_ms);
 
 /*
  * Readiness is the AND of named parts ("mongo", "redis"); part is copied.
@@ -103,51 +102,11 @@ void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms);
  * part has been reported at all.
  */
 void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready);
-
-typedef struct tw_http tw_http_t;
-
-#define TW_HTTP_HOST_MAX 256
-
 /*
- * Parses "HOST:PORT" where HOST is an IPv4 address (0.0.0.0 for every
- * interface), "localhost" or an IPv6 address in brackets ("[::1]:9470"),
- * and PORT is 0..65535 (0: any free port). host receives the address
- * without brackets. false, with a message naming the value, on anything
- * else.
+ * What /readyz reads: the parts not ready, in the order first reported and
+ * separated by ", ", into out (n bytes; "" when all are ready, cut if it
+ * does not fit). false when no part was ever reported.
  */
-bool tw_http_parse_addr(const char *addr, char *host, size_t host_size,
-                        int *port, tw_error_t *err);
-
-/*
- * Starts serving m on addr, on a thread of its own. m and clock are
- * borrowed and must outlive the server (until tw_http_stop returns); clock
- * is read from the server thread, so its mono_ms must be safe to call from
- * there.
- *
- * /healthz is 200 while the last heartbeat is younger than stall_ms (> 0),
- * 503 naming the age otherwise; before the first heartbeat the age counts
- * from this call. /readyz is 200 when every part is ready, 503 listing
- * those that are not.
- *
- * NULL on error: a bad addr (TW_ERR_USAGE) or one that cannot be bound, a
- * port in use (TW_ERR_SYSTEM); the message names the address.
- */
-tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
-                         const tw_clock_t *clock, int64_t stall_ms,
-                         tw_error_t *err);
-
-/* The port bound (useful after asking for port 0). */
-int tw_http_port(const tw_http_t *h);
-
-/*
- * Logs the end of a connection flood once it has been quiet long enough.
- * libmicrohttpd calls back only when a connection comes or goes, and after
- * a flood none may come for a long while: call this now and then (the run
- * loop does, with its heartbeat). Cheap; safe from any thread; NULL is fine.
- */
-void tw_http_tick(tw_http_t *h);
-
-/* Stops the server thread and closes the socket. NULL is fine. */
-void tw_http_stop(tw_http_t *h);
+bool tw_metrics_readiness(tw_metrics_t *m, char *out, size_t n);
 
 #endif

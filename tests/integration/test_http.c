@@ -142,7 +142,7 @@ Test(http, idle_connections_are_cut_and_the_probe_answers_again)
     free(err);
 }
 
-/* As metrics.c's HTTP_FLOOD_QUIET_MS: a flood is over after this long
+/* As http.c's HTTP_FLOOD_QUIET_MS: a flood is over after this long
  * without a refusal. */
 #define FLOOD_QUIET_MS 30000
 #define FLOOD_OVER "metrics http: accepting connections again after refusing "
