@@ -702,7 +702,8 @@ Test(settings, a_bad_redis_password_file_is_refused_naming_it, .fini = remove_co
         cr_expect_not(load(&s, argv, 2, envp, &err), "case %zu accepted", k);
         cr_expect(strstr(err.message, "--redis-password-file") != NULL, "%s", err.message);
         cr_expect(strstr(err.message, config_path) != NULL, "%s", err.message);
-        cr_expect(strstr(err.message, "Pw") == NULL, "%s", err.message);
+        cr_expect(strstr(err.message, "Pw0ne") == NULL && strstr(err.message, "PwTw0") == NULL,
+                  "%s", err.message); /* the content, not the random file name */
         cr_expect_null(s.redis_password, "case %zu", k);
         tw_settings_release(&s);
         snprintf(env_entry, sizeof env_entry, "TOKENWATCH_REDIS_PASSWORD_FILE=%s", config_path);
