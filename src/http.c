@@ -456,7 +456,7 @@ void tw_http_tick(tw_http_t *h)
         flood_check(h);
 }
 
-void tw_http_stop(tw_http_t *h)
+void tw_http_free(tw_http_t *h)
 {
     if (!h)
         return;

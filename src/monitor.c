@@ -574,17 +574,23 @@ bool tw_monitor_start(tw_monitor_t *m, tw_error_t *err)
     return true;
 }
 
+void tw_monitor_stop(tw_monitor_t *m)
+{
+    if (!m || !m->running)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->stopping = true;
+    pthread_cond_signal(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+    pthread_join(m->thread, NULL);
+    m->running = false;
+}
+
 void tw_monitor_free(tw_monitor_t *m)
 {
     if (!m)
         return;
-    if (m->running) {
-        pthread_mutex_lock(&m->lock);
-        m->stopping = true;
-        pthread_cond_signal(&m->wake);
-        pthread_mutex_unlock(&m->lock);
-        pthread_join(m->thread, NULL);
-    }
+    tw_monitor_stop(m);
     tw_shards_release(&m->shards);
     if (m->client)
         mongoc_client_pool_push(m->opts.pool, m->client);

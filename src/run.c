@@ -1692,7 +1692,7 @@ static void teardown(runner_t *r)
     tw_stop_watch_leave(r->watch);
     tw_stop_watch_free(r->watch);
     tw_slack_stop(r->slack, ALERT_GRACE_MS);
-    tw_http_stop(r->http);
+    tw_http_free(r->http);
     tw_metrics_free(r->metrics);
     redisFree(r->redis);
     tw_redis_url_release(&r->redis_url);

@@ -33,7 +33,7 @@ bool tw_http_parse_addr(const char *addr, char *host, size_t host_size,
 
 /*
  * Starts serving m on addr, on a thread of its own. m and clock are
- * borrowed and must outlive the server (until tw_http_stop returns); clock
+ * borrowed and must outlive the server (until tw_http_free returns); clock
  * is read from the server thread, so its mono_ms must be safe to call from
  * there.
  *
@@ -60,7 +60,7 @@ int tw_http_port(const tw_http_t *h);
  */
 void tw_http_tick(tw_http_t *h);
 
-/* Stops the server thread and closes the socket. NULL is fine. */
-void tw_http_stop(tw_http_t *h);
+/* Stops the server thread, closes the socket and frees the server. NULL is fine. */
+void tw_http_free(tw_http_t *h);
 
 #endif

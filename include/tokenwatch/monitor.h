@@ -102,6 +102,9 @@ const tw_monitor_clock_t *tw_monitor_clock(const tw_monitor_t *m);
 /* Runs rounds on a thread of its own, every --monitor-interval. */
 bool tw_monitor_start(tw_monitor_t *m, tw_error_t *err);
 
+/* Stops the thread, after the round under way; nothing if none runs. NULL is fine. */
+void tw_monitor_stop(tw_monitor_t *m);
+
 /* Stops the thread (if any) and frees; NULL is fine. */
 void tw_monitor_free(tw_monitor_t *m);
 

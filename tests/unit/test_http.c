@@ -174,7 +174,7 @@ Test(http, serves_metrics)
     fetch("127.0.0.1", tw_http_port(h), "HEAD", "/metrics", &r);
     cr_expect_eq(r.status, 200);
     cr_expect_eq(r.len, 0);
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -187,7 +187,7 @@ Test(http, empty_registry_is_an_empty_scrape)
     get(tw_http_port(h), "/metrics", &r);
     cr_expect_eq(r.status, 200);
     cr_expect_str_eq(r.body, "");
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -225,7 +225,7 @@ Test(http, healthz_follows_the_heartbeat)
     tw_metrics_heartbeat(m, atomic_load(&fake_now));
     get(port, "/healthz", &r);
     cr_expect_eq(r.status, 200, "recovers with the next heartbeat");
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -257,7 +257,7 @@ Test(http, readyz_lists_parts_not_ready)
         cr_expect_eq(r.status, steps[k].status, "step %zu: %ld", k, r.status);
         cr_expect_str_eq(r.body, steps[k].body, "step %zu", k);
     }
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -288,7 +288,7 @@ Test(http, unknown_paths_and_methods)
             cr_expect_str_eq(r.allow, "GET, HEAD", "%s %s", cases[k].method,
                              cases[k].path);
     }
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -308,8 +308,8 @@ Test(http, taken_port_names_the_address)
               err.message);
     cr_expect(strstr(err.message, "in use") != NULL, "says why: %s",
               err.message);
-    tw_http_stop(second);
-    tw_http_stop(first);
+    tw_http_free(second);
+    tw_http_free(first);
     tw_metrics_free(m);
 }
 
@@ -328,7 +328,7 @@ Test(http, start_refuses_bad_arguments)
     cr_expect_null(tw_http_start(m, "127.0.0.1:0", &fake_clock, 0, NULL));
     cr_expect_null(tw_http_start(NULL, "127.0.0.1:0", &fake_clock, 1000, NULL));
     cr_expect_null(tw_http_start(m, "127.0.0.1:0", NULL, 1000, NULL));
-    tw_http_stop(NULL);
+    tw_http_free(NULL);
     tw_metrics_free(m);
 }
 
@@ -342,7 +342,7 @@ Test(http, listens_on_localhost)
     cr_assert(h, "%s", err.message);
     fetch("localhost", tw_http_port(h), "GET", "/healthz", &r);
     cr_expect_eq(r.status, 200);
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -376,7 +376,7 @@ Test(http, listens_on_ipv6_loopback)
     cr_assert(h, "%s", err.message);
     fetch("[::1]", tw_http_port(h), "GET", "/healthz", &r);
     cr_expect_eq(r.status, 200);
-    tw_http_stop(h);
+    tw_http_free(h);
     tw_metrics_free(m);
 }
 
@@ -524,7 +524,7 @@ Test(http, a_flood_ends_on_tick_once_quiet)
     text = read_log(path);
     cr_expect_eq(count_lines_with(text, "accepting connections again after refusing "), 1, "%s",
                  text);
-    tw_http_stop(h);
+    tw_http_free(h);
     quiet_logs();
     fclose(log);
     unlink(path);
