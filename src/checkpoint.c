@@ -1,347 +1,11 @@
 #include "tokenwatch/checkpoint.h"
 
-#include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tokenwatch/redis.h"
 #include "tokenwatch/spec.h"
-
-/*
- * The commit script. KEYS: the checkpoint hash, its history list, its gaps
- * list, and (redis sink) the event stream. ARGV: token JSON, t, i, _data,
- * wall_ms, updated_ms, events, source, scope, mode, now_ms,
- * history_every_ms, history_reason, gap JSON ("" for none), layout,
- * time_source.
- *
- * mode "advance" writes only when the new position is not behind the
- * stored one: by cluster_time (a record from before that field has it in
- * its 82 token); at equal times by _data, which is token order, but only
- * when both tokens have the same known layout. It returns {0, stored cluster time}
- * when the stored token is ahead. Every history_every_ms it also keeps the
- * checkpoint it replaces in the history.
- *
- * mode "force" (resume-from, fallback) always writes: the checkpoint it
- * replaces goes to the history first (once: a recovery tried again does not
- * push the same checkpoint twice and crowd out what a rollback needs), and
- * the gap, when there is one, to the gaps list, unless the newest gap
- * already starts there (a recovery that had to be tried twice).
- *
- * The events of the batch are appended by the script itself, after it has
- * checked the type of every key it writes: a key of the wrong type is
- * refused (TWTYPE, naming it) before anything is written, so events and
- * checkpoint land together or not at all. A commit whose position is
- * already stored (a retry after a timeout whose first try did run) writes
- * nothing: its events went in with that first try. (Redis does not roll back a
- * MULTI/EXEC whose commands fail when they run, nor a script that fails
- * half way: checking first is what makes it one step.) ARGV[17] is the
- * stream's MAXLEN, ARGV[18] the number of events, then five values each.
- *
- * A write returns {1, prior}: the cluster_time it replaced, "" when the hash
- * had none, "-" when there was no hash at all, so the caller can tell when
- * Redis lost what it had committed (restarted empty, flushed, failed over).
- */
-static const char commit_script[] =
-    "if redis.replicate_commands then redis.replicate_commands() end\n"
-    "local function wrong(key, want)\n"
-    "  local t = redis.call('TYPE', key)['ok']\n"
-    "  if t ~= want and t ~= 'none' then\n"
-    "    return redis.error_reply('TWTYPE ' .. key .. ' holds a ' .. t ..\n"
-    "                             ', not a ' .. want)\n"
-    "  end\n"
-    "end\n"
-    "local bad = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list') or\n"
-    "            wrong(KEYS[3], 'list') or (KEYS[4] and wrong(KEYS[4], 'stream'))\n"
-    "if bad then return bad end\n"
-    "if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and\n"
-    "   redis.call('HGET', KEYS[1], 'cluster_time') == ARGV[2] .. ':' .. ARGV[3] then\n"
-    "  return {1}\n"
-    "end\n"
-    "local prior = '-'\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  prior = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
-    "end\n"
-    "if KEYS[4] then\n"
-    "  for k = 0, tonumber(ARGV[18]) - 1 do\n"
-    "    local b = 19 + k * 5\n"
-    "    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[17], '*', 'event', ARGV[b],\n"
-    "               'token', ARGV[b + 1], 'cluster_time', ARGV[b + 2], 'op',\n"
-    "               ARGV[b + 3], 'ns', ARGV[b + 4])\n"
-    "  end\n"
-    "end\n"
-    "local function snapshot(reason)\n"
-    "  local h = redis.call('HGETALL', KEYS[1])\n"
-    "  if #h == 0 then return nil end\n"
-    "  local t = {}\n"
-    "  for k = 1, #h, 2 do t[h[k]] = h[k + 1] end\n"
-    "  t['pushed_ms'] = ARGV[11]\n"
-    "  t['reason'] = reason\n"
-    "  return cjson.encode(t)\n"
-    "end\n"
-    "local function kept_already()\n"
-    "  local newest = redis.call('LINDEX', KEYS[2], 0)\n"
-    "  if not newest then return false end\n"
-    "  local ok, e = pcall(cjson.decode, newest)\n"
-    "  return ok and type(e) == 'table' and\n"
-    "         e['token'] == redis.call('HGET', KEYS[1], 'token') and\n"
-    "         e['cluster_time'] == redis.call('HGET', KEYS[1], 'cluster_time')\n"
-    "end\n"
-    "local function keep(reason)\n"
-    "  local snap = snapshot(reason)\n"
-    "  if snap and not kept_already() then\n"
-    "    redis.call('LPUSH', KEYS[2], snap)\n"
-    "    redis.call('LTRIM', KEYS[2], 0, " TW_STR(TW_HISTORY_MAX) " - 1)\n"
-    "  end\n"
-    "end\n"
-    "if ARGV[10] == 'force' then\n"
-    "  keep(ARGV[13])\n"
-    "  if ARGV[14] ~= '' then\n"
-    "    local newest = redis.call('LINDEX', KEYS[3], 0)\n"
-    "    local same = false\n"
-    "    if newest then\n"
-    "      local ok, g = pcall(cjson.decode, newest)\n"
-    "      local ng = cjson.decode(ARGV[14])\n"
-    "      same = ok and type(g) == 'table' and g['from'] == ng['from']\n"
-    "    end\n"
-    "    if not same then\n"
-    "      redis.call('LPUSH', KEYS[3], ARGV[14])\n"
-    "      redis.call('LTRIM', KEYS[3], 0, " TW_STR(TW_GAPS_MAX) " - 1)\n"
-    "    end\n"
-    "  end\n"
-    "else\n"
-    "  local ct, ci, cdata\n"
-    "  local cur = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
-    "  local a, b = string.match(cur, '^(%d+):(%d+)$')\n"
-    "  ct = tonumber(a); ci = tonumber(b)\n"
-    "  local layout = redis.call('HGET', KEYS[1], 'layout')\n"
-    "  local ok, doc = pcall(cjson.decode,\n"
-    "                        redis.call('HGET', KEYS[1], 'token') or '')\n"
-    "  if ok and type(doc) == 'table' and type(doc['_data']) == 'string' then\n"
-    "    cdata = string.upper(doc['_data'])\n"
-    "    if not layout and string.match(cdata, '^82%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x') then\n"
-    "      layout = 'mongodb'\n"
-    "      if not ct then\n"
-    "        ct = tonumber(string.sub(cdata, 3, 10), 16)\n"
-    "        ci = tonumber(string.sub(cdata, 11, 18), 16)\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  if ct then\n"
-    "    local nt = tonumber(ARGV[2]); local ni = tonumber(ARGV[3])\n"
-    "    local stored = string.format('%d:%d', ct, ci)\n"
-    "    if nt < ct or (nt == ct and ni < ci) then return {0, stored} end\n"
-    "    if nt == ct and ni == ci and cdata and layout == ARGV[15]\n"
-    "       and layout ~= 'opaque' and string.upper(ARGV[4]) < cdata then\n"
-    "      return {0, stored}\n"
-    "    end\n"
-    "  end\n"
-    "  local last = redis.call('LINDEX', KEYS[2], 0)\n"
-    "  local due = true\n"
-    "  if last then\n"
-    "    local okl, l = pcall(cjson.decode, last)\n"
-    "    if okl and type(l) == 'table' and tonumber(l['pushed_ms']) then\n"
-    "      due = tonumber(ARGV[11]) - tonumber(l['pushed_ms']) >= tonumber(ARGV[12])\n"
-    "    end\n"
-    "  end\n"
-    "  if due then keep('periodic') end\n"
-    "end\n"
-    "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'cluster_time',\n"
-    "           ARGV[2] .. ':' .. ARGV[3], 'wall_ms', ARGV[5], 'updated_ms',\n"
-    "           ARGV[6], 'events', ARGV[7], 'source', ARGV[8], 'scope', ARGV[9],\n"
-    "           'layout', ARGV[15], 'time_source', ARGV[16])\n"
-    "return {1, prior}\n";
-
-void tw_checkpoint_init(tw_checkpoint_t *cp)
-{
-    memset(cp, 0, sizeof *cp);
-}
-
-void tw_checkpoint_release(tw_checkpoint_t *cp)
-{
-    if (!cp)
-        return;
-    if (cp->has_token)
-        bson_destroy(&cp->token);
-    free(cp->scope);
-    memset(cp, 0, sizeof *cp);
-}
-
-void tw_checkpoint_set_position(tw_checkpoint_t *cp, const bson_t *token,
-                                tw_ctime_t ct, tw_time_source_t source)
-{
-    bson_t copy;
-
-    /* Copy first: token may be cp's own. */
-    bson_copy_to(token, &copy);
-    if (cp->has_token)
-        bson_destroy(&cp->token);
-    bson_copy_to(&copy, &cp->token);
-    bson_destroy(&copy);
-    cp->has_token = true;
-    cp->cluster_time = ct;
-    cp->time_source = source;
-    cp->layout = tw_token_layout(token, NULL);
-    cp->wall_ms = tw_ctime_wall_ms(ct);
-}
-
-bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
-                             tw_error_t *err)
-{
-    tw_ctime_t ct;
-
-    if (!tw_token_cluster_time(token, &ct, err))
-        return false;
-    tw_checkpoint_set_position(cp, token, ct, TW_TIME_TOKEN);
-    return true;
-}
-
-void tw_checkpoint_copy_position(tw_checkpoint_t *dst, const tw_checkpoint_t *src)
-{
-    if (!src->has_token)
-        return;
-    tw_checkpoint_set_position(dst, &src->token, src->cluster_time, src->time_source);
-    dst->wall_ms = src->wall_ms;
-}
-
-void tw_checkpoint_key(const char *name, const char *what, char out[TW_KEY_MAX])
-{
-    /* The {NAME} hash tag keeps a stream's keys in one Redis Cluster slot. */
-    snprintf(out, TW_KEY_MAX, "tokenwatch:{%s}:%s", name, what);
-}
-
-static char *format_i64(int64_t v)
-{
-    return bson_strdup_printf("%" PRId64, v);
-}
-
-bool tw_checkpoint_encode(const tw_checkpoint_t *cp,
-                          tw_checkpoint_fields_t *out, tw_error_t *err)
-{
-    static const char *const names[TW_CHECKPOINT_FIELDS] = {
-        "token", "cluster_time", "wall_ms",  "updated_ms", "events",
-        "source", "scope", "layout", "time_source"};
-    char ct[TW_CTIME_TEXT_MAX];
-
-    memset(out, 0, sizeof *out);
-    if (!cp->has_token) {
-        tw_error_set(err, TW_ERR_USAGE, 0, "a checkpoint needs a token");
-        return false;
-    }
-    tw_ctime_format(cp->cluster_time, ct);
-    memcpy(out->names, names, sizeof names);
-    out->values[0] = tw_token_to_json(&cp->token);
-    out->values[1] = bson_strdup(ct);
-    out->values[2] = format_i64(cp->wall_ms);
-    out->values[3] = format_i64(cp->updated_ms);
-    out->values[4] = format_i64(cp->events);
-    out->values[5] = bson_strdup(cp->source);
-    out->values[6] = bson_strdup(cp->scope ? cp->scope : "");
-    out->values[7] = bson_strdup(tw_token_layout_name(cp->layout));
-    out->values[8] = bson_strdup(tw_time_source_name(cp->time_source));
-    return true;
-}
-
-void tw_checkpoint_fields_release(tw_checkpoint_fields_t *fields)
-{
-    if (!fields)
-        return;
-    for (size_t k = 0; k < TW_CHECKPOINT_FIELDS; k++)
-        bson_free(fields->values[k]);
-    memset(fields, 0, sizeof *fields);
-}
-
-static bool parse_i64(const char *name, const char *text, int64_t *out,
-                      tw_error_t *err)
-{
-    char *end;
-    long long v;
-
-    errno = 0;
-    v = strtoll(text, &end, 10);
-    if (errno || end == text || *end != '\0') {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "checkpoint field %s is not a number: '%s'", name, text);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-/* The stored cluster_time, or the token's; and where it came from. */
-static bool decode_time(tw_checkpoint_t *out, const char *ct_text,
-                        const char *source_text, tw_error_t *err)
-{
-    tw_ctime_t in_token;
-    char shown[TW_CTIME_TEXT_MAX];
-
-    out->layout = tw_token_layout(&out->token, &in_token);
-    if (!ct_text) {
-        out->cluster_time = in_token;
-        out->time_source =
-            out->layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
-        return true;
-    }
-    if (!tw_ctime_parse(ct_text, &out->cluster_time, err))
-        return false;
-    /* MongoDB's layout is documented: a disagreement is a broken record. */
-    if (out->layout == TW_LAYOUT_MONGODB && tw_ctime_cmp(in_token, out->cluster_time) != 0) {
-        tw_ctime_format(in_token, shown);
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the checkpoint's cluster_time %s disagrees with its "
-                     "token's %s",
-                     ct_text, shown);
-        return false;
-    }
-    if (!source_text || !tw_time_source_parse(source_text, &out->time_source))
-        out->time_source =
-            out->layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
-    return true;
-}
-
-bool tw_checkpoint_decode(const char *const names[], const char *const values[],
-                          size_t count, tw_checkpoint_t *out, tw_error_t *err)
-{
-    const char *token = NULL, *ct_text = NULL, *wall = NULL, *updated = NULL,
-               *events = NULL, *source = NULL, *scope = NULL, *time_source = NULL;
-
-    tw_checkpoint_init(out);
-    for (size_t k = 0; k < count; k++) {
-        const char *n = names[k];
-        if (strcmp(n, "token") == 0) token = values[k];
-        else if (strcmp(n, "cluster_time") == 0) ct_text = values[k];
-        else if (strcmp(n, "wall_ms") == 0) wall = values[k];
-        else if (strcmp(n, "updated_ms") == 0) updated = values[k];
-        else if (strcmp(n, "events") == 0) events = values[k];
-        else if (strcmp(n, "source") == 0) source = values[k];
-        else if (strcmp(n, "scope") == 0) scope = values[k];
-        else if (strcmp(n, "time_source") == 0) time_source = values[k];
-    }
-    if (!token) {
-        tw_error_set(err, TW_ERR_USAGE, 0, "the checkpoint has no token field");
-        return false;
-    }
-    if (!tw_token_parse(token, &out->token, err)) {
-        tw_error_prefix(err, "the checkpoint's token");
-        return false;
-    }
-    out->has_token = true;
-    if (!decode_time(out, ct_text, time_source, err))
-        goto fail;
-    out->wall_ms = tw_ctime_wall_ms(out->cluster_time);
-    if ((wall && !parse_i64("wall_ms", wall, &out->wall_ms, err)) ||
-        (updated && !parse_i64("updated_ms", updated, &out->updated_ms, err)) ||
-        (events && !parse_i64("events", events, &out->events, err)))
-        goto fail;
-    snprintf(out->source, sizeof out->source, "%s", source ? source : "");
-    if (scope && scope[0])
-        out->scope = strdup(scope);
-    return true;
-fail:
-    tw_checkpoint_release(out);
-    return false;
-}
 
 /* The key's type: true with "none", "hash", ... in type (capped). */
 static bool key_type(redisContext *c, const char *key, char *type, size_t size,
@@ -396,7 +60,7 @@ bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
         names[k] = reply->element[2 * k]->str;
         values[k] = reply->element[2 * k + 1]->str;
     }
-    if (!tw_checkpoint_decode(names, values, pairs, out, err)) {
+    if (!tw_record_decode(names, values, pairs, out, err)) {
         tw_error_prefix(err, "%s", key);
         err->domain = TW_ERR_REDIS;
         err->code = TW_CHECKPOINT_UNUSABLE;
@@ -465,79 +129,14 @@ out:
     return ok;
 }
 
-/* The five values of one event, for the script's XADD. */
-static void event_args(const tw_event_t *e, char ct[TW_CTIME_TEXT_MAX], const char **argv)
+/* Sends the EVAL of the commit script (with the batch's events) as built. */
+static bool send_command(redisContext *c, const tw_record_command_t *cmd, tw_error_t *err)
 {
-    tw_ctime_format(e->cluster_time, ct);
-    argv[0] = e->json;
-    argv[1] = e->token_json;
-    argv[2] = ct;
-    argv[3] = e->op;
-    argv[4] = e->ns;
-}
-
-/* Sends the EVAL of the commit script, with the batch's events. */
-static bool send_script(redisContext *c, const tw_commit_t *commit,
-                        const tw_checkpoint_fields_t *fields, tw_error_t *err)
-{
-    const tw_checkpoint_t *record = commit->record;
-    size_t nevents = commit->events ? commit->events->count : 0;
-    char t[16], i[16], now[24], every[24], maxlen[24], count[24];
-    char (*times)[TW_CTIME_TEXT_MAX] = NULL;
-    const char *data = "";
-    /* EVAL, the script, the key count, 4 keys, 18 values, 5 per event. */
-    const size_t fixed = 3 + 4 + 18;
-    const char **argv = calloc(fixed + 5 * nevents, sizeof *argv);
-    size_t k = 0;
-    bool ok;
-
-    if (nevents && !(times = calloc(nevents, sizeof *times)))
-        abort();
-    if (!argv)
-        abort();
-    tw_token_data(&record->token, &data, NULL);
-    snprintf(t, sizeof t, "%" PRIu32, record->cluster_time.t);
-    snprintf(i, sizeof i, "%" PRIu32, record->cluster_time.i);
-    snprintf(now, sizeof now, "%" PRId64, record->updated_ms);
-    snprintf(every, sizeof every, "%d", TW_HISTORY_EVERY_MS);
-    snprintf(maxlen, sizeof maxlen, "%lld", commit->stream_maxlen);
-    snprintf(count, sizeof count, "%zu", nevents);
-    argv[k++] = "EVAL";
-    argv[k++] = commit_script;
-    argv[k++] = nevents ? "4" : "3";
-    argv[k++] = commit->checkpoint_key;
-    argv[k++] = commit->history_key;
-    argv[k++] = commit->gaps_key;
-    if (nevents)
-        argv[k++] = commit->stream_key;
-    argv[k++] = fields->values[0];
-    argv[k++] = t;
-    argv[k++] = i;
-    argv[k++] = data;
-    argv[k++] = fields->values[2];
-    argv[k++] = fields->values[3];
-    argv[k++] = fields->values[4];
-    argv[k++] = fields->values[5];
-    argv[k++] = fields->values[6];
-    argv[k++] = commit->force ? "force" : "advance";
-    argv[k++] = now;
-    argv[k++] = every;
-    argv[k++] = commit->history_reason ? commit->history_reason : "";
-    argv[k++] = commit->gap_json ? commit->gap_json : "";
-    argv[k++] = fields->values[7];
-    argv[k++] = fields->values[8];
-    argv[k++] = maxlen;
-    argv[k++] = count;
-    if (k > fixed)
-        abort(); /* the table above was not kept up to date */
-    for (size_t e = 0; e < nevents; e++, k += 5)
-        event_args(&commit->events->items[e], times[e], &argv[k]);
-    ok = redisAppendCommandArgv(c, (int)k, argv, NULL) == REDIS_OK;
-    if (!ok)
+    if (redisAppendCommandArgv(c, (int)cmd->argc, cmd->argv, NULL) != REDIS_OK) {
         tw_error_set(err, TW_ERR_REDIS, 0, "redis: the commit could not be sent");
-    free(times);
-    free(argv);
-    return ok;
+        return false;
+    }
+    return true;
 }
 
 static bool read_reply(redisContext *c, redisReply **out, tw_error_t *err)
@@ -552,16 +151,14 @@ static bool read_reply(redisContext *c, redisReply **out, tw_error_t *err)
     return true;
 }
 
+/* The reply's shape is checked here; what it says, by the record module. */
 static bool script_result(const redisReply *r, tw_commit_result_t *result,
                           tw_error_t *err)
 {
+    const char *text = NULL;
+
     if (r->type == REDIS_REPLY_ERROR) {
-        if (strncmp(r->str, "TWTYPE ", 7) == 0)
-            tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE,
-                         "nothing was written: %s", r->str + 7);
-        else
-            tw_error_set(err, TW_ERR_REDIS, TW_REDIS_REPLY_ERROR, "checkpoint script: %s",
-                         r->str);
+        tw_record_commit_error(r->str, err);
         return false;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -569,15 +166,9 @@ static bool script_result(const redisReply *r, tw_commit_result_t *result,
         tw_error_set(err, TW_ERR_REDIS, 0, "checkpoint script: unexpected reply");
         return false;
     }
-    result->written = r->element[0]->integer == 1;
-    if (result->written && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
-        result->stored_absent = strcmp(r->element[1]->str, "-") == 0;
-        result->has_prior = !result->stored_absent &&
-                            tw_ctime_parse(r->element[1]->str, &result->prior_time, NULL);
-    }
-    if (!result->written && r->elements > 1 &&
-        r->element[1]->type == REDIS_REPLY_STRING)
-        tw_ctime_parse(r->element[1]->str, &result->stored_time, NULL);
+    if (r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING)
+        text = r->element[1]->str;
+    tw_record_commit_reply(r->element[0]->integer, text, result);
     return true;
 }
 
@@ -590,18 +181,18 @@ bool tw_checkpoint_unusable(const tw_error_t *err)
 bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
                           tw_commit_result_t *result, tw_error_t *err)
 {
-    tw_checkpoint_fields_t fields;
+    tw_record_command_t cmd;
     redisReply *reply = NULL;
     bool ok = false;
 
     memset(result, 0, sizeof *result);
-    if (!tw_checkpoint_encode(commit->record, &fields, err))
+    if (!tw_record_commit_command(commit, &cmd, err))
         return false;
     /* One command, one round trip: the script appends the events too. */
-    if (send_script(c, commit, &fields, err) && read_reply(c, &reply, err)) {
+    if (send_command(c, &cmd, err) && read_reply(c, &reply, err)) {
         ok = script_result(reply, result, err);
         freeReplyObject(reply);
     }
-    tw_checkpoint_fields_release(&fields);
+    tw_record_command_release(&cmd);
     return ok;
 }

@@ -180,37 +180,6 @@ bool tw_recover_confirmed(const char *environment, char *const *protect,
     return true;
 }
 
-bool tw_history_entry_decode(const char *json, tw_history_entry_t *out,
-                             tw_error_t *err)
-{
-    static const char *const fields[] = {"token", "cluster_time", "wall_ms", "updated_ms",
-                                         "events", "source", "scope"};
-    const char *names[7], *values[7];
-    bson_t doc;
-    bson_iter_t it;
-    size_t n = 0;
-    bool ok;
-
-    memset(out, 0, sizeof *out);
-    if (!bson_init_from_json(&doc, json, -1, NULL)) {
-        tw_error_set(err, TW_ERR_USAGE, 0, "a history entry is not JSON");
-        return false;
-    }
-    for (size_t k = 0; k < 7; k++) {
-        if (bson_iter_init_find(&it, &doc, fields[k]) && BSON_ITER_HOLDS_UTF8(&it)) {
-            names[n] = fields[k];
-            values[n++] = bson_iter_utf8(&it, NULL);
-        }
-    }
-    ok = tw_checkpoint_decode(names, values, n, &out->checkpoint, err);
-    if (ok && bson_iter_init_find(&it, &doc, "pushed_ms") && BSON_ITER_HOLDS_UTF8(&it))
-        out->pushed_ms = strtoll(bson_iter_utf8(&it, NULL), NULL, 10);
-    if (ok && bson_iter_init_find(&it, &doc, "reason") && BSON_ITER_HOLDS_UTF8(&it))
-        snprintf(out->reason, sizeof out->reason, "%s", bson_iter_utf8(&it, NULL));
-    bson_destroy(&doc);
-    return ok;
-}
-
 bool tw_history_list(redisContext *c, const char *name,
                      tw_history_entry_t **entries, size_t *count,
                      tw_error_t *err)
@@ -235,7 +204,7 @@ bool tw_history_list(redisContext *c, const char *name,
         tw_error_t bad;
 
         if (reply->element[k]->type != REDIS_REPLY_STRING ||
-            !tw_history_entry_decode(reply->element[k]->str, e, &bad)) {
+            !tw_record_history_decode(reply->element[k]->str, e, &bad)) {
             if (reply->element[k]->type != REDIS_REPLY_STRING)
                 tw_error_set(&bad, TW_ERR_USAGE, 0, "not a string");
             tw_checkpoint_release(&e->checkpoint);

@@ -112,25 +112,10 @@ bool tw_recover_confirmed(const char *environment, char *const *protect,
                           size_t protect_count, const char *confirm,
                           tw_error_t *err);
 
-typedef struct {
-    tw_checkpoint_t checkpoint; /* token, cluster time, events, source, scope */
-    int64_t pushed_ms;
-    char reason[TW_SOURCE_MAX];
-    bool bad; /* could not be read: problem says why; the rest is empty */
-    char problem[TW_ERROR_MESSAGE_MAX];
-} tw_history_entry_t;
-
-/*
- * Reads one history entry: the checkpoint hash as a JSON object of strings,
- * plus pushed_ms and reason. No I/O. out is filled on success; release it
- * with tw_checkpoint_release(&out->checkpoint) either way.
- */
-bool tw_history_entry_decode(const char *json, tw_history_entry_t *out,
-                             tw_error_t *err);
-
-/* The history, newest first. An entry that cannot be read is kept in its
- * place, marked bad with the reason, so entry numbers stay Redis's. False
- * only when Redis itself fails. */
+/* The history, newest first (an entry, tw_history_entry_t, is read by
+ * record.h's tw_record_history_decode). An entry that cannot be read is
+ * kept in its place, marked bad with the reason, so entry numbers stay
+ * Redis's. False only when Redis itself fails. */
 bool tw_history_list(redisContext *c, const char *name,
                      tw_history_entry_t **entries, size_t *count,
                      tw_error_t *err);

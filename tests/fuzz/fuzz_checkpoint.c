@@ -6,8 +6,7 @@
 #include <stdio.h>
 
 #include "fuzz.h"
-#include "tokenwatch/checkpoint.h"
-#include "tokenwatch/recover.h"
+#include "tokenwatch/record.h"
 
 #define MAX_FIELDS 16
 
@@ -28,16 +27,15 @@ static void decode_hash(char *text, size_t size)
         at += strlen(text + at) + 1;
     }
     tw_checkpoint_init(&cp);
-    if (tw_checkpoint_decode(names, values, count, &cp, NULL)) {
-        tw_checkpoint_fields_t fields;
+    if (tw_record_decode(names, values, count, &cp, NULL)) {
+        tw_record_fields_t fields;
 
         /* A record written back reads as the same record. */
-        if (tw_checkpoint_encode(&cp, &fields, NULL)) {
+        if (tw_record_encode(&cp, &fields, NULL)) {
             tw_checkpoint_t again;
 
-            if (!tw_checkpoint_decode(fields.names,
-                                      (const char *const *)fields.values,
-                                      TW_CHECKPOINT_FIELDS, &again, NULL)) {
+            if (!tw_record_decode(fields.names, (const char *const *)fields.values,
+                                  TW_RECORD_FIELDS, &again, NULL)) {
                 fprintf(stderr, "a decoded record does not read back\n");
                 abort();
             }
@@ -49,7 +47,7 @@ static void decode_hash(char *text, size_t size)
                 abort();
             }
             tw_checkpoint_release(&again);
-            tw_checkpoint_fields_release(&fields);
+            tw_record_fields_release(&fields);
         }
     }
     tw_checkpoint_release(&cp);
@@ -65,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (data[0] & 1) {
         tw_history_entry_t entry;
 
-        (void)tw_history_entry_decode(text, &entry, NULL);
+        (void)tw_record_history_decode(text, &entry, NULL);
         tw_checkpoint_release(&entry.checkpoint);
     } else {
         decode_hash(text, size - 1);
