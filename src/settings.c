@@ -453,10 +453,19 @@ static void describe_source(const setting_def_t *def,
     }
 }
 
-static void list_clear(char ***items, size_t *count)
+/* Frees a string a setting held; a secret one is zeroed first. */
+static void free_value(const setting_def_t *def, char *value)
+{
+    if (def->flags & SECRET)
+        tw_secret_free(value);
+    else
+        free(value);
+}
+
+static void list_clear(const setting_def_t *def, char ***items, size_t *count)
 {
     for (size_t k = 0; k < *count; k++)
-        free((*items)[k]);
+        free_value(def, (*items)[k]);
     free(*items);
     *items = NULL;
     *count = 0;
@@ -503,7 +512,7 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
         return false;
     }
     if (s->sources[index] != source)
-        list_clear(items, count);
+        list_clear(def, items, count);
     for (size_t n = 1;; n++) {
         size_t len, kept;
         const char *start;
@@ -529,11 +538,11 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
         if (!item)
             abort();
         if (def->check && !def->check(item, err)) {
-            free(item);
+            free_value(def, item);
             return false;
         }
         add_string(items, count, item);
-        free(item);
+        free_value(def, item);
         p += len;
         if (!*p)
             break;
@@ -567,7 +576,7 @@ static bool apply(tw_settings_t *s, size_t index, const char *value,
         }
         if (def->check && !def->check(value, &inner))
             goto bad;
-        free(*(char **)field);
+        free_value(def, *(char **)field);
         *(char **)field = strdup(value);
         break;
     case TYPE_INT: {
@@ -819,7 +828,7 @@ static bool load_line(tw_settings_t *s, const char *origin, unsigned lineno, con
     if (!value)
         abort();
     ok = apply(s, (size_t)index, value, TW_SOURCE_FILE, origin, err);
-    free(value);
+    free_value(&table[index], value);
     return ok;
 }
 
@@ -882,6 +891,9 @@ static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t so
     }
     ok = tw_settings_load_text(s, path, text, len, err);
 out:
+    /* The file may hold secrets (TOKENWATCH_MONGO_URI=...). */
+    if (text)
+        explicit_bzero(text, len);
     free(text);
     fclose(f);
     return ok;
@@ -1066,9 +1078,9 @@ void tw_settings_release(tw_settings_t *s)
     for (size_t k = 0; k < TABLE_SIZE; k++) {
         if (table[k].type == TYPE_STRING) {
             char **field = (char **)((char *)s + table[k].offset);
-            free(*field);
+            free_value(&table[k], *field);
         } else if (table[k].type == TYPE_LIST) {
-            list_clear((char ***)((char *)s + table[k].offset),
+            list_clear(&table[k], (char ***)((char *)s + table[k].offset),
                        (size_t *)((char *)s + table[k].offset + sizeof(char **)));
         }
     }
@@ -1098,6 +1110,11 @@ size_t tw_settings_count(void)
 const char *tw_settings_env_name(size_t index)
 {
     return index < TABLE_SIZE ? table[index].env : NULL;
+}
+
+bool tw_settings_is_secret(size_t index)
+{
+    return index < TABLE_SIZE && (table[index].flags & SECRET);
 }
 
 void tw_settings_print_help(FILE *out)
