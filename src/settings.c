@@ -2,7 +2,6 @@
 
 #include <bson/bson.h>
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/secret.h"
+#include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
 
 typedef enum {
@@ -57,7 +57,6 @@ static bool check_pipeline(const char *value, tw_error_t *err);
 static bool check_redis_url(const char *value, tw_error_t *err);
 static bool check_until(const char *value, tw_error_t *err);
 static bool check_not_empty(const char *value, tw_error_t *err);
-static bool check_webhook(const char *value, tw_error_t *err);
 static void add_string(char ***list, size_t *count, const char *text);
 static bool check_metrics_addr(const char *value, tw_error_t *err);
 static bool check_spec(const char *value, tw_error_t *err);
@@ -178,7 +177,7 @@ static const setting_def_t table[] = {
      SECRET | SPACED, F(shard_uri), check_shard_uri},
     {"slack-webhook", "TOKENWATCH_SLACK_WEBHOOK", TYPE_STRING, 0, 0, NULL,
      NULL, "URL", "Slack incoming webhook; without one alerts are only logged",
-     SECRET, F(slack_webhook), check_webhook},
+     SECRET, F(slack_webhook), tw_slack_check_url},
     {"slack-webhook-file", "TOKENWATCH_SLACK_WEBHOOK_FILE", TYPE_STRING, 0, 0,
      NULL, NULL, "FILE", "read the Slack webhook URL from this file", 0,
      F(slack_webhook_file), check_not_empty},
@@ -380,24 +379,6 @@ static bool check_until(const char *value, tw_error_t *err)
     }
     tw_spec_clear(&spec);
     return true;
-}
-
-static bool check_webhook(const char *value, tw_error_t *err)
-{
-    CURLU *u = curl_url();
-    char *scheme = NULL;
-    bool ok = u && curl_url_set(u, CURLUPART_URL, value, 0) == CURLUE_OK &&
-              curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-              (strcmp(scheme, "https") == 0 || strcmp(scheme, "http") == 0);
-
-    /* The URL is the secret: the message never quotes it. */
-    if (!ok)
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "not an http(s) URL (expected "
-                     "https://hooks.slack.com/services/...)");
-    curl_free(scheme);
-    curl_url_cleanup(u);
-    return ok;
 }
 
 static bool check_metrics_addr(const char *value, tw_error_t *err)
@@ -700,7 +681,7 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
     describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
     if (!tw_secret_read_file(s->slack_webhook_file, origin, &url, err))
         return false;
-    if (!check_webhook(url, &inner)) {
+    if (!tw_slack_check_url(url, &inner)) {
         tw_error_set(err, TW_ERR_USAGE, 0, "%s %s: %s", origin, s->slack_webhook_file,
                      inner.message);
         tw_secret_free(url);

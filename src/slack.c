@@ -207,17 +207,22 @@ out_cleanup:
     curl_url_cleanup(u);
 }
 
-static bool webhook_url_ok(const char *url)
+bool tw_slack_check_url(const char *url, tw_error_t *err)
 {
     CURLU *u = curl_url();
     char *scheme = NULL;
     char *host = NULL;
-    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+    bool ok = u && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
               curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
               (strcmp(scheme, "https") == 0 || strcmp(scheme, "http") == 0) &&
               curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
               host[0] != '\0';
 
+    /* The URL is the secret: the message never quotes it. */
+    if (!ok)
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "not an http(s) URL with a host (expected "
+                     "https://hooks.slack.com/services/...)");
     curl_free(host);
     curl_free(scheme);
     curl_url_cleanup(u);
@@ -683,11 +688,8 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
         tw_error_set(err, TW_ERR_USAGE, 0, "no Slack webhook URL");
         return NULL;
     }
-    /* The URL is the secret: no message quotes it. */
-    if (!webhook_url_ok(opts->webhook_url)) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the Slack webhook is not an http(s) URL (expected "
-                     "https://hooks.slack.com/services/...)");
+    if (!tw_slack_check_url(opts->webhook_url, err)) {
+        tw_error_prefix(err, "the Slack webhook");
         return NULL;
     }
     if (opts->queue_max > QUEUE_MAX_LIMIT || opts->request_timeout_ms < 0 ||
