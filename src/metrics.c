@@ -1,6 +1,7 @@
 #include "tokenwatch/metrics.h"
 
 #include <math.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/utf8.h"
 
 /* A scrape far beyond this means series are leaking (a label per event). */
 #define RENDER_MAX ((size_t)8 << 20)
@@ -411,14 +413,80 @@ double tw_metrics_get(tw_metrics_t *m, const char *name, const char *labels)
     return value;
 }
 
+/* A label value too long to show whole (tw_metrics_label): its first
+ * SHORT_PREFIX bytes, an ellipsis, SHORT_HASH_HEX digits of its SHA-256. */
+#define SHORT_PREFIX 128
+#define SHORT_HASH_HEX 16
+#define ELLIPSIS "\xe2\x80\xa6" /* U+2026 */
+#define SHORT_MAX (SHORT_PREFIX + sizeof ELLIPSIS + SHORT_HASH_HEX)
+
+static size_t escaped_len(const char *value)
+{
+    size_t len = 0;
+
+    for (const char *p = value; *p; p++)
+        len += (*p == '\\' || *p == '"' || *p == '\n') ? 2 : 1;
+    return len;
+}
+
+/* Ends the way a shortened value ends: the ellipsis, then the hex digits. */
+static bool looks_shortened(const char *value)
+{
+    size_t len = strlen(value);
+    const char *hex;
+
+    if (len < sizeof ELLIPSIS - 1 + SHORT_HASH_HEX)
+        return false;
+    hex = value + len - SHORT_HASH_HEX;
+    if (memcmp(hex - (sizeof ELLIPSIS - 1), ELLIPSIS, sizeof ELLIPSIS - 1) != 0)
+        return false;
+    for (size_t k = 0; k < SHORT_HASH_HEX; k++)
+        if (!((hex[k] >= '0' && hex[k] <= '9') || (hex[k] >= 'a' && hex[k] <= 'f')))
+            return false;
+    return true;
+}
+
+bool tw_metrics_label_shortened(const char *value)
+{
+    return escaped_len(value) > TW_METRICS_VALUE_MAX || looks_shortened(value);
+}
+
+static bool shorten(const char *value, char out[SHORT_MAX])
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    size_t len = strnlen(value, SHORT_PREFIX);
+
+    if (!EVP_Digest(value, strlen(value), md, &md_len, EVP_sha256(), NULL) ||
+        md_len * 2 < SHORT_HASH_HEX)
+        return false;
+    memcpy(out, value, len);
+    len = tw_utf8_cut(out, len);
+    memcpy(out + len, ELLIPSIS, sizeof ELLIPSIS - 1);
+    len += sizeof ELLIPSIS - 1;
+    for (size_t k = 0; k < SHORT_HASH_HEX / 2; k++) {
+        out[len++] = digits[md[k] >> 4];
+        out[len++] = digits[md[k] & 0xf];
+    }
+    out[len] = '\0';
+    return true;
+}
+
 bool tw_metrics_label_append(char *out, size_t n, const char *name,
                              const char *value)
 {
     size_t start = strlen(out), len = start;
+    char shortened[SHORT_MAX];
     const char *p;
 
     if (!valid_name(name, false))
         return false;
+    if (tw_metrics_label_shortened(value)) {
+        if (!shorten(value, shortened))
+            return false;
+        value = shortened;
+    }
     /* Worst case first, so nothing is written unless it all fits. */
     for (p = value; *p; p++)
         len += (*p == '\\' || *p == '"' || *p == '\n') ? 2 : 1;

@@ -110,6 +110,15 @@ static void add_key(tw_monitor_t *m, const char *key, bool own)
     grown[m->key_count].key = strdup(key);
     grown[m->key_count].own = own;
     m->key_count++;
+    if (m->opts.metrics && tw_metrics_label_shortened(key)) {
+        char labels[TW_METRICS_LABELS_MAX];
+
+        /* Once per key: its series keep this label for good. */
+        if (tw_metrics_label(labels, sizeof labels, "key", key))
+            TW_INFO("guard: a key of %zu bytes is too long for a metric label: its "
+                    "series are labelled %s",
+                    strlen(key), labels);
+    }
 }
 
 void tw_monitor_opts_from_settings(const tw_settings_t *s, tw_monitor_opts_t *opts)
@@ -312,9 +321,9 @@ static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g)
 {
     char labels[TW_METRICS_LABELS_MAX];
 
-    if (!m->opts.metrics)
+    /* Never the series without the key: it would mix keys. */
+    if (!m->opts.metrics || !tw_metrics_label(labels, sizeof labels, "key", g->key))
         return;
-    tw_metrics_label(labels, sizeof labels, "key", g->key);
     if (g->has_measure && g->state != TW_STATE_UNKNOWN) {
         tw_metrics_set(m->opts.metrics, "tokenwatch_token_headroom_seconds", labels,
                        (double)g->measure.headroom_s);
@@ -325,8 +334,9 @@ static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g)
         char with_state[TW_METRICS_LABELS_MAX];
 
         memcpy(with_state, labels, sizeof labels);
-        tw_metrics_label_append(with_state, sizeof with_state, "state",
-                                tw_state_name((tw_state_t)s));
+        if (!tw_metrics_label_append(with_state, sizeof with_state, "state",
+                                     tw_state_name((tw_state_t)s)))
+            continue;
         tw_metrics_set(m->opts.metrics, "tokenwatch_token_state", with_state,
                        g->assessed && g->state == (tw_state_t)s ? 1.0 : 0.0);
     }

@@ -2,7 +2,6 @@
 
 #include <bson/bson.h>
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include "tokenwatch/http.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/secret.h"
+#include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
 
 typedef enum {
@@ -57,7 +57,6 @@ static bool check_pipeline(const char *value, tw_error_t *err);
 static bool check_redis_url(const char *value, tw_error_t *err);
 static bool check_until(const char *value, tw_error_t *err);
 static bool check_not_empty(const char *value, tw_error_t *err);
-static bool check_webhook(const char *value, tw_error_t *err);
 static void add_string(char ***list, size_t *count, const char *text);
 static bool check_metrics_addr(const char *value, tw_error_t *err);
 static bool check_spec(const char *value, tw_error_t *err);
@@ -178,7 +177,7 @@ static const setting_def_t table[] = {
      SECRET | SPACED, F(shard_uri), check_shard_uri},
     {"slack-webhook", "TOKENWATCH_SLACK_WEBHOOK", TYPE_STRING, 0, 0, NULL,
      NULL, "URL", "Slack incoming webhook; without one alerts are only logged",
-     SECRET, F(slack_webhook), check_webhook},
+     SECRET, F(slack_webhook), tw_slack_check_url},
     {"slack-webhook-file", "TOKENWATCH_SLACK_WEBHOOK_FILE", TYPE_STRING, 0, 0,
      NULL, NULL, "FILE", "read the Slack webhook URL from this file", 0,
      F(slack_webhook_file), check_not_empty},
@@ -382,24 +381,6 @@ static bool check_until(const char *value, tw_error_t *err)
     return true;
 }
 
-static bool check_webhook(const char *value, tw_error_t *err)
-{
-    CURLU *u = curl_url();
-    char *scheme = NULL;
-    bool ok = u && curl_url_set(u, CURLUPART_URL, value, 0) == CURLUE_OK &&
-              curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-              (strcmp(scheme, "https") == 0 || strcmp(scheme, "http") == 0);
-
-    /* The URL is the secret: the message never quotes it. */
-    if (!ok)
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "not an http(s) URL (expected "
-                     "https://hooks.slack.com/services/...)");
-    curl_free(scheme);
-    curl_url_cleanup(u);
-    return ok;
-}
-
 static bool check_metrics_addr(const char *value, tw_error_t *err)
 {
     char host[256];
@@ -453,10 +434,19 @@ static void describe_source(const setting_def_t *def,
     }
 }
 
-static void list_clear(char ***items, size_t *count)
+/* Frees a string a setting held; a secret one is zeroed first. */
+static void free_value(const setting_def_t *def, char *value)
+{
+    if (def->flags & SECRET)
+        tw_secret_free(value);
+    else
+        free(value);
+}
+
+static void list_clear(const setting_def_t *def, char ***items, size_t *count)
 {
     for (size_t k = 0; k < *count; k++)
-        free((*items)[k]);
+        free_value(def, (*items)[k]);
     free(*items);
     *items = NULL;
     *count = 0;
@@ -503,7 +493,7 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
         return false;
     }
     if (s->sources[index] != source)
-        list_clear(items, count);
+        list_clear(def, items, count);
     for (size_t n = 1;; n++) {
         size_t len, kept;
         const char *start;
@@ -529,11 +519,11 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
         if (!item)
             abort();
         if (def->check && !def->check(item, err)) {
-            free(item);
+            free_value(def, item);
             return false;
         }
         add_string(items, count, item);
-        free(item);
+        free_value(def, item);
         p += len;
         if (!*p)
             break;
@@ -567,7 +557,7 @@ static bool apply(tw_settings_t *s, size_t index, const char *value,
         }
         if (def->check && !def->check(value, &inner))
             goto bad;
-        free(*(char **)field);
+        free_value(def, *(char **)field);
         *(char **)field = strdup(value);
         break;
     case TYPE_INT: {
@@ -691,7 +681,7 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
     describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
     if (!tw_secret_read_file(s->slack_webhook_file, origin, &url, err))
         return false;
-    if (!check_webhook(url, &inner)) {
+    if (!tw_slack_check_url(url, &inner)) {
         tw_error_set(err, TW_ERR_USAGE, 0, "%s %s: %s", origin, s->slack_webhook_file,
                      inner.message);
         tw_secret_free(url);
@@ -819,7 +809,7 @@ static bool load_line(tw_settings_t *s, const char *origin, unsigned lineno, con
     if (!value)
         abort();
     ok = apply(s, (size_t)index, value, TW_SOURCE_FILE, origin, err);
-    free(value);
+    free_value(&table[index], value);
     return ok;
 }
 
@@ -882,6 +872,9 @@ static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t so
     }
     ok = tw_settings_load_text(s, path, text, len, err);
 out:
+    /* The file may hold secrets (TOKENWATCH_MONGO_URI=...). */
+    if (text)
+        explicit_bzero(text, len);
     free(text);
     fclose(f);
     return ok;
@@ -1066,9 +1059,9 @@ void tw_settings_release(tw_settings_t *s)
     for (size_t k = 0; k < TABLE_SIZE; k++) {
         if (table[k].type == TYPE_STRING) {
             char **field = (char **)((char *)s + table[k].offset);
-            free(*field);
+            free_value(&table[k], *field);
         } else if (table[k].type == TYPE_LIST) {
-            list_clear((char ***)((char *)s + table[k].offset),
+            list_clear(&table[k], (char ***)((char *)s + table[k].offset),
                        (size_t *)((char *)s + table[k].offset + sizeof(char **)));
         }
     }
@@ -1098,6 +1091,11 @@ size_t tw_settings_count(void)
 const char *tw_settings_env_name(size_t index)
 {
     return index < TABLE_SIZE ? table[index].env : NULL;
+}
+
+bool tw_settings_is_secret(size_t index)
+{
+    return index < TABLE_SIZE && (table[index].flags & SECRET);
 }
 
 void tw_settings_print_help(FILE *out)

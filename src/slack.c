@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "tokenwatch/log.h"
@@ -207,17 +206,22 @@ out_cleanup:
     curl_url_cleanup(u);
 }
 
-static bool webhook_url_ok(const char *url)
+bool tw_slack_check_url(const char *url, tw_error_t *err)
 {
     CURLU *u = curl_url();
     char *scheme = NULL;
     char *host = NULL;
-    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+    bool ok = u && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
               curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
               (strcmp(scheme, "https") == 0 || strcmp(scheme, "http") == 0) &&
               curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
               host[0] != '\0';
 
+    /* The URL is the secret: the message never quotes it. */
+    if (!ok)
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "not an http(s) URL with a host (expected "
+                     "https://hooks.slack.com/services/...)");
     curl_free(host);
     curl_free(scheme);
     curl_url_cleanup(u);
@@ -293,48 +297,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* Retry-After in seconds (Slack's form); an HTTP date is left to backoff. */
-static int64_t parse_retry_after(const char *value, size_t len)
-{
-    char text[32];
-    char *end;
-    long long secs;
-
-    while (len > 0 && (*value == ' ' || *value == '\t')) {
-        value++;
-        len--;
-    }
-    while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
-                       value[len - 1] == ' ' || value[len - 1] == '\t'))
-        len--;
-    if (len == 0 || len >= sizeof text || value[0] < '0' || value[0] > '9')
-        return -1;
-    memcpy(text, value, len);
-    text[len] = '\0';
-    errno = 0;
-    secs = strtoll(text, &end, 10);
-    if (errno || *end != '\0' || secs < 0)
-        return -1;
-    /* A day is more than any cap; the caller caps it anyway. */
-    if (secs > 86400)
-        secs = 86400;
-    return (int64_t)secs * 1000;
-}
-
-static size_t on_header(char *data, size_t size, size_t nitems, void *ud)
-{
-    static const char name[] = "retry-after:";
-    attempt_t *a = ud;
-    size_t n = size * nitems;
-
-    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
-        a->retry_after_ms = -1; /* a new response: forget an interim one's */
-    else if (n > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
-        a->retry_after_ms = parse_retry_after(data + sizeof name - 1,
-                                              n - (sizeof name - 1));
-    return n;
-}
-
 /*
  * True when tw_slack_stop's grace is over; otherwise shortens *wait_ms so
  * the caller looks again when it ends.
@@ -372,7 +334,6 @@ static void post_once(tw_slack_t *s, const message_t *m, attempt_t *a)
     curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)m->payload_len);
     curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, a);
-    curl_easy_setopt(s->curl, CURLOPT_HEADERDATA, a);
     curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, a->error);
     mc = curl_multi_add_handle(s->multi, s->curl);
     if (mc != CURLM_OK) {
@@ -409,8 +370,17 @@ static void post_once(tw_slack_t *s, const message_t *m, attempt_t *a)
         snprintf(a->error, sizeof a->error, "curl multi: %s",
                  curl_multi_strerror(mc));
     }
-    if (a->done && a->rc == CURLE_OK)
+    if (a->done && a->rc == CURLE_OK) {
+        curl_off_t wait_s = 0;
+
         curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &a->status);
+        /* libcurl reads both forms, delta-seconds and an HTTP-date; 0 when
+         * there is none, it cannot be read or its date is past. A day is
+         * more than any cap (deliver caps it at retry_cap_ms anyway). */
+        if (curl_easy_getinfo(s->curl, CURLINFO_RETRY_AFTER, &wait_s) == CURLE_OK &&
+            wait_s > 0)
+            a->retry_after_ms = wait_s > 86400 ? 86400000 : (int64_t)wait_s * 1000;
+    }
     curl_multi_remove_handle(s->multi, s->curl);
     /* The buffer belongs to this attempt: curl must not keep it. */
     curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
@@ -642,9 +612,7 @@ static bool init_curl(tw_slack_t *s)
          curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, s->request_timeout_ms) ==
              CURLE_OK &&
          curl_easy_setopt(s->curl, CURLOPT_USERAGENT, "tokenwatch") == CURLE_OK &&
-         curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
-         curl_easy_setopt(s->curl, CURLOPT_HEADERFUNCTION, on_header) ==
-             CURLE_OK;
+         curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK;
 #if LIBCURL_VERSION_NUM >= 0x075500
     ok = ok && curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https") ==
                    CURLE_OK;
@@ -683,11 +651,8 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
         tw_error_set(err, TW_ERR_USAGE, 0, "no Slack webhook URL");
         return NULL;
     }
-    /* The URL is the secret: no message quotes it. */
-    if (!webhook_url_ok(opts->webhook_url)) {
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "the Slack webhook is not an http(s) URL (expected "
-                     "https://hooks.slack.com/services/...)");
+    if (!tw_slack_check_url(opts->webhook_url, err)) {
+        tw_error_prefix(err, "the Slack webhook");
         return NULL;
     }
     if (opts->queue_max > QUEUE_MAX_LIMIT || opts->request_timeout_ms < 0 ||

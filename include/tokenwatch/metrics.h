@@ -28,8 +28,11 @@
 
 typedef enum { TW_METRIC_COUNTER = 0, TW_METRIC_GAUGE } tw_metric_type_t;
 
-/* Room for a label set of two labels whose values are Redis keys, escaped. */
-#define TW_METRICS_LABELS_MAX 1024
+/* A label value longer than this once escaped is shortened (tw_metrics_label). */
+#define TW_METRICS_VALUE_MAX 1024
+/* Room for a label set: one value of up to TW_METRICS_VALUE_MAX, escaped,
+ * and a few short labels (state="UNKNOWN"). */
+#define TW_METRICS_LABELS_MAX 2048
 
 typedef struct tw_metrics tw_metrics_t;
 
@@ -69,12 +72,20 @@ double tw_metrics_get(tw_metrics_t *m, const char *name, const char *labels);
 
 /*
  * Writes `name="value"` into out (n bytes), the value escaped as the
- * exposition format wants (\\, \", \n). false (and out "") when name is not
- * a valid label name or the result does not fit: a cut label would merge
- * series or break the scrape, so nothing partial is ever written.
+ * exposition format wants (\\, \", \n). A value over TW_METRICS_VALUE_MAX
+ * bytes once escaped (a Redis key can be any length) is shortened, stably:
+ * its first 128 bytes (never cut inside a UTF-8 character), "…" (U+2026)
+ * and the first 16 hex digits of the SHA-256 of the whole value, so each
+ * key keeps a series of its own. A value already ending in "…" and 16 hex
+ * digits is shortened too, so no key can take another's series. false (and
+ * out "") when name is not a valid label name or the result does not fit:
+ * a cut label would merge series or break the scrape, so nothing partial is
+ * ever written.
  */
 bool tw_metrics_label(char *out, size_t n, const char *name,
                       const char *value);
+/* Whether tw_metrics_label shows value shortened. */
+bool tw_metrics_label_shortened(const char *value);
 /* The same, appended to the label set already in out, after a comma when
  * out is not empty. On false, out is left as it was. */
 bool tw_metrics_label_append(char *out, size_t n, const char *name,

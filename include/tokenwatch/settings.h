@@ -111,6 +111,9 @@ bool tw_settings_load_text(tw_settings_t *s, const char *origin,
  * flag-only setting). */
 size_t tw_settings_count(void);
 const char *tw_settings_env_name(size_t index);
+/* Whether the setting at index is marked secret (a password, a URL that is
+ * one): tw_settings_release zeroes its value before freeing it. */
+bool tw_settings_is_secret(size_t index);
 
 /* Prints the option list generated from the table. */
 void tw_settings_print_help(FILE *out);

@@ -117,6 +117,14 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms);
 bool tw_slack_read_webhook_file(const char *path, char **url, tw_error_t *err);
 
 /*
+ * The one check of a webhook URL, used by the settings load and by
+ * tw_slack_start: http:// or https:// (any case) with a host, as libcurl's
+ * URL parser reads it; any host, port, path and query. Anything else is a
+ * TW_ERR_USAGE error whose message never quotes the URL (it is the secret).
+ */
+bool tw_slack_check_url(const char *url, tw_error_t *err);
+
+/*
  * The URL reduced to scheme, host and port, for logs:
  * "https://hooks.slack.com/services/T/B/X" -> "https://hooks.slack.com/…".
  * Any user name or password is left out. What cannot be parsed becomes

@@ -11,6 +11,7 @@
 
 #include "fixture.h"
 #include "guarded.h"
+#include "tokenwatch/metrics.h"
 
 #define T0 1700000000u
 #define HOUR 3600
@@ -364,6 +365,92 @@ Test(guard, metrics_are_scraped_with_the_right_values)
         free(out);
         free(err);
     }
+}
+
+/*
+ * Issue 10: a guarded key too long for a label wrote the series without the
+ * key (and two such keys shared it). Keys of 1,000 bytes are shown whole;
+ * two of 3,000 bytes that differ only in their last byte each get a series
+ * of their own, labelled as tw_metrics_label shortens them, said once each.
+ */
+static size_t count_of(const char *text, const char *what)
+{
+    size_t n = 0;
+
+    for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+static char *long_key(size_t len, char last)
+{
+    char *key = malloc(len + 1);
+
+    cr_assert_not_null(key);
+    memcpy(key, "billing:", 8);
+    for (size_t k = 8; k < len; k++)
+        key[k] = (char)('a' + k % 26);
+    key[len - 1] = last;
+    key[len] = '\0';
+    return key;
+}
+
+Test(guard, a_key_too_long_for_a_label_gets_its_own_series)
+{
+    th_proc_t p;
+    int port = th_free_port();
+    char *k1000 = long_key(1000, '1');
+    char *k3000a = long_key(3000, 'a');
+    char *k3000b = long_key(3000, 'b');
+    char label_a[TW_METRICS_LABELS_MAX], label_b[TW_METRICS_LABELS_MAX];
+    char series[TW_METRICS_LABELS_MAX + 128];
+    const char *more[] = {"--guard", k1000, "--guard", k3000a, "--guard", k3000b, NULL};
+    char *metrics, *err;
+    long status;
+
+    fx_start(&fx, WEEKEND);
+    fx_webhook_start(&fx, &hook);
+    fx_set_key_time(&fx, OTHER_KEY, T0 - 30 * HOUR);
+    fx_set_key_time(&fx, k1000, T0 - 30 * HOUR);
+    fx_set_key_time(&fx, k3000a, T0 - 30 * HOUR);
+    fx_set_key_time(&fx, k3000b, T0 - 30 * HOUR);
+    spawn_guarding(&p, port, more);
+
+    snprintf(series, sizeof series, "tokenwatch_token_state{key=\"%s\",state=\"WARN\"}", k1000);
+    th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "the 1,000-byte key, whole");
+    th_sleep_ms(300); /* rounds of 100 ms: every key measured */
+    metrics = fx_http(port, "GET", "/metrics", NULL, &status);
+    cr_assert_eq(status, 200);
+    cr_expect_null(strstr(metrics, "tokenwatch_token_state{state="),
+                   "a token_state series without its key");
+    cr_expect_null(strstr(metrics, "\ntokenwatch_token_headroom_seconds "),
+                   "a headroom series without its key");
+    cr_expect_null(strstr(metrics, "\ntokenwatch_token_time_left_seconds "),
+                   "a time-left series without its key");
+    free(metrics);
+
+    cr_assert(tw_metrics_label(label_a, sizeof label_a, "key", k3000a));
+    cr_assert(tw_metrics_label(label_b, sizeof label_b, "key", k3000b));
+    cr_expect_str_neq(label_a, label_b, "two keys, two labels");
+    snprintf(series, sizeof series, "tokenwatch_token_state{%s,state=\"WARN\"}", label_a);
+    th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "%s", series);
+    snprintf(series, sizeof series, "tokenwatch_token_state{%s,state=\"WARN\"}", label_b);
+    th_assert_dump(fx_wait_metric(port, series, 1, 10000), p.err_path, "%s", series);
+    snprintf(series, sizeof series, "tokenwatch_token_headroom_seconds{%s}", label_b);
+    cr_expect(!isnan(fx_metric(port, series)), "%s", series);
+
+    /* Several rounds later, each shortened key was told about once. */
+    bson_free(fx_post_events(&fx, 1));
+    th_sleep_ms(500);
+    err = th_proc_stderr(&p);
+    cr_expect_eq(count_of(err, "too long for a metric label"), 2, "told once per key:\n%.2000s",
+                 err);
+    free(err);
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0);
+    free(k1000);
+    free(k3000a);
+    free(k3000b);
 }
 
 Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)

@@ -21,8 +21,12 @@ Control (JSON in and out):
                                           {"status": 400, "body": "no_text"}],
                             "then": 200}
         each delivery takes the next response; "hang": seconds to wait
-        before answering (with "status", default 200); after the list,
-        "then" (default 200) answers every delivery.
+        before answering (with "status", default 200); "retry_after": a
+        Retry-After header in seconds, as given; "retry_after_date": a
+        Retry-After header as an HTTP-date (IMF-fixdate, "Sun, 06 Nov 1994
+        08:49:37 GMT") that many seconds from now, rounded up to the whole
+        second (negative: in the past); after the list, "then" (default 200)
+        answers every delivery.
     GET  /control/received  the list of recorded deliveries, oldest first
     POST /control/reset     forget the script and the deliveries
 
@@ -33,7 +37,9 @@ Standard library only.
 """
 
 import argparse
+import email.utils
 import json
+import math
 import os
 import signal
 import socket
@@ -226,6 +232,9 @@ class Handler(BaseHTTPRequestHandler):
         headers = {}
         if "retry_after" in response:
             headers["Retry-After"] = str(response["retry_after"])
+        if "retry_after_date" in response:
+            when = math.ceil(time.time() + float(response["retry_after_date"]))
+            headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
         body_out = response.get("body", DEFAULT_REPLIES.get(status, "error"))
         self.reply(status, body_out, headers=headers)
 

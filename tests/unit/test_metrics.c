@@ -464,6 +464,106 @@ Test(metrics, label_append_builds_a_set)
     tw_metrics_free(m);
 }
 
+/*
+ * Issue 10: a guarded key too long for a label still gets a series of its
+ * own. Up to 1024 bytes (escaped) a value is shown whole; above, as its
+ * first 128 bytes, "…" and 16 hex digits of the SHA-256 of the whole value,
+ * never "" (which wrote the series without the key).
+ */
+static char *repeat(const char *unit, size_t times)
+{
+    size_t len = strlen(unit);
+    char *out = malloc(len * times + 1);
+
+    cr_assert_not_null(out);
+    for (size_t k = 0; k < times; k++)
+        memcpy(out + k * len, unit, len);
+    out[len * times] = '\0';
+    return out;
+}
+
+/* Builds key=<value>,state="OK" as the monitor does; the registry must take
+ * it as a series of its own. */
+static void expect_own_series(tw_metrics_t *m, const char *labels)
+{
+    char with_state[TW_METRICS_LABELS_MAX];
+
+    cr_assert_gt(strlen(labels), 0, "a label, not \"\"");
+    memcpy(with_state, labels, strlen(labels) + 1);
+    cr_assert(tw_metrics_label_append(with_state, sizeof with_state, "state", "OK"),
+              "room for the state label");
+    cr_expect(tw_metrics_set(m, STATE, with_state, 1), "the registry takes %.60s...",
+              with_state);
+}
+
+Test(metrics, a_value_too_long_for_a_label_is_shortened_never_dropped)
+{
+    char labels[TW_METRICS_LABELS_MAX];
+    char again[TW_METRICS_LABELS_MAX];
+    char other[TW_METRICS_LABELS_MAX];
+    char *a5000 = repeat("a", 5000);
+    char *a4999b = repeat("a", 5000);
+    char *a1024 = repeat("a", 1024);
+    char *a1025 = repeat("a", 1025);
+    char *quotes = repeat("\"", 600);
+    char *euros = repeat("\xe2\x82\xac", 400);
+    char *expected;
+    tw_metrics_t *m = tw_metrics_new();
+
+    cr_assert(tw_metrics_declare(m, STATE, TW_METRIC_GAUGE, "S."));
+
+    /* The exact form, so it stays stable across versions. */
+    expected = malloc(8 + 128 + 3 + 16 + 2);
+    snprintf(expected, 8 + 128 + 3 + 16 + 2, "key=\"%.128s\xe2\x80\xa6" "c526c6222044dab5\"",
+             a5000);
+    cr_assert(tw_metrics_label(labels, sizeof labels, "key", a5000));
+    cr_expect_str_eq(labels, expected);
+    cr_assert(tw_metrics_label(again, sizeof again, "key", a5000));
+    cr_expect_str_eq(again, labels, "the same key, the same label");
+    expect_own_series(m, labels);
+
+    /* Two keys that differ only past the prefix: two series. */
+    a4999b[4999] = 'b';
+    cr_assert(tw_metrics_label(other, sizeof other, "key", a4999b));
+    cr_expect_str_neq(other, labels, "two keys, one series");
+    expect_own_series(m, other);
+
+    /* At the cap a value is whole; one byte over, shortened. */
+    cr_assert(tw_metrics_label(labels, sizeof labels, "key", a1024));
+    cr_expect_eq(strlen(labels), 1024 + 6, "whole: %zu bytes", strlen(labels));
+    expect_own_series(m, labels);
+    cr_assert(tw_metrics_label(labels, sizeof labels, "key", a1025));
+    cr_expect_eq(strlen(labels), 6 + 128 + 3 + 16, "shortened: %zu bytes", strlen(labels));
+    expect_own_series(m, labels);
+
+    /* Escapes count: 600 quotes are 1200 bytes escaped. */
+    cr_assert(tw_metrics_label(labels, sizeof labels, "key", quotes));
+    cr_expect(strstr(labels, "\xe2\x80\xa6") != NULL, "shortened: %.60s", labels);
+    expect_own_series(m, labels);
+
+    /* The prefix is never cut inside a character (the scrape would fail). */
+    cr_assert(tw_metrics_label(labels, sizeof labels, "key", euros));
+    cr_expect_eq(strlen(labels), 6 + 126 + 3 + 16, "42 whole euro signs: %zu bytes",
+                 strlen(labels));
+    expect_own_series(m, labels);
+
+    /* A short key that looks like a shortened one is shortened too, so it
+     * cannot take another key's series. */
+    cr_assert(tw_metrics_label(labels, sizeof labels, "key",
+                               "x\xe2\x80\xa6" "0123456789abcdef"));
+    cr_expect_str_neq(labels, "key=\"x\xe2\x80\xa6" "0123456789abcdef\"");
+    expect_own_series(m, labels);
+
+    free(expected);
+    free(a5000);
+    free(a4999b);
+    free(a1024);
+    free(a1025);
+    free(quotes);
+    free(euros);
+    tw_metrics_free(m);
+}
+
 /* ----------------------------------------------------------- threads */
 
 #define WRITERS 4

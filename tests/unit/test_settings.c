@@ -800,3 +800,114 @@ Test(settings, parses_config_text_from_a_buffer)
         tw_settings_release(&s);
     }
 }
+
+/*
+ * Issue 10: secrets are zeroed before their memory is given back. The unit
+ * binary is linked with -Wl,--wrap=tw_secret_free (Makefile), so every call
+ * lands here first and the test can list what went through the wipe.
+ */
+void __real_tw_secret_free(char *secret);
+void __wrap_tw_secret_free(char *secret);
+
+#define WIPED_MAX 64
+static char *wiped[WIPED_MAX];
+static size_t wiped_count;
+
+void __wrap_tw_secret_free(char *secret)
+{
+    if (secret && wiped_count < WIPED_MAX)
+        wiped[wiped_count++] = strdup(secret);
+    __real_tw_secret_free(secret);
+}
+
+static bool was_wiped(const char *secret)
+{
+    for (size_t k = 0; k < wiped_count; k++)
+        if (strcmp(wiped[k], secret) == 0)
+            return true;
+    return false;
+}
+
+static void temp_file(char path[64], const char *text)
+{
+    FILE *f;
+
+    snprintf(path, 64, "/tmp/tw-secret-XXXXXX");
+    close(mkstemp(path));
+    f = fopen(path, "w");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A value for every secret setting of the table, and what each leaves in
+ * tw_settings_t that must be wiped. */
+static const struct {
+    const char *env;
+    const char *value;
+    const char *kept[2];
+} secret_cases[] = {
+    {"TOKENWATCH_MONGO_URI", "mongodb://tw:MongoPw1@db1/?replicaSet=rs0",
+     {"mongodb://tw:MongoPw1@db1/?replicaSet=rs0"}},
+    {"TOKENWATCH_REDIS_URL", "redis://app:RedisPw1@cache:6379/0",
+     {"redis://app:RedisPw1@cache:6379/0"}},
+    {"TOKENWATCH_SHARD_URI",
+     "shard0=mongodb://tw:ShardPw1@a:1/?replicaSet=shard0 "
+     "shard1=mongodb://tw:ShardPw2@b:2/?replicaSet=shard1",
+     {"shard0=mongodb://tw:ShardPw1@a:1/?replicaSet=shard0",
+      "shard1=mongodb://tw:ShardPw2@b:2/?replicaSet=shard1"}},
+    {"TOKENWATCH_SLACK_WEBHOOK", "https://hooks.slack.com/services/T/B/HookEnv1",
+     {"https://hooks.slack.com/services/T/B/HookEnv1"}},
+};
+
+Test(settings, release_wipes_every_secret_value)
+{
+    char config[64], webhook[64], password[64];
+    char env[sizeof secret_cases / sizeof secret_cases[0] + 1][256];
+    const char *envp[sizeof env / sizeof env[0] + 1] = {NULL};
+    const char *argv[] = {"--config", config, "--slack-webhook-file", webhook,
+                          "--redis-password-file", password};
+    size_t n = sizeof secret_cases / sizeof secret_cases[0];
+    tw_settings_t s;
+    tw_error_t err;
+
+    /* Every secret setting of the table has a case here. */
+    for (size_t k = 0; k < tw_settings_count(); k++) {
+        bool covered = false;
+
+        if (!tw_settings_is_secret(k))
+            continue;
+        for (size_t c = 0; c < n; c++)
+            covered = covered || strcmp(tw_settings_env_name(k), secret_cases[c].env) == 0;
+        cr_expect(covered, "secret setting %s has no case", tw_settings_env_name(k));
+    }
+    for (size_t c = 0; c < n; c++) {
+        snprintf(env[c], sizeof env[c], "%s=%s", secret_cases[c].env, secret_cases[c].value);
+        envp[c] = env[c];
+    }
+    /* Copies the settings make: a file value the environment replaces, the
+     * webhook and the password read from their files. */
+    temp_file(config, "TOKENWATCH_MONGO_URI=mongodb://tw:FilePw0@db0/?replicaSet=rs0\n");
+    temp_file(webhook, "https://hooks.slack.com/services/T/B/HookFile2\n");
+    temp_file(password, "RedisFilePw3\n");
+
+    wiped_count = 0;
+    memset(&s, 0, sizeof s);
+    cr_assert(tw_settings_load(&s, 6, argv, envp, &err), "%s", err.message);
+    tw_settings_release(&s);
+    unlink(config);
+    unlink(webhook);
+    unlink(password);
+
+    for (size_t c = 0; c < n; c++)
+        for (size_t k = 0; k < 2 && secret_cases[c].kept[k]; k++)
+            cr_expect(was_wiped(secret_cases[c].kept[k]), "%s: %s freed without a wipe",
+                      secret_cases[c].env, secret_cases[c].kept[k]);
+    cr_expect(was_wiped("mongodb://tw:FilePw0@db0/?replicaSet=rs0"),
+              "the config file's Mongo URI, replaced, freed without a wipe");
+    cr_expect(was_wiped("https://hooks.slack.com/services/T/B/HookFile2"),
+              "the webhook read from its file freed without a wipe");
+    cr_expect(was_wiped("RedisFilePw3"), "the Redis password freed without a wipe");
+    for (size_t k = 0; k < wiped_count; k++)
+        free(wiped[k]);
+}
