@@ -3,20 +3,16 @@
 #include <bson/bson.h>
 #include <ctype.h>
 #include <errno.h>
-#include <mongoc/mongoc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "tokenwatch/checks.h"
 #include "tokenwatch/duration.h"
-#include "tokenwatch/shards.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/redact.h"
-#include "tokenwatch/http.h"
-#include "tokenwatch/redis.h"
 #include "tokenwatch/secret.h"
-#include "tokenwatch/slack.h"
 #include "tokenwatch/spec.h"
 
 typedef enum {
@@ -52,16 +48,12 @@ typedef struct {
 } setting_def_t;
 
 static bool check_name(const char *value, tw_error_t *err);
-static bool check_mongo_uri(const char *value, tw_error_t *err);
 static bool check_pipeline(const char *value, tw_error_t *err);
-static bool check_redis_url(const char *value, tw_error_t *err);
 static bool check_until(const char *value, tw_error_t *err);
 static bool check_not_empty(const char *value, tw_error_t *err);
 static void add_string(char ***list, size_t *count, const char *text);
-static bool check_metrics_addr(const char *value, tw_error_t *err);
 static bool check_spec(const char *value, tw_error_t *err);
 static bool check_fallback_spec(const char *value, tw_error_t *err);
-static bool check_shard_uri(const char *value, tw_error_t *err);
 static bool check_missing_policy(const char *value, tw_error_t *err);
 
 static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
@@ -88,7 +80,7 @@ static const setting_def_t table[] = {
      F(environment), check_name},
     {"mongo-uri", "TOKENWATCH_MONGO_URI", TYPE_STRING, 0, 0, NULL,
      "mongodb://127.0.0.1:27017/?replicaSet=rs0", "URI",
-     "the deployment to follow", SECRET, F(mongo_uri), check_mongo_uri},
+     "the deployment to follow", SECRET, F(mongo_uri), tw_check_mongo_uri},
     {"mongo-uri-file", "TOKENWATCH_MONGO_URI_FILE", TYPE_STRING, 0, 0, NULL, NULL, "FILE",
      "read --mongo-uri from this file (a mounted secret); wins over --mongo-uri", 0,
      F(mongo_uri_file), check_not_empty},
@@ -115,7 +107,7 @@ static const setting_def_t table[] = {
      "redis://127.0.0.1:6379/0", "URL",
      "where checkpoints live: redis://[user:password@]host:port/db or "
      "unix:///path.sock?db=N",
-     SECRET, F(redis_url), check_redis_url},
+     SECRET, F(redis_url), tw_check_redis_url},
     {"accept-store-risk", "TOKENWATCH_ACCEPT_STORE_RISK", TYPE_BOOL, 0, 0, NULL, "false", "",
      "start in a protected environment even though the Redis can lose "
      "checkpoints (no persistence, allkeys-* eviction, a replica)",
@@ -174,10 +166,10 @@ static const setting_def_t table[] = {
      "on a sharded cluster, read this shard's oplog window with this URI "
      "instead of the router's credentials and listShards' hosts (repeatable; "
      "the environment takes a space-separated list)",
-     SECRET | SPACED, F(shard_uri), check_shard_uri},
+     SECRET | SPACED, F(shard_uri), tw_check_shard_uri},
     {"slack-webhook", "TOKENWATCH_SLACK_WEBHOOK", TYPE_STRING, 0, 0, NULL,
      NULL, "URL", "Slack incoming webhook; without one alerts are only logged",
-     SECRET, F(slack_webhook), tw_slack_check_url},
+     SECRET, F(slack_webhook), tw_check_webhook_url},
     {"slack-webhook-file", "TOKENWATCH_SLACK_WEBHOOK_FILE", TYPE_STRING, 0, 0,
      NULL, NULL, "FILE", "read the Slack webhook URL from this file", 0,
      F(slack_webhook_file), check_not_empty},
@@ -188,7 +180,7 @@ static const setting_def_t table[] = {
     {"metrics-addr", "TOKENWATCH_METRICS_ADDR", TYPE_STRING, 0, 0, NULL,
      "127.0.0.1:9470", "HOST:PORT",
      "serve /healthz, /readyz and Prometheus /metrics here; off disables", 0,
-     F(metrics_addr), check_metrics_addr},
+     F(metrics_addr), tw_check_metrics_addr},
     {"on-token-lost", "TOKENWATCH_ON_TOKEN_LOST", TYPE_ENUM, 0, 0, on_lost_choices,
      "fail", "POLICY",
      "when the resume point is gone: fail (alert, exit 3) or fallback (alert, "
@@ -266,25 +258,6 @@ static bool check_not_empty(const char *value, tw_error_t *err)
     return false;
 }
 
-static bool check_mongo_uri(const char *value, tw_error_t *err)
-{
-    bson_error_t berr;
-    mongoc_uri_t *uri = mongoc_uri_new_with_error(value, &berr);
-    char shown[512];
-
-    if (uri) {
-        mongoc_uri_destroy(uri);
-        return true;
-    }
-    tw_redact_url(value, shown, sizeof shown);
-    /* libmongoc's message may quote the URI: do not pass it on. */
-    tw_error_set(err, TW_ERR_USAGE, 0,
-                 "'%s' is not a MongoDB connection string (mongodb://host:port/"
-                 "?replicaSet=NAME or mongodb+srv://...)",
-                 shown);
-    return false;
-}
-
 static bool check_missing_policy(const char *value, tw_error_t *err)
 {
     tw_error_t inner;
@@ -294,27 +267,6 @@ static bool check_missing_policy(const char *value, tw_error_t *err)
         return true;
     tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is not now, oldest, fail or a SPEC", value);
     return false;
-}
-
-static bool check_shard_uri(const char *value, tw_error_t *err)
-{
-    const char *eq = strchr(value, '=');
-    char name[TW_SHARD_NAME_MAX];
-
-    size_t name_len = eq ? (size_t)(eq - value) : 0;
-
-    if (!eq || name_len == 0 || name_len >= sizeof name ||
-        strcspn(value, ":/?@") < name_len) {
-        char shown[512];
-
-        tw_redact_url(value, shown, sizeof shown);
-        tw_error_set(err, TW_ERR_USAGE, 0,
-                     "'%s' is not NAME=URI (a shard's name as listShards gives "
-                     "it, then its connection string)",
-                     shown);
-        return false;
-    }
-    return check_mongo_uri(eq + 1, err);
 }
 
 static bool check_pipeline(const char *value, tw_error_t *err)
@@ -354,15 +306,6 @@ out_free_json:
     return ok;
 }
 
-static bool check_redis_url(const char *value, tw_error_t *err)
-{
-    tw_redis_url_t url;
-    bool ok = tw_redis_url_parse(value, &url, err);
-
-    tw_redis_url_release(&url);
-    return ok;
-}
-
 static bool check_until(const char *value, tw_error_t *err)
 {
     tw_spec_t spec;
@@ -379,15 +322,6 @@ static bool check_until(const char *value, tw_error_t *err)
     }
     tw_spec_clear(&spec);
     return true;
-}
-
-static bool check_metrics_addr(const char *value, tw_error_t *err)
-{
-    char host[256];
-    int port;
-
-    return strcmp(value, "off") == 0 ||
-           tw_http_parse_addr(value, host, sizeof host, &port, err);
 }
 
 static bool check_spec(const char *value, tw_error_t *err)
@@ -654,7 +588,7 @@ static bool load_mongo_uri_file(tw_settings_t *s, tw_error_t *err)
 
     if (!tw_secret_read_file(s->mongo_uri_file, "--mongo-uri-file", &uri, err))
         return false;
-    if (!check_mongo_uri(uri, &inner)) {
+    if (!tw_check_mongo_uri(uri, &inner)) {
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "--mongo-uri-file %s does not hold a MongoDB connection string",
                      s->mongo_uri_file);
@@ -681,7 +615,7 @@ static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
     describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
     if (!tw_secret_read_file(s->slack_webhook_file, origin, &url, err))
         return false;
-    if (!tw_slack_check_url(url, &inner)) {
+    if (!tw_check_webhook_url(url, &inner)) {
         tw_error_set(err, TW_ERR_USAGE, 0, "%s %s: %s", origin, s->slack_webhook_file,
                      inner.message);
         tw_secret_free(url);
@@ -713,14 +647,12 @@ static bool check_redis_user(const tw_settings_t *s, tw_error_t *err)
 {
     size_t index = 0;
     char origin[160];
-    tw_redis_url_t url;
     tw_error_t inner;
     bool ok;
 
     while (table[index].offset != F(redis_url))
         index++;
-    ok = tw_redis_url_load(s->redis_url, s->redis_password, &url, &inner);
-    tw_redis_url_release(&url);
+    ok = tw_check_redis_login(s->redis_url, s->redis_password, &inner);
     if (!ok) {
         describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
         tw_error_set(err, TW_ERR_USAGE, 0, "bad value for %s: %s", origin, inner.message);

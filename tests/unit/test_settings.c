@@ -911,3 +911,25 @@ Test(settings, release_wipes_every_secret_value)
     for (size_t k = 0; k < wiped_count; k++)
         free(wiped[k]);
 }
+
+/* settings.c stays pure: the checks that need a library live in checks.c,
+ * so the table can be loaded and tested without curl, libmongoc, metrics,
+ * HTTP or Redis. */
+Test(settings, the_table_includes_no_library_of_io)
+{
+    static const char *const banned[] = {"<curl/", "<mongoc/", "<hiredis/", "<microhttpd",
+                                         "tokenwatch/metrics.h", "tokenwatch/http.h",
+                                         "tokenwatch/redis.h", "tokenwatch/slack.h",
+                                         "tokenwatch/shards.h"};
+    char path[512], line[512];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/src/settings.c", TW_SOURCE_DIR);
+    f = fopen(path, "r");
+    cr_assert(f, "%s", path);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "#include", 8) == 0)
+            for (size_t k = 0; k < sizeof banned / sizeof banned[0]; k++)
+                cr_expect(strstr(line, banned[k]) == NULL, "settings.c: %s", line);
+    fclose(f);
+}
