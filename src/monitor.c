@@ -11,6 +11,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/notify.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/utf8.h"
 
@@ -409,20 +410,11 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
         TW_INFO("alert: %s", text);
     else
         TW_WARN("alert: %s", text);
-    if (m->opts.slack) {
-        char *payload = tw_alert_slack_payload(&a);
+    if (tw_notify_any(m->opts.notifiers)) {
         char summary[TW_KEY_MAX + 32];
 
         tw_utf8_format(summary, sizeof summary, "%s %s", g->key, tw_state_name(g->state));
-        if (payload) {
-            tw_slack_enqueue(m->opts.slack, payload, summary);
-        } else {
-            /* Never skipped in silence: logged and counted. */
-            TW_ERROR("the Slack alert for %s could not be built: it is NOT sent; counted in "
-                     "tokenwatch_records_failed_total", summary);
-            tw_metrics_add(m->opts.metrics, "tokenwatch_records_failed_total", NULL, 1);
-        }
-        bson_free(payload);
+        tw_notify(m->opts.notifiers, &a, summary);
     }
     bson_free(text);
 }

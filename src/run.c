@@ -16,6 +16,7 @@
 #include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
+#include "tokenwatch/notify.h"
 #include "tokenwatch/oplog.h"
 #include "tokenwatch/recover.h"
 #include "tokenwatch/redis.h"
@@ -109,6 +110,7 @@ typedef struct {
     tw_metrics_t *metrics;
     tw_http_t *http;
     tw_slack_t *slack;
+    tw_notify_list_t notifiers; /* the alert channels: Slack when configured */
     tw_monitor_t *monitor;
 
     /* Held by the main thread except inside MongoDB calls (stop.h). */
@@ -616,8 +618,8 @@ static void own_alert(runner_t *r, tw_alert_t *a, tw_state_t state, const char *
     a->now_ms = tw_clock_wall_ms(r->clock);
 }
 
-/* A record or alert that could not be built is an error, logged and counted,
- * never skipped in silence. */
+/* A record that could not be built is an error, logged and counted, never
+ * skipped in silence. */
 static void record_failed(runner_t *r, const char *what)
 {
     TW_ERROR("%s could not be built (is some text in it not UTF-8?): it is NOT "
@@ -625,19 +627,10 @@ static void record_failed(runner_t *r, const char *what)
     tw_metrics_add(r->metrics, "tokenwatch_records_failed_total", NULL, 1);
 }
 
-/* Queues the alert's Slack payload; false (logged and counted) when it
- * could not be built. */
+/* Queues the alert on every channel; false when none took it. */
 static bool enqueue_alert(runner_t *r, const tw_alert_t *a, const char *summary)
 {
-    char *payload = tw_alert_slack_payload(a);
-
-    if (!payload) {
-        record_failed(r, "the Slack alert");
-        return false;
-    }
-    tw_slack_enqueue(r->slack, payload, summary);
-    bson_free(payload);
-    return true;
+    return tw_notify(&r->notifiers, a, summary) > 0;
 }
 
 /* Sends the LOST alert and waits for Slack's answer; true when it took it
@@ -1555,6 +1548,7 @@ static bool start_services(runner_t *r, tw_error_t *err)
         r->slack = tw_slack_start(&opts, err);
         if (!r->slack)
             goto out;
+        tw_notify_list_slack(&r->notifiers, r->metrics, r->slack);
         tw_slack_redact(webhook, shown, sizeof shown);
         TW_INFO("alerts go to the Slack webhook %s", shown);
     } else {
@@ -1575,7 +1569,7 @@ static bool start_monitor(runner_t *r, tw_error_t *err)
     opts.pool = r->pool;
     opts.redis_url = &r->redis_url;
     opts.metrics = r->metrics;
-    opts.slack = r->slack;
+    opts.notifiers = &r->notifiers;
     opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
     opts.own_missing_is_unknown = false;
     opts.alerts = true;

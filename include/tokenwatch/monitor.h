@@ -16,6 +16,7 @@
 #include "tokenwatch/error.h"
 #include "tokenwatch/guard.h"
 #include "tokenwatch/metrics.h"
+#include "tokenwatch/notify.h"
 #include "tokenwatch/oplog.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/settings.h"
@@ -59,7 +60,7 @@ typedef struct {
     mongoc_client_pool_t *pool;     /* a client is popped for the monitor */
     const tw_redis_url_t *redis_url;
     tw_metrics_t *metrics; /* may be NULL */
-    tw_slack_t *slack;     /* may be NULL: alerts are only logged */
+    const tw_notify_list_t *notifiers; /* borrowed, may be NULL: alerts are only logged */
     /* Failed rounds in a row before tokens are UNKNOWN: 3 for the watcher,
      * 1 for a one-shot status. */
     unsigned unknown_after;
