@@ -13,6 +13,7 @@
 #include "tokenwatch/follow.h"
 #include "tokenwatch/http.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
@@ -739,7 +740,7 @@ static void begin_recovery(runner_t *r, const char *source, tw_start_kind_t kind
     tw_checkpoint_release(&r->position);
     tw_checkpoint_init(&r->position);
     r->position.events = r->committed.events;
-    r->position.scope = strdup(r->scope);
+    r->position.scope = tw_strdup(r->scope);
     r->dirty = false;
 }
 
@@ -1537,7 +1538,7 @@ static bool start_services(runner_t *r, tw_error_t *err)
     }
     /* --slack-webhook-file was read and checked with the settings. */
     if (s->slack_webhook)
-        webhook = strdup(s->slack_webhook);
+        webhook = tw_strdup(s->slack_webhook);
     if (webhook) {
         tw_slack_opts_t opts;
         char shown[256];
@@ -1853,7 +1854,7 @@ static int prepare(runner_t *r, FILE *out)
         r->position.events = r->committed.events;
     }
     if (!r->position.scope)
-        r->position.scope = strdup(r->scope);
+        r->position.scope = tw_strdup(r->scope);
     return -1;
 }
 
