@@ -1,7 +1,6 @@
 #include "tokenwatch/slack.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <time.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/secret.h"
 #include "tokenwatch/retry.h"
 
@@ -243,16 +243,10 @@ static const char *secret_part(const char *url)
 
 static message_t *message_new(const char *payload, const char *summary)
 {
-    message_t *m = calloc(1, sizeof *m);
+    message_t *m = tw_calloc(1, sizeof *m);
 
-    if (!m)
-        return NULL;
     m->payload_len = strlen(payload);
-    m->payload = malloc(m->payload_len + 1);
-    if (!m->payload) {
-        free(m);
-        return NULL;
-    }
+    m->payload = tw_malloc(m->payload_len + 1);
     memcpy(m->payload, payload, m->payload_len + 1);
     copy_utf8(m->summary, sizeof m->summary, summary ? summary : "alert");
     make_printable(m->summary);
@@ -663,12 +657,8 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
                      QUEUE_MAX_LIMIT);
         return NULL;
     }
-    s = calloc(1, sizeof *s);
-    if (!s)
-        goto out_no_memory;
-    s->url = strdup(opts->webhook_url);
-    if (!s->url)
-        goto out_no_memory;
+    s = tw_calloc(1, sizeof *s);
+    s->url = tw_strdup(opts->webhook_url);
     s->secret = secret_part(s->url);
     tw_slack_redact(s->url, s->endpoint, sizeof s->endpoint);
     s->queue_max = opts->queue_max ? opts->queue_max : DEFAULT_QUEUE_MAX;
@@ -691,9 +681,7 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
     }
     s->on_result = opts->on_result;
     s->ctx = opts->ctx;
-    s->ring = calloc(s->queue_max, sizeof *s->ring);
-    if (!s->ring)
-        goto out_no_memory;
+    s->ring = tw_calloc(s->queue_max, sizeof *s->ring);
     if (!init_sync(s)) {
         tw_error_set(err, TW_ERR_SYSTEM, 0,
                      "Slack sender: cannot create its lock");
@@ -714,8 +702,6 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
     TW_DEBUG("Slack sender started for %s (queue %zu, %u tries per alert)",
              s->endpoint, s->queue_max, s->max_attempts);
     return s;
-out_no_memory:
-    tw_error_set(err, TW_ERR_SYSTEM, ENOMEM, "Slack sender: out of memory");
 out_free:
     slack_free(s);
     return NULL;
@@ -731,15 +717,6 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
     if (!s || !payload_json)
         return;
     m = message_new(payload_json, summary);
-    if (!m) {
-        pthread_mutex_lock(&s->lock);
-        s->stats.dropped++;
-        pthread_mutex_unlock(&s->lock);
-        TW_WARN("Slack alert '%s' dropped: out of memory",
-                summary ? summary : "alert");
-        report(s, TW_SLACK_DROPPED);
-        return;
-    }
     /* Once queued, m is the sender's (or the next enqueue's) to free. */
     memcpy(newest, m->summary, sizeof newest);
     pthread_mutex_lock(&s->lock);
