@@ -1693,6 +1693,7 @@ static void teardown(runner_t *r)
     tw_stop_watch_leave(r->watch);
     tw_stop_watch_free(r->watch);
     tw_slack_stop(r->slack, ALERT_GRACE_MS);
+    tw_slack_free(r->slack);
     tw_http_free(r->http);
     tw_metrics_free(r->metrics);
     redisFree(r->redis);

@@ -78,6 +78,7 @@ struct tw_slack {
     tw_outage_t outage;
 
     bool sync_ready; /* lock and conditions initialised */
+    bool running;    /* thread started and not yet joined */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake; /* to the sender: a message came, or stop */
@@ -527,31 +528,6 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
-/* Frees what tw_slack_start built, however far it got. The thread is gone. */
-static void slack_free(tw_slack_t *s)
-{
-    if (!s)
-        return;
-    if (s->ring) {
-        while (s->count > 0)
-            message_free(pop_locked(s));
-        free(s->ring);
-    }
-    if (s->sync_ready) {
-        pthread_cond_destroy(&s->idle);
-        pthread_cond_destroy(&s->wake);
-        pthread_mutex_destroy(&s->lock);
-    }
-    curl_easy_cleanup(s->curl);
-    curl_multi_cleanup(s->multi);
-    curl_slist_free_all(s->headers);
-    if (s->url) {
-        explicit_bzero(s->url, strlen(s->url));
-        free(s->url);
-    }
-    free(s);
-}
-
 static bool init_sync(tw_slack_t *s)
 {
     pthread_condattr_t attr;
@@ -633,6 +609,7 @@ static int start_thread(tw_slack_t *s)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&s->thread, NULL, sender_main, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    s->running = rc == 0;
     return rc;
 }
 
@@ -703,7 +680,7 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
              s->endpoint, s->queue_max, s->max_attempts);
     return s;
 out_free:
-    slack_free(s);
+    tw_slack_free(s);
     return NULL;
 }
 
@@ -772,7 +749,7 @@ void tw_slack_stats(tw_slack_t *s, tw_slack_stats_t *out)
 
 void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
 {
-    if (!s)
+    if (!s || !s->running)
         return;
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
@@ -782,6 +759,7 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
     /* Ends a curl_multi_poll now (or the next one, if none runs yet). */
     curl_multi_wakeup(s->multi);
     pthread_join(s->thread, NULL);
+    s->running = false;
 
     /* The thread is gone: what is left needs no lock. */
     while (s->count > 0) {
@@ -793,7 +771,33 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
         report(s, TW_SLACK_FAILED);
         message_free(m);
     }
-    slack_free(s);
+}
+
+/* Also frees what a failed tw_slack_start built, however far it got. */
+void tw_slack_free(tw_slack_t *s)
+{
+    if (!s)
+        return;
+    if (s->running)
+        tw_slack_stop(s, 0);
+    if (s->ring) {
+        while (s->count > 0)
+            message_free(pop_locked(s));
+        free(s->ring);
+    }
+    if (s->sync_ready) {
+        pthread_cond_destroy(&s->idle);
+        pthread_cond_destroy(&s->wake);
+        pthread_mutex_destroy(&s->lock);
+    }
+    curl_easy_cleanup(s->curl);
+    curl_multi_cleanup(s->multi);
+    curl_slist_free_all(s->headers);
+    if (s->url) {
+        explicit_bzero(s->url, strlen(s->url));
+        free(s->url);
+    }
+    free(s);
 }
 
 bool tw_slack_read_webhook_file(const char *path, char **url, tw_error_t *err)
