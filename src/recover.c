@@ -218,6 +218,8 @@ bool tw_history_list(redisContext *c, const char *name,
 
 void tw_history_free(tw_history_entry_t *entries, size_t count)
 {
+    if (!entries)
+        return;
     for (size_t k = 0; k < count; k++)
         tw_checkpoint_release(&entries[k].checkpoint);
     free(entries);

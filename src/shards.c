@@ -335,6 +335,8 @@ bool tw_shards_probe(tw_shards_t *s, tw_oplog_window_t *edge, tw_ctime_t *newest
 
 void tw_shards_release(tw_shards_t *s)
 {
+    if (!s)
+        return;
     for (size_t k = 0; k < s->count; k++)
         mongoc_client_destroy(s->shards[k].client);
     free(s->shards);
