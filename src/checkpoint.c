@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/spec.h"
 
@@ -52,10 +53,8 @@ bool tw_checkpoint_load(redisContext *c, const char *key, tw_checkpoint_t *out,
         goto out_free_reply;
     }
     pairs = reply->elements / 2;
-    names = calloc(pairs, sizeof *names);
-    values = calloc(pairs, sizeof *values);
-    if (!names || !values)
-        abort();
+    names = tw_calloc(pairs, sizeof *names);
+    values = tw_calloc(pairs, sizeof *values);
     for (size_t k = 0; k < pairs; k++) {
         names[k] = reply->element[2 * k]->str;
         values[k] = reply->element[2 * k + 1]->str;

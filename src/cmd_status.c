@@ -13,6 +13,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/guard.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/monitor.h"
 #include "tokenwatch/oplog.h"
 #include "tokenwatch/redact.h"
@@ -307,9 +308,7 @@ int tw_cmd_status(const tw_settings_t *s)
     m = tw_monitor_new(&opts);
     tw_monitor_tick(m);
     n = tw_monitor_keys(m, &keys);
-    states = calloc(n, sizeof *states);
-    if (!states)
-        abort();
+    states = tw_calloc(n, sizeof *states);
     for (size_t k = 0; k < n; k++)
         states[k] = keys[k].assessed ? keys[k].state : TW_STATE_UNKNOWN;
     code = tw_guard_exit_code(states, n);

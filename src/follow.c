@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
 #include "tokenwatch/split.h"
 
 struct tw_follow {
@@ -255,14 +256,12 @@ tw_follow_t *tw_follow_open(mongoc_client_t *client,
                             const tw_start_t *start, tw_failure_t *failure,
                             tw_error_t *err)
 {
-    tw_follow_t *f = calloc(1, sizeof *f);
+    tw_follow_t *f = tw_calloc(1, sizeof *f);
     bson_t pipeline, watch_opts;
     bson_error_t berr;
     const bson_t *reply = NULL;
 
     *failure = TW_FAILURE_NONE;
-    if (!f)
-        abort();
     if (!build_pipeline(opts, &pipeline, err)) {
         *failure = TW_FAILURE_FATAL;
         free(f);

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 
 #define READY_TEXT_MAX 512
 
@@ -180,11 +181,12 @@ out:
 static enum MHD_Result serve_metrics(tw_http_t *h, struct MHD_Connection *conn)
 {
     char *body = tw_metrics_render(h->metrics);
-    char oom[] = "out of memory rendering metrics\n";
+    char too_big[] = "metrics text over its size limit\n";
 
+    /* NULL only when the text would pass the registry's cap. */
     if (!body)
         return respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, CONTENT_TYPE_TEXT,
-                       oom, false, NULL);
+                       too_big, false, NULL);
     return respond(conn, MHD_HTTP_OK, CONTENT_TYPE_METRICS, body, true, NULL);
 }
 
@@ -420,11 +422,7 @@ tw_http_t *tw_http_start(tw_metrics_t *m, const char *addr,
                      addr);
         return NULL;
     }
-    h = calloc(1, sizeof *h);
-    if (!h) {
-        tw_error_set(err, TW_ERR_SYSTEM, 0, "out of memory");
-        return NULL;
-    }
+    h = tw_calloc(1, sizeof *h);
     h->metrics = m;
     h->clock = clock;
     h->stall_ms = stall_ms;

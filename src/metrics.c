@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/utf8.h"
 
 /* A scrape far beyond this means series are leaking (a label per event). */
@@ -136,10 +137,8 @@ static bool valid_labels(const char *s)
 
 tw_metrics_t *tw_metrics_new(void)
 {
-    tw_metrics_t *m = calloc(1, sizeof *m);
+    tw_metrics_t *m = tw_calloc(1, sizeof *m);
 
-    if (!m)
-        return NULL;
     if (pthread_mutex_init(&m->lock, NULL) != 0) {
         free(m);
         return NULL;
@@ -188,9 +187,7 @@ static char *escape_help(const char *help)
 
     for (p = help; *p; p++)
         len += (*p == '\\' || *p == '\n') ? 2 : 1;
-    out = malloc(len + 1);
-    if (!out)
-        return NULL;
+    out = tw_malloc(len + 1);
     for (p = help, q = out; *p; p++) {
         if (*p == '\\' || *p == '\n') {
             *q++ = '\\';
@@ -243,8 +240,6 @@ bool tw_metrics_declare(tw_metrics_t *m, const char *name,
         return false;
     }
     escaped = escape_help(help ? help : "");
-    if (!escaped)
-        return false;
     pthread_mutex_lock(&m->lock);
     f = find_family(m, name);
     if (f && f->declared && f->type != type) {
@@ -253,14 +248,8 @@ bool tw_metrics_declare(tw_metrics_t *m, const char *name,
         goto out_unlock;
     }
     if (!f) {
-        f = calloc(1, sizeof *f);
-        if (!f)
-            goto out_unlock;
-        f->name = strdup(name);
-        if (!f->name) {
-            free(f);
-            goto out_unlock;
-        }
+        f = tw_calloc(1, sizeof *f);
+        f->name = tw_strdup(name);
         append_family(m, f);
     }
     /* A stub left by an early update holds no series (they were refused). */
@@ -281,18 +270,13 @@ static void warn_once(tw_metrics_t *m, family_t *f, const char *name,
                       const char *what)
 {
     if (!f) {
-        f = calloc(1, sizeof *f);
-        if (f && !(f->name = strdup(name))) {
-            free(f);
-            f = NULL;
-        }
-        if (f)
-            append_family(m, f);
+        f = tw_calloc(1, sizeof *f);
+        f->name = tw_strdup(name);
+        append_family(m, f);
     }
-    if (f && f->warned)
+    if (f->warned)
         return;
-    if (f)
-        f->warned = true;
+    f->warned = true;
     TW_WARN("metrics: update of %s dropped: %s", name, what);
 }
 
@@ -339,9 +323,7 @@ static series_t *series_for_update(tw_metrics_t *m, const char *name,
         return NULL;
     }
     len = strlen(labels);
-    s = calloc(1, sizeof *s + len + 1);
-    if (!s)
-        return NULL;
+    s = tw_calloc(1, sizeof *s + len + 1);
     memcpy(s->labels, labels, len + 1);
     *link = s;
     return s;
@@ -546,7 +528,8 @@ static void format_value(double v, char out[VALUE_TEXT_MAX])
     }
 }
 
-/* A growable buffer with a ceiling; once failed, it stays failed. */
+/* A growable buffer with a ceiling (RENDER_MAX); once over it, it stays
+ * failed. */
 typedef struct {
     char *data;
     size_t len, cap;
@@ -574,16 +557,10 @@ static void out_printf(outbuf_t *o, const char *fmt, ...)
     want = o->len + (size_t)need + 1;
     if (want > o->cap) {
         size_t cap = o->cap ? o->cap : 4096;
-        char *grown;
 
         while (cap < want)
             cap *= 2;
-        grown = realloc(o->data, cap);
-        if (!grown) {
-            o->failed = true;
-            return;
-        }
-        o->data = grown;
+        o->data = tw_realloc(o->data, cap);
         o->cap = cap;
     }
     va_start(ap, fmt);
@@ -621,7 +598,7 @@ char *tw_metrics_render(tw_metrics_t *m)
         free(o.data);
         return NULL;
     }
-    return o.data ? o.data : calloc(1, 1);
+    return o.data ? o.data : tw_calloc(1, 1);
 }
 
 void tw_metrics_heartbeat(tw_metrics_t *m, int64_t mono_ms)
@@ -662,16 +639,11 @@ void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready)
     p = *tail;
     if (!p) {
         len = strlen(part);
-        p = calloc(1, sizeof *p + len + 1);
-        if (!p) {
-            TW_WARN("metrics: out of memory recording readiness of %s", part);
-            goto out_unlock;
-        }
+        p = tw_calloc(1, sizeof *p + len + 1);
         memcpy(p->name, part, len + 1);
         *tail = p;
     }
     p->ready = ready;
-out_unlock:
     pthread_mutex_unlock(&m->lock);
 }
 

@@ -11,6 +11,7 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/notify.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/utf8.h"
@@ -102,13 +103,11 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
 
 static void add_key(tw_monitor_t *m, const char *key, bool own)
 {
-    tw_guarded_t *grown = realloc(m->keys, (m->key_count + 1) * sizeof *grown);
+    tw_guarded_t *grown = tw_realloc(m->keys, (m->key_count + 1) * sizeof *grown);
 
-    if (!grown)
-        abort();
     m->keys = grown;
     memset(&grown[m->key_count], 0, sizeof grown[0]);
-    grown[m->key_count].key = strdup(key);
+    grown[m->key_count].key = tw_strdup(key);
     grown[m->key_count].own = own;
     m->key_count++;
     if (m->opts.metrics && tw_metrics_label_shortened(key)) {
@@ -142,11 +141,9 @@ void tw_monitor_opts_from_settings(const tw_settings_t *s, tw_monitor_opts_t *op
 
 tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
 {
-    tw_monitor_t *m = calloc(1, sizeof *m);
+    tw_monitor_t *m = tw_calloc(1, sizeof *m);
     char own[TW_KEY_MAX];
 
-    if (!m)
-        abort();
     m->opts = *opts;
     if (m->opts.unknown_after == 0)
         m->opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
@@ -471,13 +468,11 @@ void tw_monitor_tick(tw_monitor_t *m)
     int64_t now_wall = tw_clock_wall_ms(m->clock);
     int64_t now_mono = tw_clock_mono_ms(m->clock);
     size_t n = m->key_count;
-    tw_error_t *errors = calloc(n, sizeof *errors);
-    bool *found = calloc(n, sizeof *found);
-    tw_ctime_t *positions = calloc(n, sizeof *positions);
+    tw_error_t *errors = tw_calloc(n, sizeof *errors);
+    bool *found = tw_calloc(n, sizeof *found);
+    tw_ctime_t *positions = tw_calloc(n, sizeof *positions);
     bool redis_ok;
 
-    if (!errors || !found || !positions)
-        abort();
     probe_window(m, now_wall, now_mono);
     redis_ok = read_keys(m, now_mono, errors, found, positions);
     window_metrics(m);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redis.h" /* TW_REDIS_REPLY_ERROR only: no I/O here */
 
 /*
@@ -335,7 +336,7 @@ bool tw_record_decode(const char *const names[], const char *const values[],
         goto fail;
     snprintf(out->source, sizeof out->source, "%s", source ? source : "");
     if (scope && scope[0])
-        out->scope = strdup(scope);
+        out->scope = tw_strdup(scope);
     return true;
 fail:
     tw_checkpoint_release(out);
@@ -412,9 +413,9 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     memset(out, 0, sizeof *out);
     if (!tw_record_encode(commit->record, &out->fields, err))
         return false;
-    argv = calloc(fixed + TW_RECORD_EVENT_VALUES * nevents, sizeof *argv);
-    if (!argv || (nevents && !(out->times = calloc(nevents, sizeof *out->times))))
-        abort();
+    argv = tw_calloc(fixed + TW_RECORD_EVENT_VALUES * nevents, sizeof *argv);
+    if (nevents)
+        out->times = tw_calloc(nevents, sizeof *out->times);
     tw_token_data(&commit->record->token, &data, NULL);
     format_numbers(commit, nevents, out);
     argv[k++] = "EVAL";
@@ -444,7 +445,7 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     argv[k++] = out->maxlen;
     argv[k++] = out->count;
     if (k > fixed)
-        abort(); /* the table above was not kept up to date */
+        tw_die("record: the commit command's table was not kept up to date");
     for (size_t e = 0; e < nevents; e++, k += TW_RECORD_EVENT_VALUES)
         event_args(&commit->events->items[e], out->times[e], &argv[k]);
     out->argv = argv;

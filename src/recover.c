@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "tokenwatch/duration.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/utf8.h"
 
@@ -194,11 +195,8 @@ bool tw_history_list(redisContext *c, const char *name,
     reply = tw_redis_command(c, err, "LRANGE %s 0 -1", key);
     if (!reply)
         return false;
-    if (reply->elements > 0) {
-        *entries = calloc(reply->elements, sizeof **entries);
-        if (!*entries)
-            abort();
-    }
+    if (reply->elements > 0)
+        *entries = tw_calloc(reply->elements, sizeof **entries);
     for (size_t k = 0; k < reply->elements; k++) {
         tw_history_entry_t *e = &(*entries)[k];
         tw_error_t bad;
@@ -220,6 +218,8 @@ bool tw_history_list(redisContext *c, const char *name,
 
 void tw_history_free(tw_history_entry_t *entries, size_t count)
 {
+    if (!entries)
+        return;
     for (size_t k = 0; k < count; k++)
         tw_checkpoint_release(&entries[k].checkpoint);
     free(entries);

@@ -1,5 +1,6 @@
 #include "tokenwatch/redis.h"
 
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redact.h"
 #include "tokenwatch/secret.h"
 
@@ -30,7 +31,7 @@ static char *dup_part(CURLU *u, CURLUPart part, unsigned flags)
 
     if (curl_url_get(u, part, &value, flags) != CURLUE_OK || !value)
         return NULL;
-    copy = value[0] ? strdup(value) : NULL;
+    copy = value[0] ? tw_strdup(value) : NULL;
     if (part == CURLUPART_PASSWORD)
         explicit_bzero(value, strlen(value));
     curl_free(value);
@@ -77,8 +78,8 @@ static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
                      "unix:// takes one option, ?db=N, not '%s'", shown);
         return false;
     }
-    out->socket = strndup(rest, len);
-    return out->socket != NULL;
+    out->socket = tw_strndup(rest, len);
+    return true;
 }
 
 /* What curl would read past, checked on the text itself: "redis:///0" has
@@ -118,10 +119,8 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
     bool ok = false;
 
     memset(out, 0, sizeof *out);
-    if (!u) {
-        tw_error_set(err, TW_ERR_SYSTEM, 0, "out of memory");
-        return false;
-    }
+    if (!u)
+        tw_die("out of memory (libcurl's URL handle)");
     if (strncasecmp(text, "unix://", 7) == 0) {
         ok = parse_unix(text + 7, out, err);
         goto out;
@@ -213,9 +212,7 @@ bool tw_redis_url_load(const char *text, const char *password,
         }
         return true;
     }
-    copy = strdup(password);
-    if (!copy)
-        abort();
+    copy = tw_strdup(password);
     tw_secret_free(out->password);
     out->password = copy;
     return true;

@@ -13,6 +13,7 @@
 #include "tokenwatch/follow.h"
 #include "tokenwatch/http.h"
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redact.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
@@ -732,7 +733,7 @@ static void begin_recovery(runner_t *r, const char *source, tw_start_kind_t kind
     tw_checkpoint_release(&r->position);
     tw_checkpoint_init(&r->position);
     r->position.events = r->committed.events;
-    r->position.scope = strdup(r->scope);
+    r->position.scope = tw_strdup(r->scope);
     r->dirty = false;
 }
 
@@ -1530,7 +1531,7 @@ static bool start_services(runner_t *r, tw_error_t *err)
     }
     /* --slack-webhook-file was read and checked with the settings. */
     if (s->slack_webhook)
-        webhook = strdup(s->slack_webhook);
+        webhook = tw_strdup(s->slack_webhook);
     if (webhook) {
         tw_slack_opts_t opts;
         char shown[256];
@@ -1686,6 +1687,7 @@ static void teardown(runner_t *r)
     tw_stop_watch_leave(r->watch);
     tw_stop_watch_free(r->watch);
     tw_slack_stop(r->slack, ALERT_GRACE_MS);
+    tw_slack_free(r->slack);
     tw_http_free(r->http);
     tw_metrics_free(r->metrics);
     redisFree(r->redis);
@@ -1847,7 +1849,7 @@ static int prepare(runner_t *r, FILE *out)
         r->position.events = r->committed.events;
     }
     if (!r->position.scope)
-        r->position.scope = strdup(r->scope);
+        r->position.scope = tw_strdup(r->scope);
     return -1;
 }
 

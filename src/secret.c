@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
+
 #define SECRET_FILE_MAX 8192
 
 void tw_secret_free(char *secret)
@@ -58,11 +60,7 @@ bool tw_secret_read_file(const char *path, const char *what, char **out,
                      what, path);
         goto out_close;
     }
-    *out = malloc(len - start + 1);
-    if (!*out) {
-        tw_error_set(err, TW_ERR_SYSTEM, ENOMEM, "reading %s %s: out of memory", what, path);
-        goto out_close;
-    }
+    *out = tw_malloc(len - start + 1);
     memcpy(*out, buf + start, len - start);
     (*out)[len - start] = '\0';
     ok = true;

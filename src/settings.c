@@ -10,6 +10,7 @@
 
 #include "tokenwatch/checks.h"
 #include "tokenwatch/duration.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/redact.h"
 #include "tokenwatch/secret.h"
@@ -449,9 +450,7 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
                          n);
             return false;
         }
-        item = strndup(start, kept);
-        if (!item)
-            abort();
+        item = tw_strndup(start, kept);
         if (def->check && !def->check(item, err)) {
             free_value(def, item);
             return false;
@@ -492,7 +491,7 @@ static bool apply(tw_settings_t *s, size_t index, const char *value,
         if (def->check && !def->check(value, &inner))
             goto bad;
         free_value(def, *(char **)field);
-        *(char **)field = strdup(value);
+        *(char **)field = tw_strdup(value);
         break;
     case TYPE_INT: {
         char *end;
@@ -679,14 +678,10 @@ static ssize_t find_by_flag(const char *flag, size_t len)
 
 static void add_string(char ***list, size_t *count, const char *text)
 {
-    char **grown = realloc(*list, (*count + 1) * sizeof **list);
+    char **grown = tw_realloc(*list, (*count + 1) * sizeof **list);
 
-    if (!grown)
-        abort();
     *list = grown;
-    grown[*count] = strdup(text);
-    if (!grown[*count])
-        abort();
+    grown[*count] = tw_strdup(text);
     (*count)++;
 }
 
@@ -737,9 +732,7 @@ static bool load_line(tw_settings_t *s, const char *origin, unsigned lineno, con
                      origin, lineno, (int)(eq - p), p);
         return false;
     }
-    value = strndup(eq + 1, n - (size_t)(eq - p) - 1);
-    if (!value)
-        abort();
+    value = tw_strndup(eq + 1, n - (size_t)(eq - p) - 1);
     ok = apply(s, (size_t)index, value, TW_SOURCE_FILE, origin, err);
     free_value(&table[index], value);
     return ok;
@@ -788,9 +781,7 @@ static bool load_file(tw_settings_t *s, const char *path, tw_setting_source_t so
                      origin, path);
         goto out;
     }
-    text = malloc(CONFIG_FILE_MAX + 1);
-    if (!text)
-        abort();
+    text = tw_malloc(CONFIG_FILE_MAX + 1);
     len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
     if (ferror(f)) {
         tw_error_set(err, TW_ERR_USAGE, errno, "%s: cannot read config file %s: %s", origin,
@@ -976,9 +967,7 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
     if (!s->stream_key) {
         size_t n = strlen(s->name) + sizeof "tokenwatch:{}:events";
 
-        s->stream_key = malloc(n);
-        if (!s->stream_key)
-            abort();
+        s->stream_key = tw_malloc(n);
         snprintf(s->stream_key, n, "tokenwatch:{%s}:events", s->name);
     }
     return true;

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tokenwatch/mem.h"
 #include "tokenwatch/utf8.h"
 
 /* Probing a shard must not stall the guard for the driver's 30 s default. */
@@ -177,9 +178,7 @@ static bool add_shard(tw_shards_t *out, const char *name, const char *hosts, boo
         mongoc_uri_destroy(uri);
         return true; /* said by the caller */
     }
-    grown = realloc(out->shards, (out->count + 1) * sizeof *grown);
-    if (!grown)
-        abort();
+    grown = tw_realloc(out->shards, (out->count + 1) * sizeof *grown);
     out->shards = grown;
     s = &grown[out->count];
     memset(s, 0, sizeof *s);
@@ -336,6 +335,8 @@ bool tw_shards_probe(tw_shards_t *s, tw_oplog_window_t *edge, tw_ctime_t *newest
 
 void tw_shards_release(tw_shards_t *s)
 {
+    if (!s)
+        return;
     for (size_t k = 0; k < s->count; k++)
         mongoc_client_destroy(s->shards[k].client);
     free(s->shards);

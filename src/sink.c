@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
+
 static char *dup_utf8(const bson_t *doc, const char *dotted)
 {
     bson_iter_t it;
@@ -78,9 +80,8 @@ void tw_event_batch_push(tw_event_batch_t *batch, tw_event_t *event)
 {
     if (batch->count == batch->capacity) {
         size_t grown = batch->capacity ? batch->capacity * 2 : 64;
-        tw_event_t *items = realloc(batch->items, grown * sizeof *items);
-        if (!items)
-            abort();
+        tw_event_t *items = tw_realloc(batch->items, grown * sizeof *items);
+
         batch->items = items;
         batch->capacity = grown;
     }

@@ -1,7 +1,6 @@
 #include "tokenwatch/slack.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <time.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/secret.h"
 #include "tokenwatch/retry.h"
 
@@ -78,6 +78,7 @@ struct tw_slack {
     tw_outage_t outage;
 
     bool sync_ready; /* lock and conditions initialised */
+    bool running;    /* thread started and not yet joined */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake; /* to the sender: a message came, or stop */
@@ -243,16 +244,10 @@ static const char *secret_part(const char *url)
 
 static message_t *message_new(const char *payload, const char *summary)
 {
-    message_t *m = calloc(1, sizeof *m);
+    message_t *m = tw_calloc(1, sizeof *m);
 
-    if (!m)
-        return NULL;
     m->payload_len = strlen(payload);
-    m->payload = malloc(m->payload_len + 1);
-    if (!m->payload) {
-        free(m);
-        return NULL;
-    }
+    m->payload = tw_malloc(m->payload_len + 1);
     memcpy(m->payload, payload, m->payload_len + 1);
     copy_utf8(m->summary, sizeof m->summary, summary ? summary : "alert");
     make_printable(m->summary);
@@ -533,31 +528,6 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
-/* Frees what tw_slack_start built, however far it got. The thread is gone. */
-static void slack_free(tw_slack_t *s)
-{
-    if (!s)
-        return;
-    if (s->ring) {
-        while (s->count > 0)
-            message_free(pop_locked(s));
-        free(s->ring);
-    }
-    if (s->sync_ready) {
-        pthread_cond_destroy(&s->idle);
-        pthread_cond_destroy(&s->wake);
-        pthread_mutex_destroy(&s->lock);
-    }
-    curl_easy_cleanup(s->curl);
-    curl_multi_cleanup(s->multi);
-    curl_slist_free_all(s->headers);
-    if (s->url) {
-        explicit_bzero(s->url, strlen(s->url));
-        free(s->url);
-    }
-    free(s);
-}
-
 static bool init_sync(tw_slack_t *s)
 {
     pthread_condattr_t attr;
@@ -639,6 +609,7 @@ static int start_thread(tw_slack_t *s)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&s->thread, NULL, sender_main, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    s->running = rc == 0;
     return rc;
 }
 
@@ -663,12 +634,8 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
                      QUEUE_MAX_LIMIT);
         return NULL;
     }
-    s = calloc(1, sizeof *s);
-    if (!s)
-        goto out_no_memory;
-    s->url = strdup(opts->webhook_url);
-    if (!s->url)
-        goto out_no_memory;
+    s = tw_calloc(1, sizeof *s);
+    s->url = tw_strdup(opts->webhook_url);
     s->secret = secret_part(s->url);
     tw_slack_redact(s->url, s->endpoint, sizeof s->endpoint);
     s->queue_max = opts->queue_max ? opts->queue_max : DEFAULT_QUEUE_MAX;
@@ -691,9 +658,7 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
     }
     s->on_result = opts->on_result;
     s->ctx = opts->ctx;
-    s->ring = calloc(s->queue_max, sizeof *s->ring);
-    if (!s->ring)
-        goto out_no_memory;
+    s->ring = tw_calloc(s->queue_max, sizeof *s->ring);
     if (!init_sync(s)) {
         tw_error_set(err, TW_ERR_SYSTEM, 0,
                      "Slack sender: cannot create its lock");
@@ -714,10 +679,8 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
     TW_DEBUG("Slack sender started for %s (queue %zu, %u tries per alert)",
              s->endpoint, s->queue_max, s->max_attempts);
     return s;
-out_no_memory:
-    tw_error_set(err, TW_ERR_SYSTEM, ENOMEM, "Slack sender: out of memory");
 out_free:
-    slack_free(s);
+    tw_slack_free(s);
     return NULL;
 }
 
@@ -731,15 +694,6 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
     if (!s || !payload_json)
         return;
     m = message_new(payload_json, summary);
-    if (!m) {
-        pthread_mutex_lock(&s->lock);
-        s->stats.dropped++;
-        pthread_mutex_unlock(&s->lock);
-        TW_WARN("Slack alert '%s' dropped: out of memory",
-                summary ? summary : "alert");
-        report(s, TW_SLACK_DROPPED);
-        return;
-    }
     /* Once queued, m is the sender's (or the next enqueue's) to free. */
     memcpy(newest, m->summary, sizeof newest);
     pthread_mutex_lock(&s->lock);
@@ -795,7 +749,7 @@ void tw_slack_stats(tw_slack_t *s, tw_slack_stats_t *out)
 
 void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
 {
-    if (!s)
+    if (!s || !s->running)
         return;
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
@@ -805,6 +759,7 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
     /* Ends a curl_multi_poll now (or the next one, if none runs yet). */
     curl_multi_wakeup(s->multi);
     pthread_join(s->thread, NULL);
+    s->running = false;
 
     /* The thread is gone: what is left needs no lock. */
     while (s->count > 0) {
@@ -816,7 +771,33 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
         report(s, TW_SLACK_FAILED);
         message_free(m);
     }
-    slack_free(s);
+}
+
+/* Also frees what a failed tw_slack_start built, however far it got. */
+void tw_slack_free(tw_slack_t *s)
+{
+    if (!s)
+        return;
+    if (s->running)
+        tw_slack_stop(s, 0);
+    if (s->ring) {
+        while (s->count > 0)
+            message_free(pop_locked(s));
+        free(s->ring);
+    }
+    if (s->sync_ready) {
+        pthread_cond_destroy(&s->idle);
+        pthread_cond_destroy(&s->wake);
+        pthread_mutex_destroy(&s->lock);
+    }
+    curl_easy_cleanup(s->curl);
+    curl_multi_cleanup(s->multi);
+    curl_slist_free_all(s->headers);
+    if (s->url) {
+        explicit_bzero(s->url, strlen(s->url));
+        free(s->url);
+    }
+    free(s);
 }
 
 bool tw_slack_read_webhook_file(const char *path, char **url, tw_error_t *err)

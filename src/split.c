@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
+
 /* A token as the messages quote it: relaxed JSON, cut short if long. */
 #define TOKEN_TEXT_MAX 200
 
@@ -174,10 +176,8 @@ static bool finish(tw_split_t *s, const bson_t *last)
 
 tw_split_t *tw_split_new(size_t max_bytes)
 {
-    tw_split_t *s = calloc(1, sizeof *s);
+    tw_split_t *s = tw_calloc(1, sizeof *s);
 
-    if (!s)
-        abort();
     s->max_bytes = max_bytes < BSON_MAX_SIZE ? max_bytes : BSON_MAX_SIZE;
     s->next = 1;
     bson_init(&s->body);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 
 #define DEFAULT_POLL_MS 50
 
@@ -106,13 +107,9 @@ static void *watch(void *arg)
 
 tw_stop_watch_t *tw_stop_watch_start(const tw_stop_watch_opts_t *opts, tw_error_t *err)
 {
-    tw_stop_watch_t *w = calloc(1, sizeof *w);
+    tw_stop_watch_t *w = tw_calloc(1, sizeof *w);
     pthread_condattr_t attr;
 
-    if (!w) {
-        tw_error_set(err, TW_ERR_SYSTEM, 0, "out of memory for the stop watcher");
-        return NULL;
-    }
     w->opts = *opts;
     if (w->opts.poll_ms <= 0)
         w->opts.poll_ms = DEFAULT_POLL_MS;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/mem.h"
 #include "tokenwatch/redis.h"
 
 static void add_risk(tw_store_risks_t *out, const char *text)
@@ -54,7 +55,7 @@ static char *config_get(redisContext *c, const char *name, bool *refused)
     *refused = !r || r->type == REDIS_REPLY_ERROR;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[1]->type == REDIS_REPLY_STRING)
-        value = strdup(r->element[1]->str);
+        value = tw_strdup(r->element[1]->str);
     freeReplyObject(r);
     return value;
 }

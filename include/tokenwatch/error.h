@@ -14,7 +14,7 @@
 typedef enum {
     TW_ERR_NONE = 0,
     TW_ERR_USAGE,  /* bad flag, setting, SPEC or token: exit 2 */
-    TW_ERR_SYSTEM, /* files, memory, processes */
+    TW_ERR_SYSTEM, /* files, locks, threads, processes */
     TW_ERR_MONGO,  /* code = server code or TW_MONGO_* */
     TW_ERR_REDIS,
     TW_ERR_HTTP

@@ -36,7 +36,7 @@ typedef enum { TW_METRIC_COUNTER = 0, TW_METRIC_GAUGE } tw_metric_type_t;
 
 typedef struct tw_metrics tw_metrics_t;
 
-/* NULL when out of memory. */
+/* NULL only if the lock cannot be created. */
 tw_metrics_t *tw_metrics_new(void);
 /* NULL is fine. Stop any tw_http_t serving m first. */
 void tw_metrics_free(tw_metrics_t *m);
@@ -96,8 +96,8 @@ bool tw_metrics_label_append(char *out, size_t n, const char *name,
  * declaration order, `# HELP`, `# TYPE`, then one line per series in the
  * order they were created. Integral values print without a decimal point,
  * others in the shortest form that reads back exactly, and non-finite ones
- * as +Inf, -Inf, NaN. The caller frees the result with free(); NULL when out
- * of memory.
+ * as +Inf, -Inf, NaN. The caller frees the result with free(); NULL when the
+ * text would pass its cap (8 MiB).
  */
 char *tw_metrics_render(tw_metrics_t *m);
 

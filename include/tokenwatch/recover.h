@@ -119,6 +119,7 @@ bool tw_recover_confirmed(const char *environment, char *const *protect,
 bool tw_history_list(redisContext *c, const char *name,
                      tw_history_entry_t **entries, size_t *count,
                      tw_error_t *err);
+/* Frees what tw_history_list gave. NULL ok. */
 void tw_history_free(tw_history_entry_t *entries, size_t count);
 
 /*

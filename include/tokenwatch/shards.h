@@ -78,6 +78,7 @@ bool tw_shards_discover(mongoc_client_t *router, const char *router_uri,
 bool tw_shards_probe(tw_shards_t *s, tw_oplog_window_t *edge, tw_ctime_t *newest,
                      tw_error_t *err);
 
+/* Closes the shards' clients and empties s, ready for reuse. NULL ok. */
 void tw_shards_release(tw_shards_t *s);
 
 #endif

@@ -21,6 +21,8 @@
  * ("https://hooks.slack.com/…").
  *
  * curl_global_init() must have run (main() does it) before tw_slack_start().
+ * Lifecycle: tw_slack_start, then tw_slack_stop (the grace for the queue),
+ * then tw_slack_free.
  */
 #ifndef TOKENWATCH_SLACK_H
 #define TOKENWATCH_SLACK_H
@@ -101,12 +103,19 @@ void tw_slack_stats(tw_slack_t *s, tw_slack_stats_t *out);
 /*
  * Gives the sender up to grace_ms to send what is queued (no retry is
  * started that could not begin before the grace ends), then aborts a
- * request still running, stops the thread and frees s. Messages left unsent
- * are counted failed, logged and reported to on_result. Returns within
- * about grace_ms even when the webhook hangs. NULL ok. Call it once, from
- * one thread, after the last tw_slack_enqueue.
+ * request still running and stops (joins) the thread; s stays valid for
+ * tw_slack_stats and tw_slack_free. Messages left unsent are counted
+ * failed, logged and reported to on_result. Returns within about grace_ms
+ * even when the webhook hangs. NULL ok; a second call does nothing. Call it
+ * from one thread, after the last tw_slack_enqueue.
  */
 void tw_slack_stop(tw_slack_t *s, int64_t grace_ms);
+
+/*
+ * Frees s, stopping its thread first (tw_slack_stop with no grace) if
+ * tw_slack_stop has not run. NULL ok.
+ */
+void tw_slack_free(tw_slack_t *s);
 
 /*
  * Reads a webhook URL from path: one line, with its trailing newline, CR

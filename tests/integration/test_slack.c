@@ -102,7 +102,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    tw_slack_stop(slack, 0);
+    tw_slack_free(slack);
     slack = NULL;
     th_proc_stop(&wh.proc, 5000);
     tw_log_configure(TW_LOG_INFO, TW_LOG_TEXT, "default", "dev", NULL);
@@ -755,6 +755,7 @@ Test(slack, stop_returns_within_grace_while_a_request_hangs)
     t0 = th_now_ms();
     tw_slack_stop(slack, 300);
     took = th_now_ms() - t0;
+    tw_slack_free(slack);
     slack = NULL;
     cr_log_info("stop with 300 ms grace during a 30 s hang: %lld ms", took);
     cr_expect_geq(took, 250, "the grace is given (%lld ms)", took);
@@ -782,6 +783,7 @@ Test(slack, stop_sends_what_is_queued_within_grace)
     for (int k = 1; k <= 3; k++)
         enqueue(k);
     tw_slack_stop(slack, 5000);
+    tw_slack_free(slack);
     slack = NULL;
     cr_expect_eq(received_count(), 4, "one retry, three deliveries");
     results(&ok, &not_ok);
@@ -801,9 +803,11 @@ Test(slack, stop_is_quick_when_idle)
     t0 = th_now_ms();
     tw_slack_stop(slack, 10000);
     took = th_now_ms() - t0;
+    tw_slack_free(slack);
     slack = NULL;
     cr_expect_lt(took, 1000, "an idle sender stops at once (%lld ms)", took);
     tw_slack_stop(NULL, 0);
+    tw_slack_free(NULL);
 }
 
 Test(slack, flush_times_out_then_succeeds)
@@ -870,6 +874,7 @@ Test(slack, never_prints_the_webhook_url)
     enqueue(4);
     enqueue(5); /* drops 4 */
     tw_slack_stop(slack, 100);
+    tw_slack_free(slack);
     slack = NULL;
 
     text = log_text();
