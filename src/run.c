@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "tokenwatch/alert.h"
+#include "tokenwatch/app.h"
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/duration.h"
 #include "tokenwatch/follow.h"
@@ -108,11 +109,8 @@ typedef struct {
     bool until_now;        /* --until now: resolved once connected */
     FILE *plan_out;        /* a dry run prints its probes here */
 
-    tw_metrics_t *metrics;
-    tw_http_t *http;
-    tw_slack_t *slack;
-    tw_notify_list_t notifiers; /* the alert channels: Slack when configured */
-    tw_monitor_t *monitor;
+    /* Metrics, HTTP, alert channels, the guard: all but following (app.h). */
+    tw_app_t app;
 
     /* Held by the main thread except inside MongoDB calls (stop.h). */
     tw_stop_watch_t *watch;
@@ -125,8 +123,8 @@ static bool stop_requested(runner_t *r)
 {
     int64_t now = tw_clock_mono_ms(r->clock);
 
-    tw_metrics_heartbeat(r->metrics, now);
-    tw_http_tick(r->http);
+    tw_metrics_heartbeat(r->app.metrics, now);
+    tw_http_tick(r->app.http);
     if (*r->stop && r->stop_seen_ms == 0)
         r->stop_seen_ms = now;
     return *r->stop != 0;
@@ -198,7 +196,7 @@ static void describe_position(const tw_checkpoint_t *cp, char *out, size_t n)
 /* Logs an outage once when it starts; later failures only at debug. */
 static void dependency_failed(runner_t *r, dependency_t *d, const tw_error_t *err)
 {
-    tw_metrics_set_ready(r->metrics, d->part, false);
+    tw_metrics_set_ready(r->app.metrics, d->part, false);
     if (tw_outage_fail(&d->outage, tw_clock_mono_ms(r->clock)))
         TW_ERROR("%s unavailable: %s; %s", d->name, err->message, d->while_away);
     else
@@ -212,7 +210,7 @@ static void dependency_ok(runner_t *r, dependency_t *d)
     unsigned failures = d->outage.failures;
 
     tw_backoff_reset(&d->backoff);
-    tw_metrics_set_ready(r->metrics, d->part, true);
+    tw_metrics_set_ready(r->app.metrics, d->part, true);
     if (tw_outage_ok(&d->outage, tw_clock_mono_ms(r->clock))) {
         tw_duration_words(d->outage.ended_after_ms, took);
         TW_INFO("%s available again after %s (%u failed attempts)", d->name, took, failures);
@@ -276,7 +274,7 @@ static void store_lost_commits(runner_t *r, const tw_commit_result_t *res)
     behind = res->has_prior && tw_ctime_cmp(res->prior_time, r->committed.cluster_time) < 0;
     if (!res->stored_absent && !behind)
         return;
-    tw_metrics_add(r->metrics, "tokenwatch_checkpoints_lost_by_store_total", NULL, 1);
+    tw_metrics_add(r->app.metrics, "tokenwatch_checkpoints_lost_by_store_total", NULL, 1);
     describe_position(&r->position, mine, sizeof mine);
     describe_position(&r->committed, had, sizeof had);
     if (res->stored_absent) {
@@ -373,7 +371,7 @@ static void commit_report(runner_t *r, const tw_commit_result_t *result)
 
     store_lost_commits(r, result);
     if (result->written)
-        tw_metrics_add(r->metrics, "tokenwatch_checkpoints_total", NULL, 1);
+        tw_metrics_add(r->app.metrics, "tokenwatch_checkpoints_total", NULL, 1);
     if (!result->written) {
         char stored[TW_CTIME_TEXT_MAX];
 
@@ -625,13 +623,13 @@ static void record_failed(runner_t *r, const char *what)
 {
     TW_ERROR("%s could not be built (is some text in it not UTF-8?): it is NOT "
              "recorded; counted in tokenwatch_records_failed_total", what);
-    tw_metrics_add(r->metrics, "tokenwatch_records_failed_total", NULL, 1);
+    tw_metrics_add(r->app.metrics, "tokenwatch_records_failed_total", NULL, 1);
 }
 
 /* Queues the alert on every channel; false when none took it. */
 static bool enqueue_alert(runner_t *r, const tw_alert_t *a, const char *summary)
 {
-    return tw_notify(&r->notifiers, a, summary) > 0;
+    return tw_notify(&r->app.notifiers, a, summary) > 0;
 }
 
 /* Sends the LOST alert and waits for Slack's answer; true when it took it
@@ -640,15 +638,15 @@ static bool deliver_lost(runner_t *r, const tw_alert_t *a)
 {
     tw_slack_stats_t before, after;
 
-    tw_slack_stats(r->slack, &before);
+    tw_slack_stats(r->app.slack, &before);
     if (!enqueue_alert(r, a, "own checkpoint LOST"))
         return false;
-    if (!tw_slack_flush(r->slack, LOST_ALERT_WAIT_MS)) {
+    if (!tw_slack_flush(r->app.slack, LOST_ALERT_WAIT_MS)) {
         TW_WARN("the LOST alert could not be delivered within %d s",
                 LOST_ALERT_WAIT_MS / 1000);
         return false;
     }
-    tw_slack_stats(r->slack, &after);
+    tw_slack_stats(r->app.slack, &after);
     return after.sent > before.sent && after.failed == before.failed &&
            after.dropped == before.dropped;
 }
@@ -666,12 +664,12 @@ static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char 
     text = tw_alert_text(&a);
     TW_ERROR("alert: %s", text);
     bson_free(text);
-    if (r->slack && lost_already_told(r)) {
+    if (r->app.slack && lost_already_told(r)) {
         TW_INFO("the LOST alert for this checkpoint was sent before this restart; the "
                 "next reminder is due after --alert-repeat");
-    } else if (r->slack && !wait) {
+    } else if (r->app.slack && !wait) {
         enqueue_alert(r, &a, "own checkpoint LOST");
-    } else if (r->slack && deliver_lost(r, &a)) {
+    } else if (r->app.slack && deliver_lost(r, &a)) {
         lost_told(r);
     }
 }
@@ -911,7 +909,7 @@ static int handle_lost(runner_t *r, const char *why)
     r->losses++;
     if (r->committed.has_token && tw_ctime_cmp(r->committed.cluster_time, r->loss_at) > 0)
         r->loss_at = r->committed.cluster_time;
-    tw_metrics_set_ready(r->metrics, "mongo", false);
+    tw_metrics_set_ready(r->app.metrics, "mongo", false);
     if (r->s->on_token_lost == TW_ON_LOST_FAIL) {
         tw_oplog_window_t w;
         bool known = read_window(r, &w, &err);
@@ -943,7 +941,7 @@ static int handle_lost(runner_t *r, const char *why)
                          : "",
              skipped);
     alert_lost(r, rs.window_known ? &rs.window : NULL, reason, false);
-    tw_metrics_add(r->metrics, "tokenwatch_fallbacks_total", NULL, 1);
+    tw_metrics_add(r->app.metrics, "tokenwatch_fallbacks_total", NULL, 1);
     if (r->committed.has_token && skipped_s > 0) {
         gap = tw_gap_json(r->committed.cluster_time, rs.at, why, tw_clock_wall_ms(r->clock));
         if (!gap)
@@ -966,7 +964,7 @@ static void alert_warn(runner_t *r, const char *reason)
     text = tw_alert_text(&a);
     TW_WARN("alert: %s", text);
     bson_free(text);
-    if (r->slack)
+    if (r->app.slack)
         enqueue_alert(r, &a, "own checkpoint WARN");
 }
 
@@ -1209,7 +1207,7 @@ static follow_outcome_t on_event(runner_t *r, tw_follow_t *f, const bson_t *doc,
     }
     r->events_this_run++;
     r->events_since_commit++;
-    tw_metrics_add(r->metrics, "tokenwatch_events_total", NULL, 1);
+    tw_metrics_add(r->app.metrics, "tokenwatch_events_total", NULL, 1);
     if (invalidate) {
         TW_WARN("the change stream was invalidated (collection dropped or renamed); "
                 "reopening after the invalidate event");
@@ -1432,7 +1430,7 @@ static int follow_loop(runner_t *r)
                     r->events_this_run);
             return code_at_stop;
         }
-        tw_metrics_add(r->metrics, "tokenwatch_resume_attempts_total", NULL, 1);
+        tw_metrics_add(r->app.metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = stream_open(r, &start, &failure, &err);
         if (!f) {
             if (on_failure(r, failure, &err, &code) == FOLLOW_DONE)
@@ -1500,65 +1498,14 @@ static bool setup(runner_t *r, const tw_settings_t *s, tw_clock_t *clock,
     return true;
 }
 
-static void slack_result(void *ctx, tw_slack_outcome_t outcome)
+/* The metrics endpoint and the alert channels: up before following starts. */
+static bool start_app(runner_t *r, tw_error_t *err)
 {
-    static const char *const counters[] = {
-        [TW_SLACK_SENT] = "tokenwatch_alerts_sent_total",
-        [TW_SLACK_FAILED] = "tokenwatch_alerts_failed_total",
-        [TW_SLACK_DROPPED] = "tokenwatch_alerts_dropped_total",
-    };
-    runner_t *r = ctx;
+    tw_app_opts_t opts;
 
-    tw_metrics_add(r->metrics, counters[outcome], NULL, 1);
-}
-
-/* The metrics endpoint and the Slack sender: up before following starts. */
-static bool start_services(runner_t *r, tw_error_t *err)
-{
-    const tw_settings_t *s = r->s;
-    char *webhook = NULL;
-    bool ok = false;
-
-    r->metrics = tw_metrics_new();
-    tw_monitor_declare_metrics(r->metrics);
-    tw_metrics_set_ready(r->metrics, "mongo", false);
-    tw_metrics_set_ready(r->metrics, "redis", false);
-    tw_metrics_heartbeat(r->metrics, tw_clock_mono_ms(r->clock));
-    if (strcmp(s->metrics_addr, "off") != 0) {
-        r->http = tw_http_start(r->metrics, s->metrics_addr, r->clock, HEALTH_STALL_MS, err);
-        if (!r->http)
-            return false;
-    }
-    /* --slack-webhook-file was read and checked with the settings. */
-    if (s->slack_webhook)
-        webhook = tw_strdup(s->slack_webhook);
-    if (webhook) {
-        tw_slack_opts_t opts;
-        char shown[256];
-
-        memset(&opts, 0, sizeof opts);
-        opts.webhook_url = webhook;
-        opts.queue_max = 64;
-        opts.request_timeout_ms = 10000;
-        opts.retry_base_ms = 1000;
-        opts.retry_cap_ms = 60000;
-        opts.max_attempts = 10;
-        opts.clock = r->clock;
-        opts.on_result = slack_result;
-        opts.ctx = r;
-        r->slack = tw_slack_start(&opts, err);
-        if (!r->slack)
-            goto out;
-        tw_notify_list_slack(&r->notifiers, r->metrics, r->slack);
-        tw_slack_redact(webhook, shown, sizeof shown);
-        TW_INFO("alerts go to the Slack webhook %s", shown);
-    } else {
-        TW_INFO("no Slack webhook: alerts are only logged");
-    }
-    ok = true;
-out:
-    tw_secret_free(webhook);
-    return ok;
+    tw_app_opts_from_settings(r->s, r->clock, &opts);
+    opts.health_stall_ms = HEALTH_STALL_MS;
+    return tw_app_start(&r->app, &opts, err);
 }
 
 static bool start_monitor(runner_t *r, tw_error_t *err)
@@ -1566,16 +1513,12 @@ static bool start_monitor(runner_t *r, tw_error_t *err)
     tw_monitor_opts_t opts;
 
     tw_monitor_opts_from_settings(r->s, &opts);
-    opts.clock = r->clock;
     opts.pool = r->pool;
     opts.redis_url = &r->redis_url;
-    opts.metrics = r->metrics;
-    opts.notifiers = &r->notifiers;
     opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
     opts.own_missing_is_unknown = false;
     opts.alerts = true;
-    r->monitor = tw_monitor_new(&opts);
-    return tw_monitor_start(r->monitor, err);
+    return tw_app_start_guard(&r->app, &opts, err);
 }
 
 /*
@@ -1601,14 +1544,7 @@ static bool start_monitor(runner_t *r, tw_error_t *err)
  */
 static void alerts_grace(runner_t *r)
 {
-    tw_slack_stats_t left;
-
-    if (tw_slack_flush(r->slack, ALERT_GRACE_MS))
-        return;
-    tw_slack_stats(r->slack, &left);
-    TW_WARN("Slack alerts not all delivered within %d s: stopping with %zu still "
-            "queued, besides any being sent",
-            ALERT_GRACE_MS / 1000, left.queued);
+    tw_app_flush_alerts(&r->app, ALERT_GRACE_MS);
 }
 
 /*
@@ -1680,16 +1616,14 @@ static void teardown(runner_t *r)
      * It and the pool may wait on MongoDB: the watcher can end the run
      * meanwhile, with the exit code already decided. */
     tw_stop_watch_enter(r->watch);
-    tw_monitor_free(r->monitor);
+    tw_app_stop_guard(&r->app);
     if (r->client)
         mongoc_client_pool_push(r->pool, r->client);
     mongoc_client_pool_destroy(r->pool);
     tw_stop_watch_leave(r->watch);
     tw_stop_watch_free(r->watch);
-    tw_slack_stop(r->slack, ALERT_GRACE_MS);
-    tw_slack_free(r->slack);
-    tw_http_free(r->http);
-    tw_metrics_free(r->metrics);
+    tw_app_stop(&r->app, ALERT_GRACE_MS);
+    tw_app_free(&r->app);
     redisFree(r->redis);
     tw_redis_url_release(&r->redis_url);
     tw_checkpoint_release(&r->committed);
@@ -1875,12 +1809,12 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         goto out;
     }
     /* A dry run only reads: no metrics port, no alerts, no guard. */
-    if (!settings->dry_run && !start_services(&r, &err)) {
+    if (!settings->dry_run && !start_app(&r, &err)) {
         TW_ERROR("%s", err.message);
         goto out;
     }
     if (settings->dry_run)
-        r.metrics = tw_metrics_new();
+        r.app.metrics = tw_metrics_new();
     tw_redact_url(settings->redis_url, redacted, sizeof redacted);
     TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
             r.checkpoint_key, tw_sink_kind_name((tw_sink_kind_t)settings->sink));

@@ -1,0 +1,66 @@
+/*
+ * app.h - what a tokenwatch process runs beside following: the clock, the
+ * metrics registry, the HTTP server (/metrics, /healthz, /readyz), the alert
+ * channels and the guard thread, started and stopped in one place. The
+ * follower (run.c) uses them through this struct; the guard is started
+ * once the follower has a MongoDB pool and a Redis URL to lend it.
+ *
+ * Lifecycle: tw_app_start, tw_app_start_guard; on the way out
+ * tw_app_stop_guard (it may wait on MongoDB), tw_app_stop (the alert
+ * channels get their grace), tw_app_free. Each accepts what was never
+ * started.
+ */
+#ifndef TOKENWATCH_APP_H
+#define TOKENWATCH_APP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tokenwatch/clock.h"
+#include "tokenwatch/error.h"
+#include "tokenwatch/http.h"
+#include "tokenwatch/metrics.h"
+#include "tokenwatch/monitor.h"
+#include "tokenwatch/notify.h"
+#include "tokenwatch/settings.h"
+#include "tokenwatch/slack.h"
+
+typedef struct {
+    tw_clock_t *clock;         /* borrowed: the process's one clock */
+    const char *metrics_addr;  /* HOST:PORT, or "off" */
+    const char *slack_webhook; /* borrowed secret; NULL: alerts are only logged */
+    int64_t health_stall_ms;   /* /healthz fails when the loop has not come round */
+} tw_app_opts_t;
+
+typedef struct {
+    tw_app_opts_t opts;
+    tw_metrics_t *metrics;
+    tw_http_t *http;             /* NULL with --metrics-addr off */
+    tw_slack_t *slack;           /* NULL without a webhook */
+    tw_notify_list_t notifiers;  /* the alert channels */
+    tw_monitor_t *monitor;       /* the guard thread, once started */
+} tw_app_t;
+
+/* The app's part of the settings, in one place. */
+void tw_app_opts_from_settings(const tw_settings_t *s, tw_clock_t *clock, tw_app_opts_t *opts);
+
+/* The metrics registry (not ready until told), the HTTP server and the alert
+ * channels: up before following starts. app is zeroed first. */
+bool tw_app_start(tw_app_t *app, const tw_app_opts_t *opts, tw_error_t *err);
+
+/* The guard thread, with the app's clock, metrics and channels filled in. */
+bool tw_app_start_guard(tw_app_t *app, tw_monitor_opts_t *opts, tw_error_t *err);
+
+/* Stops and frees the guard thread: it holds a client of the follower's pool. */
+void tw_app_stop_guard(tw_app_t *app);
+
+/* Waits up to grace_ms for queued alerts; false (and a WARN) if some are left. */
+bool tw_app_flush_alerts(tw_app_t *app, int64_t grace_ms);
+
+/* Stops the alert sender after up to grace_ms for what is queued. */
+void tw_app_stop(tw_app_t *app, int64_t grace_ms);
+
+/* Frees everything, stopping what still runs. */
+void tw_app_free(tw_app_t *app);
+
+#endif
