@@ -466,115 +466,128 @@ static bool apply_list(tw_settings_t *s, size_t index, const char *value,
 }
 
 /* The one parser every source goes through. */
-static bool apply(tw_settings_t *s, size_t index, const char *value,
-                  tw_setting_source_t source, const char *where,
-                  tw_error_t *err)
+/* Which of the setting's choices value is; the list in the error if none. */
+static bool parse_choice(const setting_def_t *def, const char *value, size_t *index,
+                         tw_error_t *err)
 {
-    const setting_def_t *def = &table[index];
-    void *field = (char *)s + def->offset;
-    char origin[160];
-    tw_error_t inner;
-    int64_t number = 0;
-
-    tw_error_clear(&inner);
-    describe_source(def, source, where, origin, sizeof origin);
-    switch (def->type) {
-    case TYPE_STRING:
-        if (def->choices) {
-            size_t k;
-            for (k = 0; def->choices[k]; k++)
-                if (strcmp(value, def->choices[k]) == 0)
-                    break;
-            if (!def->choices[k])
-                goto bad_choice;
-        }
-        if (def->check && !def->check(value, &inner))
-            goto bad;
-        free_value(def, *(char **)field);
-        *(char **)field = tw_strdup(value);
-        break;
-    case TYPE_INT: {
-        char *end;
-        long long v;
-
-        errno = 0;
-        v = strtoll(value, &end, 10);
-        if (errno || end == value || *end != '\0' || !isdigit((unsigned char)value[0])) {
-            tw_error_set(&inner, TW_ERR_USAGE, 0, "'%s' is not a whole number",
-                         value);
-            goto bad;
-        }
-        number = v;
-        if (number < def->min || number > def->max) {
-            tw_error_set(&inner, TW_ERR_USAGE, 0,
-                         "%lld is out of range [%lld, %lld]", (long long)number,
-                         (long long)def->min, (long long)def->max);
-            goto bad;
-        }
-        *(int64_t *)field = number;
-        break;
-    }
-    case TYPE_DURATION: {
-        char lo[TW_DURATION_TEXT_MAX], hi[TW_DURATION_TEXT_MAX];
-
-        if (!tw_duration_parse(value, &number, &inner))
-            goto bad;
-        if (number < def->min || number > def->max) {
-            tw_duration_format(def->min, lo);
-            tw_duration_format(def->max, hi);
-            tw_error_set(&inner, TW_ERR_USAGE, 0,
-                         "'%s' is out of range [%s, %s]", value, lo, hi);
-            goto bad;
-        }
-        *(int64_t *)field = number;
-        break;
-    }
-    case TYPE_ENUM: {
-        size_t k;
-        for (k = 0; def->choices[k]; k++)
-            if (strcmp(value, def->choices[k]) == 0)
-                break;
-        if (!def->choices[k])
-            goto bad_choice;
-        *(int *)field = (int)k;
-        break;
-    }
-    case TYPE_LIST:
-        if (!apply_list(s, index, value, source, &inner))
-            goto bad;
-        break;
-    case TYPE_LIMIT:
-        if (!tw_limit_parse(value, (tw_limit_t *)field, &inner))
-            goto bad;
-        break;
-    case TYPE_BOOL:
-        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
-            *(bool *)field = true;
-        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
-            *(bool *)field = false;
-        else {
-            tw_error_set(&inner, TW_ERR_USAGE, 0, "'%s' is not true or false", value);
-            goto bad;
-        }
-        break;
-    }
-    s->sources[index] = source;
-    return true;
-
-bad_choice: {
     char list[160] = "";
     size_t used = 0;
 
     for (size_t k = 0; def->choices[k]; k++)
+        if (strcmp(value, def->choices[k]) == 0) {
+            *index = k;
+            return true;
+        }
+    for (size_t k = 0; def->choices[k]; k++)
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
                                  k ? ", " : "", def->choices[k]);
-    tw_error_set(&inner, TW_ERR_USAGE, 0, "'%s' is not one of: %s", value,
-                 list);
+    tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is not one of: %s", value, list);
+    return false;
 }
-bad:
+
+static bool parse_int(const setting_def_t *def, const char *value, int64_t *out,
+                      tw_error_t *err)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(value, &end, 10);
+    if (errno || end == value || *end != '\0' || !isdigit((unsigned char)value[0])) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is not a whole number", value);
+        return false;
+    }
+    if (v < def->min || v > def->max) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "%lld is out of range [%lld, %lld]", v,
+                     (long long)def->min, (long long)def->max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool parse_duration_setting(const setting_def_t *def, const char *value, int64_t *out,
+                                   tw_error_t *err)
+{
+    char lo[TW_DURATION_TEXT_MAX], hi[TW_DURATION_TEXT_MAX];
+    int64_t number;
+
+    if (!tw_duration_parse(value, &number, err))
+        return false;
+    if (number < def->min || number > def->max) {
+        tw_duration_format(def->min, lo);
+        tw_duration_format(def->max, hi);
+        tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is out of range [%s, %s]", value, lo, hi);
+        return false;
+    }
+    *out = number;
+    return true;
+}
+
+static bool parse_bool(const char *value, bool *out, tw_error_t *err)
+{
+    if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+        *out = true;
+    else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+        *out = false;
+    else {
+        tw_error_set(err, TW_ERR_USAGE, 0, "'%s' is not true or false", value);
+        return false;
+    }
+    return true;
+}
+
+/* Parses value by the setting's type into its field; err says why not. */
+static bool set_field(tw_settings_t *s, size_t index, const char *value,
+                      tw_setting_source_t source, tw_error_t *err)
+{
+    const setting_def_t *def = &table[index];
+    void *field = (char *)s + def->offset;
+    size_t k;
+
+    switch (def->type) {
+    case TYPE_STRING:
+        if (def->choices && !parse_choice(def, value, &k, err))
+            return false;
+        if (def->check && !def->check(value, err))
+            return false;
+        free_value(def, *(char **)field);
+        *(char **)field = tw_strdup(value);
+        return true;
+    case TYPE_INT:
+        return parse_int(def, value, (int64_t *)field, err);
+    case TYPE_DURATION:
+        return parse_duration_setting(def, value, (int64_t *)field, err);
+    case TYPE_ENUM:
+        if (!parse_choice(def, value, &k, err))
+            return false;
+        *(int *)field = (int)k;
+        return true;
+    case TYPE_LIST:
+        return apply_list(s, index, value, source, err);
+    case TYPE_LIMIT:
+        return tw_limit_parse(value, (tw_limit_t *)field, err);
+    case TYPE_BOOL:
+        return parse_bool(value, (bool *)field, err);
+    }
+    return false;
+}
+
+static bool apply(tw_settings_t *s, size_t index, const char *value,
+                  tw_setting_source_t source, const char *where,
+                  tw_error_t *err)
+{
+    char origin[160];
+    tw_error_t inner;
+
+    tw_error_clear(&inner);
+    if (set_field(s, index, value, source, &inner)) {
+        s->sources[index] = source;
+        return true;
+    }
+    describe_source(&table[index], source, where, origin, sizeof origin);
     /* Checks of secret settings (URIs) redact what they quote. */
-    tw_error_set(err, TW_ERR_USAGE, 0, "bad value for %s: %s", origin,
-                 inner.message);
+    tw_error_set(err, TW_ERR_USAGE, 0, "bad value for %s: %s", origin, inner.message);
     return false;
 }
 
@@ -866,20 +879,13 @@ static bool next_flag(int argc, const char *const argv[], int *k, ssize_t *index
     return true;
 }
 
-bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
-                      const char *const envp[], tw_error_t *err)
+/* The config file's path: from the environment, or a --config flag. */
+static const char *find_config(int argc, const char *const argv[], const char *const envp[],
+                               tw_setting_source_t *source)
 {
     const char *config = NULL;
-    tw_setting_source_t config_source = TW_SOURCE_ENV;
-    bool options_done = false;
 
-    for (size_t k = 0; k < TABLE_SIZE; k++) {
-        if (table[k].def && !apply(s, k, table[k].def, TW_SOURCE_DEFAULT, NULL, err))
-            return false;
-    }
-
-    /* The config file sits below the environment and the flags, but its
-     * own location comes from them. */
+    *source = TW_SOURCE_ENV;
     for (size_t k = 0; envp && envp[k]; k++)
         if (strncmp(envp[k], "TOKENWATCH_CONFIG=", 18) == 0)
             config = envp[k] + 18;
@@ -888,19 +894,32 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
             break;
         if (strcmp(argv[k], "--config") == 0 && k + 1 < argc) {
             config = argv[k + 1];
-            config_source = TW_SOURCE_FLAG;
+            *source = TW_SOURCE_FLAG;
         } else if (strncmp(argv[k], "--config=", 9) == 0) {
             config = argv[k] + 9;
-            config_source = TW_SOURCE_FLAG;
+            *source = TW_SOURCE_FLAG;
         }
     }
-    if (config) {
-        if (!apply(s, 0, config, config_source, NULL, err) ||
-            !load_file(s, config, config_source, err))
-            return false;
-    }
-    if (!load_env(s, envp, err))
+    return config;
+}
+
+/* A flag without a value of its own; false when arg is none of them. */
+static bool plain_flag(tw_settings_t *s, const char *arg)
+{
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+        s->help = true;
+    else if (strcmp(arg, "--version") == 0)
+        s->version = true;
+    else if (strcmp(arg, "--json") == 0)
+        s->json = true;
+    else
         return false;
+    return true;
+}
+
+static bool load_flags(tw_settings_t *s, int argc, const char *const argv[], tw_error_t *err)
+{
+    bool options_done = false;
 
     for (int k = 0; k < argc; k++) {
         const char *arg = argv[k];
@@ -915,18 +934,8 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
             options_done = true;
             continue;
         }
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            s->help = true;
+        if (plain_flag(s, arg))
             continue;
-        }
-        if (strcmp(arg, "--version") == 0) {
-            s->version = true;
-            continue;
-        }
-        if (strcmp(arg, "--json") == 0) {
-            s->json = true;
-            continue;
-        }
         if (arg[1] != '-') {
             char shown[512];
 
@@ -940,7 +949,12 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
             !apply(s, (size_t)index, value, TW_SOURCE_FLAG, NULL, err))
             return false;
     }
+    return true;
+}
 
+/* What only the settings together can say, and what follows from them. */
+static bool settle(tw_settings_t *s, tw_error_t *err)
+{
     if (s->mongo_uri_file && !load_mongo_uri_file(s, err))
         return false;
     if (s->slack_webhook_file && !load_slack_webhook_file(s, err))
@@ -971,6 +985,25 @@ bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
         snprintf(s->stream_key, n, "tokenwatch:{%s}:events", s->name);
     }
     return true;
+}
+
+bool tw_settings_load(tw_settings_t *s, int argc, const char *const argv[],
+                      const char *const envp[], tw_error_t *err)
+{
+    tw_setting_source_t config_source;
+    const char *config;
+
+    for (size_t k = 0; k < TABLE_SIZE; k++) {
+        if (table[k].def && !apply(s, k, table[k].def, TW_SOURCE_DEFAULT, NULL, err))
+            return false;
+    }
+    /* The config file sits below the environment and the flags, but its
+     * own location comes from them. */
+    config = find_config(argc, argv, envp, &config_source);
+    if (config && (!apply(s, 0, config, config_source, NULL, err) ||
+                   !load_file(s, config, config_source, err)))
+        return false;
+    return load_env(s, envp, err) && load_flags(s, argc, argv, err) && settle(s, err);
 }
 
 void tw_settings_release(tw_settings_t *s)
