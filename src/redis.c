@@ -109,13 +109,51 @@ static bool check_redis_form(const char *text, tw_error_t *err)
     return true;
 }
 
+/* A redis:// URL's host, port, user, password and database. */
+static bool parse_redis_parts(CURLU *u, tw_redis_url_t *out, tw_error_t *err)
+{
+    char *path = dup_part(u, CURLUPART_PATH, CURLU_URLDECODE);
+    char *port = dup_part(u, CURLUPART_PORT, 0);
+    bool ok = false;
+
+    out->host = dup_part(u, CURLUPART_HOST, 0);
+    out->user = dup_part(u, CURLUPART_USER, CURLU_URLDECODE);
+    out->password = dup_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE);
+    out->port = 6379;
+    if (!out->host) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "the URL names no host");
+        goto out;
+    }
+    /* curl keeps IPv6 brackets, which connect() does not want. */
+    if (out->host[0] == '[') {
+        size_t n = strlen(out->host);
+        memmove(out->host, out->host + 1, n - 2);
+        out->host[n - 2] = '\0';
+    }
+    if (port && (!parse_db(port, &out->port) || out->port < 1 || out->port > 65535)) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "port '%s' is not 1-65535", port);
+        goto out;
+    }
+    if (path && strcmp(path, "/") != 0 && !parse_db(path + 1, &out->db)) {
+        /* "redis://u:12/pa@h/0": a '/' in the password ends the host,
+         * and the rest of the password is the path: never quote it. */
+        tw_error_set(err, TW_ERR_USAGE, 0, "the path is not a database number (/0)%s",
+                     strchr(path, '@') ? "; percent-encode a '/' in the password as %2F"
+                                       : "");
+        goto out;
+    }
+    ok = true;
+out:
+    free(path);
+    free(port);
+    return ok;
+}
+
 bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                         tw_error_t *err)
 {
     CURLU *u = curl_url();
     char *scheme = NULL;
-    char *path = NULL;
-    char *port = NULL;
     bool ok = false;
 
     memset(out, 0, sizeof *out);
@@ -142,50 +180,17 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
         goto out;
     }
     scheme = dup_part(u, CURLUPART_SCHEME, 0);
-    path = dup_part(u, CURLUPART_PATH, CURLU_URLDECODE);
-    if (scheme && strcasecmp(scheme, "redis") == 0) {
-        out->host = dup_part(u, CURLUPART_HOST, 0);
-        port = dup_part(u, CURLUPART_PORT, 0);
-        out->user = dup_part(u, CURLUPART_USER, CURLU_URLDECODE);
-        out->password = dup_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE);
-        out->port = 6379;
-        if (!out->host) {
-            tw_error_set(err, TW_ERR_USAGE, 0, "the URL names no host");
-            goto out;
-        }
-        /* curl keeps IPv6 brackets, which connect() does not want. */
-        if (out->host[0] == '[') {
-            size_t n = strlen(out->host);
-            memmove(out->host, out->host + 1, n - 2);
-            out->host[n - 2] = '\0';
-        }
-        if (port && (!parse_db(port, &out->port) || out->port < 1 ||
-                     out->port > 65535)) {
-            tw_error_set(err, TW_ERR_USAGE, 0, "port '%s' is not 1-65535",
-                         port);
-            goto out;
-        }
-        if (path && strcmp(path, "/") != 0 && !parse_db(path + 1, &out->db)) {
-            /* "redis://u:12/pa@h/0": a '/' in the password ends the host,
-             * and the rest of the password is the path: never quote it. */
-            tw_error_set(err, TW_ERR_USAGE, 0,
-                         "the path is not a database number (/0)%s",
-                         strchr(path, '@') ? "; percent-encode a '/' in the "
-                                             "password as %2F"
-                                           : "");
-            goto out;
-        }
-    } else {
+    if (!scheme || strcasecmp(scheme, "redis") != 0) {
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "scheme '%s' is not redis:// or unix://",
                      scheme ? scheme : "");
         goto out;
     }
+    if (!parse_redis_parts(u, out, err))
+        goto out;
     ok = true;
 out:
     free(scheme);
-    free(path);
-    free(port);
     curl_url_cleanup(u);
     if (!ok)
         tw_redis_url_release(out);
