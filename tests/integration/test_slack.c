@@ -448,131 +448,88 @@ Test(slack, retries_5xx_with_backoff_then_delivers_once)
     expect_log_clean();
 }
 
-Test(slack, honours_retry_after_on_429)
+/* One 429 answered as `script` says, then 200: the seconds between the two
+ * requests. cap_ms 0 keeps quick_opts' 400 ms backoff cap. */
+static double gap_after_429(const char *script, int64_t cap_ms)
 {
     tw_slack_opts_t o;
     received_t *r;
     double gap;
 
     wh_start();
-    wh_script("{\"responses\": [{\"status\": 429, \"retry_after\": 1}], "
-              "\"then\": 200}");
+    wh_script(script);
     o = quick_opts(wh.url);
-    o.retry_cap_ms = 5000;
+    if (cap_ms > 0)
+        o.retry_cap_ms = cap_ms;
     start(&o);
     enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_slack_flush(slack, 10000), "delivered after the 429");
     r = wh_received();
     cr_assert_eq(r->n, 2, "two requests, got %zu", r->n);
     cr_expect_eq(r->d[0].status, 429);
     cr_expect_eq(r->d[1].status, 200);
     gap = r->d[1].time - r->d[0].time;
-    cr_log_info("429 Retry-After 1: retried after %.1f ms (backoff alone: 37)",
-                gap * 1000);
-    cr_expect_geq(gap, 1.0, "retried after %.3f s, before Retry-After", gap);
     received_free(r);
     expect_stats(1, 0, 0);
+    return gap;
+}
+
+Test(slack, honours_retry_after_on_429)
+{
+    double gap = gap_after_429("{\"responses\": [{\"status\": 429, \"retry_after\": 1}], "
+                               "\"then\": 200}",
+                               5000);
+
+    cr_log_info("429 Retry-After 1: retried after %.1f ms (backoff alone: 37)", gap * 1000);
+    cr_expect_geq(gap, 1.0, "retried after %.3f s, before Retry-After", gap);
     expect_log_clean();
 }
 
 Test(slack, caps_retry_after_at_the_backoff_cap)
 {
-    tw_slack_opts_t o;
-    received_t *r;
-    double gap;
+    double gap = gap_after_429("{\"responses\": [{\"status\": 429, \"retry_after\": 3600}], "
+                               "\"then\": 200}",
+                               0);
 
-    wh_start();
-    wh_script("{\"responses\": [{\"status\": 429, \"retry_after\": 3600}], "
-              "\"then\": 200}");
-    o = quick_opts(wh.url); /* cap 400 ms */
-    start(&o);
-    enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000), "an hour's Retry-After is capped");
-    r = wh_received();
-    cr_assert_eq(r->n, 2);
-    gap = r->d[1].time - r->d[0].time;
-    cr_log_info("429 Retry-After 3600, cap 400 ms: retried after %.1f ms",
-                gap * 1000);
+    cr_log_info("429 Retry-After 3600, cap 400 ms: retried after %.1f ms", gap * 1000);
     cr_expect_geq(gap, 0.4, "retried after %.3f s", gap);
-    received_free(r);
-    expect_stats(1, 0, 0);
 }
 
 /* Retry-After may be an HTTP-date (RFC 9110 10.2.3); libcurl reads both
  * forms. webhook.py writes a date 2 s ahead, rounded up to the second. */
 Test(slack, honours_an_http_date_retry_after_on_429)
 {
-    tw_slack_opts_t o;
-    received_t *r;
-    double gap;
+    double gap = gap_after_429("{\"responses\": [{\"status\": 429, \"retry_after_date\": 2}], "
+                               "\"then\": 200}",
+                               5000);
 
-    wh_start();
-    wh_script("{\"responses\": [{\"status\": 429, \"retry_after_date\": 2}], "
-              "\"then\": 200}");
-    o = quick_opts(wh.url);
-    o.retry_cap_ms = 5000;
-    start(&o);
-    enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
-    r = wh_received();
-    cr_assert_eq(r->n, 2, "two requests, got %zu", r->n);
-    cr_expect_eq(r->d[0].status, 429);
-    cr_expect_eq(r->d[1].status, 200);
-    gap = r->d[1].time - r->d[0].time;
     cr_log_info("429 Retry-After: <date 2 s ahead>: retried after %.1f ms "
                 "(backoff alone: 37)", gap * 1000);
     cr_expect_geq(gap, 1.9, "retried after %.3f s, before the Retry-After date", gap);
     cr_expect_lt(gap, 4.5, "retried after %.3f s", gap);
-    received_free(r);
-    expect_stats(1, 0, 0);
     expect_log_clean();
 }
 
 Test(slack, caps_an_http_date_retry_after_at_the_backoff_cap)
 {
-    tw_slack_opts_t o;
-    received_t *r;
-    double gap;
+    double gap = gap_after_429("{\"responses\": [{\"status\": 429, "
+                               "\"retry_after_date\": 3600}], \"then\": 200}",
+                               0);
 
-    wh_start();
-    wh_script("{\"responses\": [{\"status\": 429, \"retry_after_date\": 3600}], "
-              "\"then\": 200}");
-    o = quick_opts(wh.url); /* cap 400 ms */
-    start(&o);
-    enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000), "an hour's Retry-After date is capped");
-    r = wh_received();
-    cr_assert_eq(r->n, 2);
-    gap = r->d[1].time - r->d[0].time;
     cr_log_info("429 Retry-After: <date 1 h ahead>, cap 400 ms: retried after %.1f ms",
                 gap * 1000);
     cr_expect_geq(gap, 0.4, "retried after %.3f s", gap);
-    received_free(r);
-    expect_stats(1, 0, 0);
 }
 
 /* A date already past asks for no wait: the backoff alone applies. */
 Test(slack, a_past_http_date_retry_after_falls_back_to_backoff)
 {
-    tw_slack_opts_t o;
-    received_t *r;
-    double gap;
+    double gap = gap_after_429("{\"responses\": [{\"status\": 429, "
+                               "\"retry_after_date\": -60}], \"then\": 200}",
+                               5000);
 
-    wh_start();
-    wh_script("{\"responses\": [{\"status\": 429, \"retry_after_date\": -60}], "
-              "\"then\": 200}");
-    o = quick_opts(wh.url);
-    o.retry_cap_ms = 5000;
-    start(&o);
-    enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
-    r = wh_received();
-    cr_assert_eq(r->n, 2);
-    gap = r->d[1].time - r->d[0].time;
     cr_expect_geq(gap, 0.037, "retried after %.3f s, before the backoff", gap);
     cr_expect_lt(gap, 1.0, "retried after %.3f s", gap);
-    received_free(r);
-    expect_stats(1, 0, 0);
 }
 
 Test(slack, refuses_4xx_without_retry_and_goes_on)
