@@ -289,7 +289,7 @@ tw_follow_t *tw_follow_open(mongoc_client_t *client,
     bson_destroy(&watch_opts);
     if (mongoc_change_stream_error_document(f->stream, &berr, &reply)) {
         fill_error(&berr, reply, failure, err);
-        tw_follow_close(f);
+        tw_follow_free(f);
         return NULL;
     }
     return f;
@@ -382,7 +382,7 @@ out:
     return ok;
 }
 
-void tw_follow_close(tw_follow_t *f)
+void tw_follow_free(tw_follow_t *f)
 {
     if (!f)
         return;

@@ -180,7 +180,7 @@ static tw_follow_status_t stream_next(runner_t *r, tw_follow_t *f, const bson_t 
 static void stream_close(runner_t *r, tw_follow_t *f)
 {
     tw_stop_watch_enter(r->watch);
-    tw_follow_close(f);
+    tw_follow_free(f);
     tw_stop_watch_leave(r->watch);
 }
 

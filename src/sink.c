@@ -98,6 +98,8 @@ bool tw_event_batch_full(const tw_event_batch_t *batch)
 
 void tw_event_batch_clear(tw_event_batch_t *batch)
 {
+    if (!batch)
+        return;
     for (size_t k = 0; k < batch->count; k++)
         tw_event_release(&batch->items[k]);
     batch->count = 0;

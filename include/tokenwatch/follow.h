@@ -103,7 +103,8 @@ bool tw_follow_operation_time(const tw_follow_t *f, tw_ctime_t *out);
  */
 bool tw_follow_cluster_time(mongoc_client_t *client, tw_ctime_t *out, tw_error_t *err);
 
-void tw_follow_close(tw_follow_t *f);
+/* Closes the stream (killCursors, the session ends) and frees f; NULL is fine. */
+void tw_follow_free(tw_follow_t *f);
 
 /* Codes that mean the resume point is gone: 286, 260, 136, 40576. */
 bool tw_follow_is_lost_code(int code);
