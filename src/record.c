@@ -346,9 +346,13 @@ fail:
 bool tw_record_history_decode(const char *json, tw_history_entry_t *out,
                               tw_error_t *err)
 {
-    static const char *const fields[] = {"token", "cluster_time", "wall_ms", "updated_ms",
-                                         "events", "source", "scope"};
-    const char *names[7], *values[7];
+    /* Every field of the hash the entry was taken from (TW_RECORD_FIELDS). */
+    static const char *const fields[] = {"token",  "cluster_time", "wall_ms",
+                                         "updated_ms", "events", "source",
+                                         "scope",  "layout",       "time_source"};
+    const size_t nfields = sizeof fields / sizeof fields[0];
+    const char *names[sizeof fields / sizeof fields[0]];
+    const char *values[sizeof fields / sizeof fields[0]];
     bson_t doc;
     bson_iter_t it;
     size_t n = 0;
@@ -359,7 +363,7 @@ bool tw_record_history_decode(const char *json, tw_history_entry_t *out,
         tw_error_set(err, TW_ERR_USAGE, 0, "a history entry is not JSON");
         return false;
     }
-    for (size_t k = 0; k < 7; k++) {
+    for (size_t k = 0; k < nfields; k++) {
         if (bson_iter_init_find(&it, &doc, fields[k]) && BSON_ITER_HOLDS_UTF8(&it)) {
             names[n] = fields[k];
             values[n++] = bson_iter_utf8(&it, NULL);

@@ -625,3 +625,25 @@ Test(record, reads_the_commit_error)
                   "case %zu: %s", k, err.message);
     }
 }
+
+/* A history entry keeps the time source its checkpoint had: an opaque
+ * token's "operation" time is not "unknown" once it is history. */
+Test(record, a_history_entry_keeps_its_time_source)
+{
+    static const char json[] =
+        "{\"token\": \"{\\\"_data\\\": \\\"0A1B2C3D\\\"}\", \"cluster_time\": \"1700000000:5\", "
+        "\"wall_ms\": \"1700000000000\", \"updated_ms\": \"1700000001000\", "
+        "\"events\": \"3\", \"source\": \"event\", \"scope\": \"rs0/shop.orders\", "
+        "\"layout\": \"opaque\", \"time_source\": \"operation\", "
+        "\"pushed_ms\": \"1700000002000\", \"reason\": \"periodic\"}";
+    tw_history_entry_t e;
+    tw_error_t err;
+
+    cr_assert(tw_record_history_decode(json, &e, &err), "%s", err.message);
+    cr_expect_eq(e.checkpoint.time_source, TW_TIME_OPERATION, "got %s",
+                 tw_time_source_name(e.checkpoint.time_source));
+    cr_expect_eq(e.checkpoint.cluster_time.t, 1700000000u);
+    cr_expect_eq(e.checkpoint.cluster_time.i, 5u);
+    cr_expect_eq(e.pushed_ms, 1700000002000LL);
+    tw_checkpoint_release(&e.checkpoint);
+}
