@@ -67,3 +67,14 @@ double tw_clock_random01(const tw_clock_t *clock)
 {
     return clock->random01(clock->ctx);
 }
+
+void tw_mono_deadline(int64_t ms, struct timespec *out)
+{
+    clock_gettime(CLOCK_MONOTONIC, out);
+    out->tv_sec += (time_t)(ms / 1000);
+    out->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}

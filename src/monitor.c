@@ -538,13 +538,7 @@ static void *monitor_main(void *arg)
         pthread_mutex_unlock(&m->lock);
         tw_monitor_tick(m);
         pthread_mutex_lock(&m->lock);
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += interval / 1000;
-        until.tv_nsec += (interval % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        tw_mono_deadline(interval, &until);
         while (!m->stopping &&
                pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0)
             ;

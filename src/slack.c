@@ -108,13 +108,7 @@ static void wait_slice(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t ms)
         ms = WAIT_SLICE_MS;
     if (ms < 1)
         ms = 1;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    tw_mono_deadline(ms, &ts);
     pthread_cond_timedwait(cond, lock, &ts);
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tokenwatch/clock.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/mem.h"
 
@@ -36,13 +37,7 @@ static void sleep_locked(tw_stop_watch_t *w, int64_t ms)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    tw_mono_deadline(ms, &until);
     while (!w->quit && pthread_cond_timedwait(&w->wake, &w->wlock, &until) == 0)
         ;
 }

@@ -15,6 +15,7 @@
 #define TOKENWATCH_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 typedef struct tw_clock {
     int64_t (*wall_ms)(void *ctx);
@@ -30,5 +31,9 @@ void tw_clock_init_system(tw_clock_t *clock);
 int64_t tw_clock_wall_ms(const tw_clock_t *clock);
 int64_t tw_clock_mono_ms(const tw_clock_t *clock);
 double tw_clock_random01(const tw_clock_t *clock);
+
+/* CLOCK_MONOTONIC now plus ms, as pthread_cond_timedwait wants it on a
+ * condition set to that clock (pthread_condattr_setclock). */
+void tw_mono_deadline(int64_t ms, struct timespec *out);
 
 #endif
