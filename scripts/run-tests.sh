@@ -20,4 +20,9 @@ if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
     echo "run-tests: sanitizer reports in $log" >&2
     exit 1
 fi
+if [ "$status" -ne 0 ]; then
+    # CI shows only the end of its output: repeat what failed there.
+    echo "run-tests: failures in $log:" >&2
+    grep -E '\[FAIL\]|\[----\]|CRASH|Timed out|Aborted' "$log" | tail -n 40 >&2
+fi
 exit "$status"

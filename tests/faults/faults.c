@@ -159,9 +159,22 @@ long long ft_stop(th_proc_t *p, int sig, int timeout_ms)
     return -1;
 }
 
+static bool following(void *ctx)
+{
+    const th_proc_t *p = ctx;
+    char *err = th_read_file(p->err_path);
+    bool yes = err && strstr(err, "following ");
+
+    free(err);
+    return yes;
+}
+
 ft_tally_t ft_finish(fx_t *fx, th_proc_t *p, int64_t last, const long long *marks,
                      size_t nmarks)
 {
+    /* Earlier runs may have written up to last already: a SIGTERM before
+     * this one has even set up its signal handling would kill it. */
+    th_assert_dump(th_wait_until(following, p, 30000), p->err_path, "follows");
     th_assert_dump(ft_wait_seq(fx, last, 30000), p->err_path, "catches up to seq %lld",
                    (long long)last);
     cr_assert_neq(ft_stop(p, SIGTERM, 15000), -1, "stops on SIGTERM");
