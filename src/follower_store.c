@@ -1,0 +1,348 @@
+/*
+ * follower_store.c - the follower's Redis side: the connection and its
+ * outages, loading the checkpoint, checking the store can keep it, and the
+ * commit (the position, and the events that go with it, in one step).
+ */
+#include "follower_int.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tokenwatch/log.h"
+#include "tokenwatch/recover.h"
+#include "tokenwatch/run.h"
+#include "tokenwatch/store.h"
+
+static void redis_failed(tw_follower_t *r, const tw_error_t *err)
+{
+    redisFree(r->redis);
+    r->redis = NULL;
+    tw__dependency_failed(r, &r->redis_dep, err);
+}
+
+static bool redis_connected(tw_follower_t *r, tw_error_t *err)
+{
+    if (r->redis)
+        return true;
+    r->redis = tw_redis_connect(&r->redis_url, (int)r->opts.redis_timeout_ms, err);
+    return r->redis != NULL;
+}
+
+/* Waits before the next Redis try; false once a stop makes waiting pointless. */
+static bool redis_backoff(tw_follower_t *r, bool final)
+{
+    int64_t delay = tw_backoff_next(&r->redis_dep.backoff, tw_clock_random01(r->clock));
+
+    if (final) {
+        int64_t left = r->stop_seen_ms + TW__FINAL_COMMIT_GRACE_MS -
+                       tw_clock_mono_ms(r->clock);
+        struct timespec ts;
+
+        if (left <= 0)
+            return false;
+        /* The last checkpoint goes as soon as Redis is back. */
+        if (delay > TW__FINAL_RETRY_MS)
+            delay = TW__FINAL_RETRY_MS;
+        if (delay > left)
+            delay = left;
+        ts.tv_sec = delay / 1000;
+        ts.tv_nsec = (long)(delay % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+        return true;
+    }
+    tw__pause_ms(r, delay);
+    return !tw__stop_requested(r);
+}
+
+/*
+ * A commit found less in Redis than this process committed there: Redis came
+ * back empty, was flushed, or failed over to a replica that was behind. The
+ * position held here was written again (a checkpoint never moves back); say
+ * what went with it, once per finding.
+ */
+static void store_lost_commits(tw_follower_t *r, const tw_commit_result_t *res)
+{
+    char mine[96], held[TW_CTIME_TEXT_MAX], had[96];
+    bool behind;
+
+    if (!res->written || !r->committed.has_token)
+        return;
+    behind = res->has_prior && tw_ctime_cmp(res->prior_time, r->committed.cluster_time) < 0;
+    if (!res->stored_absent && !behind)
+        return;
+    tw_metrics_add(r->svc.metrics, "tokenwatch_checkpoints_lost_by_store_total", NULL, 1);
+    tw__describe_position(&r->position, mine, sizeof mine);
+    tw__describe_position(&r->committed, had, sizeof had);
+    if (res->stored_absent) {
+        TW_WARN("the checkpoint %s vanished from Redis (restarted empty, flushed, or "
+                "failed over to a replica that never had it): written again at %s from "
+                "the position held here%s",
+                r->checkpoint_key, mine,
+                r->opts.sink == TW_SINK_REDIS
+                    ? "; what the stream held went with it, consumer groups included"
+                    : "");
+        return;
+    }
+    tw_ctime_format(res->prior_time, held);
+    TW_WARN("the checkpoint %s went back in Redis from %s to %s (a failover to a replica "
+            "that was behind, or a restore): written again at %s; it is never followed "
+            "from the older one%s",
+            r->checkpoint_key, had, held, mine,
+            r->opts.sink == TW_SINK_REDIS
+                ? "; events committed after that time may be missing from the stream"
+                : "");
+}
+
+/* What the commit script is given: the position, and what goes with it. */
+static void commit_request(tw_follower_t *r, tw_commit_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->checkpoint_key = r->checkpoint_key;
+    c->history_key = r->history_key;
+    c->gaps_key = r->gaps_key;
+    c->record = &r->position;
+    if (r->recovering) {
+        /* "invalidate" belongs to the token (resume it with startAfter),
+         * whatever recovery reached it. */
+        if (strcmp(r->position.source, "invalidate") != 0)
+            snprintf(r->position.source, sizeof r->position.source, "%s",
+                     r->recovery_source);
+        c->force = true;
+        c->history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
+        c->gap_json = r->recovery_gap;
+    }
+    if (r->opts.sink == TW_SINK_REDIS) {
+        c->events = &r->sink.batch;
+        c->stream_key = r->opts.stream_key;
+        c->stream_maxlen = r->opts.stream_maxlen;
+    }
+}
+
+/*
+ * Sends the commit until it lands. While Redis is away it retries with
+ * backoff; after a stop request, for a short grace. A key of the wrong type
+ * is no outage: it ends the run at once (exit 2).
+ */
+static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result_t *result)
+{
+    tw_error_t err;
+    bool final = false;
+    char at[96];
+
+    for (;;) {
+        if (redis_connected(r, &err) && tw_checkpoint_commit(r->redis, c, result, &err))
+            return true;
+        if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_WRONG_TYPE) {
+            /* Not an outage: retrying cannot help, and nothing was written. */
+            TW_ERROR("the checkpoint cannot be written: %s. Rename or delete that key "
+                     "(is another program using tokenwatch's names?), then start again",
+                     err.message);
+            r->commit_code = TW_EXIT_USAGE;
+            return false;
+        }
+        redis_failed(r, &err);
+        final = final || tw__stop_requested(r);
+        if (redis_backoff(r, final))
+            continue;
+        if (!final) {
+            /* The stop came during the wait: now the final grace begins. */
+            TW_INFO("stopping: writing the last checkpoint, for up to %d s while Redis "
+                    "is away",
+                    TW__FINAL_COMMIT_GRACE_MS / 1000);
+            final = true;
+            continue;
+        }
+        tw__describe_position(&r->committed, at, sizeof at);
+        TW_ERROR("the last checkpoint could not be written (%s); the next start resumes "
+                 "from %s and hands on again what came after",
+                 err.message, r->committed.has_token ? at : "now");
+        return false;
+    }
+}
+
+/* Says what a commit that landed did. */
+static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
+{
+    char at[96];
+
+    store_lost_commits(r, result);
+    if (result->written)
+        tw_metrics_add(r->svc.metrics, "tokenwatch_checkpoints_total", NULL, 1);
+    if (!result->written) {
+        char stored[TW_CTIME_TEXT_MAX];
+
+        tw__describe_position(&r->position, at, sizeof at);
+        tw_ctime_format(result->stored_time, stored);
+        TW_WARN("checkpoint %s not written: %s already holds %s, further "
+                "ahead (is another tokenwatch running with --name %s?)",
+                at, r->checkpoint_key, stored, r->opts.name);
+    } else if (tw_log_enabled(TW_LOG_DEBUG)) {
+        tw__describe_position(&r->position, at, sizeof at);
+        TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
+                 r->position.source, r->position.events, r->sink.batch.count);
+    }
+    if (!r->recovering)
+        return;
+    tw__describe_position(&r->position, at, sizeof at);
+    if (r->committed.has_token)
+        TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s",
+                r->recovery_source, at, r->history_key,
+                r->recovery_gap ? ", the gap in " : "", r->recovery_gap ? r->gaps_key : "");
+    else
+        TW_INFO("%s: first checkpoint written at %s", r->recovery_source, at);
+    r->recovering = false;
+    r->has_override = false;
+    bson_free(r->recovery_gap);
+    r->recovery_gap = NULL;
+}
+
+/*
+ * Writes the position (and, for the redis sink, the events it covers).
+ * While Redis is away it takes no further events: commit_send retries until
+ * the write lands or a stop request (then for a short grace).
+ */
+bool tw__commit(tw_follower_t *r)
+{
+    tw_error_t err;
+    tw_commit_result_t result;
+    tw_commit_t c;
+
+    r->commit_code = TW_EXIT_FAILURE;
+    if (!r->dirty)
+        return true;
+    if (!tw_sink_flush(&r->sink, &err)) {
+        TW_ERROR("%s", err.message);
+        return false;
+    }
+    r->position.updated_ms = tw_clock_wall_ms(r->clock);
+    commit_request(r, &c);
+    if (!commit_send(r, &c, &result))
+        return false;
+    tw__dependency_ok(r, &r->redis_dep);
+    commit_report(r, &result);
+    tw_event_batch_clear(&r->sink.batch);
+    tw_checkpoint_release(&r->committed);
+    tw_checkpoint_init(&r->committed);
+    tw_checkpoint_copy_position(&r->committed, &r->position);
+    memcpy(r->committed.source, r->position.source, sizeof r->committed.source);
+    r->committed.events = r->position.events;
+    r->dirty = false;
+    r->events_since_commit = 0;
+    r->last_commit_mono = tw_clock_mono_ms(r->clock);
+    return true;
+}
+
+/*
+ * Can the Redis that holds the checkpoints lose them? Said at every start;
+ * in a protected environment it stops the start unless accepted.
+ */
+int tw__check_store(tw_follower_t *r)
+{
+    tw_store_facts_t facts;
+    tw_store_risks_t risks;
+    tw_error_t err;
+    char text[3 * 170];
+    bool protected_env = tw_env_protected(r->opts.environment, r->opts.protect, r->opts.protect_count);
+
+    if (!r->redis || !tw_store_probe(r->redis, &facts, &err)) {
+        TW_WARN("cannot tell whether Redis keeps its data: %s",
+                r->redis ? err.message : "not connected");
+        return -1;
+    }
+    tw_store_assess(&facts, &risks);
+    if (risks.note[0])
+        TW_WARN("Redis: %s", risks.note);
+    if (risks.count == 0)
+        return -1;
+    tw_store_risks_text(&risks, text, sizeof text);
+    if (protected_env && !r->opts.accept_store_risk) {
+        TW_ERROR("the Redis that holds the checkpoints can lose them: %s. Not starting in "
+                 "protected environment %s: fix Redis, or accept it with "
+                 "--accept-store-risk",
+                 text, r->opts.environment);
+        return TW_EXIT_USAGE;
+    }
+    TW_WARN("the Redis that holds the checkpoints can lose them: %s%s", text,
+            r->opts.accept_store_risk ? " (accepted: --accept-store-risk)" : "");
+    return -1;
+}
+
+/* Loads the stored checkpoint, waiting out a Redis outage. */
+int tw__load_checkpoint(tw_follower_t *r)
+{
+    tw_error_t err;
+    bool found = false;
+
+    for (;;) {
+        if (redis_connected(r, &err)) {
+            if (tw_checkpoint_load(r->redis, r->checkpoint_key, &r->committed,
+                                   &found, &err))
+                break;
+            if (tw_checkpoint_unusable(&err) && r->opts.resume_from) {
+                /* A recovery replaces it: the raw record goes to the history. */
+                TW_WARN("the stored checkpoint cannot be used (%s): --resume-from "
+                        "replaces it, and the history keeps it as it is",
+                        err.message);
+                tw_checkpoint_release(&r->committed);
+                tw_checkpoint_init(&r->committed);
+                break;
+            }
+            if (tw_checkpoint_unusable(&err)) {
+                TW_ERROR("the stored checkpoint cannot be used: %s. Replace it with "
+                         "--resume-from SPEC or checkpoint rollback N (the history keeps "
+                         "it), or delete the key",
+                         err.message);
+                return TW_EXIT_USAGE;
+            }
+        }
+        redis_failed(r, &err);
+        if (!redis_backoff(r, false))
+            return TW_EXIT_OK;
+    }
+    tw__dependency_ok(r, &r->redis_dep);
+    (void)found;
+    return -1;
+}
+
+/*
+ * A watcher that exits 3 is restarted by its supervisor (a Deployment
+ * restarts it for ever): the LOST alert for one checkpoint goes out once per
+ * --alert-repeat, not once per restart. Redis remembers which checkpoint was
+ * told, until the repeat is due.
+ */
+/* The key that remembers which lost checkpoint Slack was told of. */
+static void lost_alerted_key(const tw_follower_t *r, char key[TW_KEY_MAX], char ct[TW_CTIME_TEXT_MAX])
+{
+    tw_checkpoint_key(r->opts.name, "lost-alerted", key);
+    tw_ctime_format(r->committed.cluster_time, ct);
+}
+
+bool tw__lost_already_told(tw_follower_t *r)
+{
+    char key[TW_KEY_MAX], ct[TW_CTIME_TEXT_MAX];
+    redisReply *reply;
+    bool told;
+
+    if (!r->redis || !r->committed.has_token)
+        return false;
+    lost_alerted_key(r, key, ct);
+    reply = tw_redis_command(r->redis, NULL, "GET %s", key);
+    told = reply && reply->type == REDIS_REPLY_STRING && strcmp(reply->str, ct) == 0;
+    freeReplyObject(reply);
+    return told;
+}
+
+/* Remembered only once Slack took it: a refused alert goes out again at
+ * the next start. */
+void tw__lost_told(tw_follower_t *r)
+{
+    char key[TW_KEY_MAX], ct[TW_CTIME_TEXT_MAX];
+
+    if (!r->redis || !r->committed.has_token)
+        return;
+    lost_alerted_key(r, key, ct);
+    freeReplyObject(tw_redis_command(r->redis, NULL, "SET %s %s PX %lld", key, ct,
+                                     (long long)r->opts.alert_repeat_ms));
+}
