@@ -236,7 +236,7 @@ static follow_outcome_t on_event(tw_follower_t *r, tw_follow_t *f, const bson_t 
     bool invalidate;
 
     tw__dependency_ok(r, &r->mongo_dep);
-    if (!tw_event_from_bson(doc, r->opts.sink != TW_SINK_NONE, reply_time(f, &op),
+    if (!tw_event_from_bson(doc, tw_sink_wants_json(r->sink), reply_time(f, &op),
                             tw_clock_wall_ms(r->clock), &event, &err)) {
         TW_ERROR("%s", err.message);
         *code = TW_EXIT_FAILURE;
@@ -250,11 +250,7 @@ static follow_outcome_t on_event(tw_follower_t *r, tw_follow_t *f, const bson_t 
     invalidate = event.invalidate;
     advance(r, event.token, event.cluster_time, event.time_source,
             invalidate ? "invalidate" : "event", 1);
-    if (!tw_sink_put(&r->sink, &event, &err)) {
-        TW_ERROR("%s", err.message);
-        *code = TW_EXIT_FAILURE;
-        return FOLLOW_DONE;
-    }
+    tw_sink_put(r->sink, &event);
     r->events_this_run++;
     r->events_since_commit++;
     tw_metrics_add(r->svc.metrics, "tokenwatch_events_total", NULL, 1);
@@ -268,7 +264,7 @@ static follow_outcome_t on_event(tw_follower_t *r, tw_follow_t *f, const bson_t 
         TW_INFO("stopping after --max-events %" PRId64, r->opts.max_events);
         return FOLLOW_DONE;
     }
-    if (r->events_since_commit >= r->opts.checkpoint_every || tw_event_batch_full(&r->sink.batch))
+    if (r->events_since_commit >= r->opts.checkpoint_every || tw_sink_full(r->sink))
         return commit_or_done(r, FOLLOW_NEXT, code);
     return FOLLOW_NEXT;
 }
@@ -587,6 +583,9 @@ static void init_dependencies(tw_follower_t *r)
     r->mongo_dep.part = "mongo";
     r->mongo_dep.while_away = "reconnecting with backoff and resuming from the last checkpoint";
     tw_backoff_init(&r->mongo_dep.backoff, TW__RETRY_BASE_MS, TW__RETRY_CAP_MS);
+    r->sink_dep.part = "sink";
+    r->sink_dep.while_away = "holding events and writing them again with backoff";
+    tw_backoff_init(&r->sink_dep.backoff, TW__RETRY_BASE_MS, TW__RETRY_CAP_MS);
     tw_backoff_init(&r->lost_backoff, TW__RETRY_BASE_MS * 4, TW__RETRY_CAP_MS);
 }
 
@@ -618,7 +617,6 @@ tw_follower_t *tw_follower_new(const tw_follower_opts_t *opts, tw_clock_t *clock
     tw_checkpoint_key(opts->name, "checkpoint", r->checkpoint_key);
     tw_checkpoint_key(opts->name, "history", r->history_key);
     tw_checkpoint_key(opts->name, "gaps", r->gaps_key);
-    tw_sink_init(&r->sink, opts->sink, NULL);
     r->follow_opts.db = opts->db;
     r->follow_opts.collection = opts->collection;
     r->follow_opts.pipeline = opts->pipeline;
@@ -638,8 +636,17 @@ tw_follower_t *tw_follower_new(const tw_follower_opts_t *opts, tw_clock_t *clock
 
 void tw_follower_attach(tw_follower_t *r, const tw_follower_services_t *svc)
 {
+    tw_sink_opts_t so;
+
     r->svc = *svc;
-    r->sink.out = svc->out;
+    memset(&so, 0, sizeof so);
+    so.kind = r->opts.sink;
+    so.out = svc->out;
+    so.stream_key = r->opts.stream_key;
+    so.stream_maxlen = r->opts.stream_maxlen;
+    tw_sink_free(r->sink);
+    r->sink = tw_sink_new(&so);
+    r->sink_dep.name = tw_sink_name(r->sink);
 }
 
 const char *tw_follower_checkpoint_key(const tw_follower_t *r)
@@ -697,7 +704,7 @@ void tw_follower_free(tw_follower_t *r)
     tw_redis_url_release(&r->redis_url);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_release(&r->position);
-    tw_sink_release(&r->sink);
+    tw_sink_free(r->sink);
     free(r->scope);
     tw__clear_override(r);
     bson_free(r->recovery_gap);

@@ -66,7 +66,8 @@ struct tw_follower {
     tw_checkpoint_t committed; /* what Redis holds; has_token false: nothing */
     tw_checkpoint_t position;  /* the newest position handed on */
     bool dirty;                /* position is ahead of committed */
-    tw_sink_t sink;
+    tw_sink_t *sink;   /* NULL until attached */
+    dependency_t sink_dep;
     int64_t events_this_run;
     int64_t events_since_commit;
     int64_t last_commit_mono;

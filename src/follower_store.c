@@ -30,10 +30,11 @@ static bool redis_connected(tw_follower_t *r, tw_error_t *err)
     return r->redis != NULL;
 }
 
-/* Waits before the next Redis try; false once a stop makes waiting pointless. */
-static bool redis_backoff(tw_follower_t *r, bool final)
+/* Waits before the next try of d (Redis, the sink); false once a stop makes
+ * waiting pointless. */
+static bool backoff(tw_follower_t *r, dependency_t *d, bool final)
 {
-    int64_t delay = tw_backoff_next(&r->redis_dep.backoff, tw_clock_random01(r->clock));
+    int64_t delay = tw_backoff_next(&d->backoff, tw_clock_random01(r->clock));
 
     if (final) {
         int64_t left = r->stop_seen_ms + TW__FINAL_COMMIT_GRACE_MS -
@@ -42,7 +43,7 @@ static bool redis_backoff(tw_follower_t *r, bool final)
 
         if (left <= 0)
             return false;
-        /* The last checkpoint goes as soon as Redis is back. */
+        /* The last checkpoint goes as soon as it can. */
         if (delay > TW__FINAL_RETRY_MS)
             delay = TW__FINAL_RETRY_MS;
         if (delay > left)
@@ -80,7 +81,7 @@ static void store_lost_commits(tw_follower_t *r, const tw_commit_result_t *res)
                 "failed over to a replica that never had it): written again at %s from "
                 "the position held here%s",
                 r->checkpoint_key, mine,
-                r->opts.sink == TW_SINK_REDIS
+                tw_sink_in_redis(r->sink)
                     ? "; what the stream held went with it, consumer groups included"
                     : "");
         return;
@@ -90,7 +91,7 @@ static void store_lost_commits(tw_follower_t *r, const tw_commit_result_t *res)
             "that was behind, or a restore): written again at %s; it is never followed "
             "from the older one%s",
             r->checkpoint_key, had, held, mine,
-            r->opts.sink == TW_SINK_REDIS
+            tw_sink_in_redis(r->sink)
                 ? "; events committed after that time may be missing from the stream"
                 : "");
 }
@@ -113,11 +114,7 @@ static void commit_request(tw_follower_t *r, tw_commit_t *c)
         c->history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
         c->gap_json = r->recovery_gap;
     }
-    if (r->opts.sink == TW_SINK_REDIS) {
-        c->events = &r->sink.batch;
-        c->stream_key = r->opts.stream_key;
-        c->stream_maxlen = r->opts.stream_maxlen;
-    }
+    tw_sink_commit_part(r->sink, &c->sink);
 }
 
 /*
@@ -144,7 +141,7 @@ static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result
         }
         redis_failed(r, &err);
         final = final || tw__stop_requested(r);
-        if (redis_backoff(r, final))
+        if (backoff(r, &r->redis_dep, final))
             continue;
         if (!final) {
             /* The stop came during the wait: now the final grace begins. */
@@ -181,7 +178,7 @@ static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
     } else if (tw_log_enabled(TW_LOG_DEBUG)) {
         tw__describe_position(&r->position, at, sizeof at);
         TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
-                 r->position.source, r->position.events, r->sink.batch.count);
+                 r->position.source, r->position.events, tw_sink_held(r->sink));
     }
     if (!r->recovering)
         return;
@@ -199,30 +196,60 @@ static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
 }
 
 /*
+ * Makes the sink hand on what it holds before the checkpoint moves past it.
+ * A sink that cannot write is an outage like Redis's: its events stay held
+ * and are written again with backoff (no further events are taken); after a
+ * stop request, for the final grace.
+ */
+static bool flush_sink(tw_follower_t *r)
+{
+    tw_error_t err;
+    bool final = false;
+    char at[96];
+
+    for (;;) {
+        if (tw_sink_flush(r->sink, &err)) {
+            tw__dependency_ok(r, &r->sink_dep);
+            return true;
+        }
+        tw__dependency_failed(r, &r->sink_dep, &err);
+        final = final || tw__stop_requested(r);
+        if (backoff(r, &r->sink_dep, final))
+            continue;
+        if (!final) {
+            final = true;
+            continue;
+        }
+        tw__describe_position(&r->committed, at, sizeof at);
+        TW_ERROR("the events since the last checkpoint could not be handed on (%s); the "
+                 "checkpoint stays at %s and the next start hands them on again",
+                 err.message, r->committed.has_token ? at : "nothing (none was written)");
+        return false;
+    }
+}
+
+/*
  * Writes the position (and, for the redis sink, the events it covers).
  * While Redis is away it takes no further events: commit_send retries until
  * the write lands or a stop request (then for a short grace).
  */
 bool tw__commit(tw_follower_t *r)
 {
-    tw_error_t err;
     tw_commit_result_t result;
     tw_commit_t c;
 
     r->commit_code = TW_EXIT_FAILURE;
     if (!r->dirty)
         return true;
-    if (!tw_sink_flush(&r->sink, &err)) {
-        TW_ERROR("%s", err.message);
+    if (!flush_sink(r))
         return false;
-    }
     r->position.updated_ms = tw_clock_wall_ms(r->clock);
     commit_request(r, &c);
     if (!commit_send(r, &c, &result))
         return false;
     tw__dependency_ok(r, &r->redis_dep);
     commit_report(r, &result);
-    tw_event_batch_clear(&r->sink.batch);
+    tw_sink_committed(r->sink);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_init(&r->committed);
     tw_checkpoint_copy_position(&r->committed, &r->position);
@@ -298,7 +325,7 @@ int tw__load_checkpoint(tw_follower_t *r)
             }
         }
         redis_failed(r, &err);
-        if (!redis_backoff(r, false))
+        if (!backoff(r, &r->redis_dep, false))
             return TW_EXIT_OK;
     }
     tw__dependency_ok(r, &r->redis_dep);

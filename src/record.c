@@ -399,14 +399,15 @@ static void format_numbers(const tw_commit_t *commit, size_t nevents,
     snprintf(cmd->i, sizeof cmd->i, "%" PRIu32, record->cluster_time.i);
     snprintf(cmd->now, sizeof cmd->now, "%" PRId64, record->updated_ms);
     snprintf(cmd->every, sizeof cmd->every, "%d", TW_HISTORY_EVERY_MS);
-    snprintf(cmd->maxlen, sizeof cmd->maxlen, "%lld", commit->stream_maxlen);
+    snprintf(cmd->maxlen, sizeof cmd->maxlen, "%lld", commit->sink.stream_maxlen);
     snprintf(cmd->count, sizeof cmd->count, "%zu", nevents);
 }
 
 bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *out,
                               tw_error_t *err)
 {
-    size_t nevents = commit->events ? commit->events->count : 0;
+    const tw_event_batch_t *events = commit->sink.stream_key ? commit->sink.events : NULL;
+    size_t nevents = events ? events->count : 0;
     const tw_record_fields_t *fields = &out->fields;
     const char *data = "";
     /* EVAL, the script, the key count, 4 keys, then the values. */
@@ -429,7 +430,7 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     argv[k++] = commit->history_key;
     argv[k++] = commit->gaps_key;
     if (nevents)
-        argv[k++] = commit->stream_key;
+        argv[k++] = commit->sink.stream_key;
     argv[k++] = fields->values[0];
     argv[k++] = out->t;
     argv[k++] = out->i;
@@ -451,7 +452,7 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     if (k > fixed)
         tw_die("record: the commit command's table was not kept up to date");
     for (size_t e = 0; e < nevents; e++, k += TW_RECORD_EVENT_VALUES)
-        event_args(&commit->events->items[e], out->times[e], &argv[k]);
+        event_args(&events->items[e], out->times[e], &argv[k]);
     out->argv = argv;
     out->argc = k;
     return true;

@@ -115,50 +115,153 @@ void tw_event_batch_release(tw_event_batch_t *batch)
     memset(batch, 0, sizeof *batch);
 }
 
-void tw_sink_init(tw_sink_t *sink, tw_sink_kind_t kind, FILE *out)
+/*
+ * The sinks, behind one interface. Every sink holds what was put since the
+ * last commit (tw_sink_committed drops it): the redis sink to hand it to the
+ * commit's script, the stdout sink to write it again after a failed write.
+ */
+typedef struct {
+    tw_sink_kind_t kind;
+    const char *name;
+    bool holds; /* keeps the events until committed */
+    void (*wrote)(tw_sink_t *sink, tw_event_t *event); /* at put, may be NULL */
+    bool (*flush)(tw_sink_t *sink, tw_error_t *err);   /* may be NULL */
+    void (*part)(const tw_sink_t *sink, tw_sink_part_t *part); /* may be NULL */
+} sink_ops_t;
+
+struct tw_sink {
+    const sink_ops_t *ops;
+    tw_sink_opts_t opts;
+    tw_event_batch_t batch; /* events not yet committed */
+    bool write_failed;      /* stdout: write the batch again at flush */
+    int write_errno;
+};
+
+static bool write_event(tw_sink_t *sink, const tw_event_t *event)
 {
-    memset(sink, 0, sizeof *sink);
-    sink->kind = kind;
-    sink->out = out;
+    return fputs(event->json, sink->opts.out) != EOF && fputc('\n', sink->opts.out) != EOF;
 }
 
-void tw_sink_release(tw_sink_t *sink)
+/* A line per event, at once; a failed write is retried at the flush. */
+static void stdout_wrote(tw_sink_t *sink, tw_event_t *event)
+{
+    if (!sink->write_failed && !write_event(sink, event)) {
+        sink->write_failed = true;
+        sink->write_errno = errno;
+    }
+}
+
+/*
+ * Makes every line of the batch reach stdout. After a failed write the whole
+ * batch is written again (a line may come twice, none goes missing): the
+ * checkpoint moves only past what was flushed.
+ */
+static bool stdout_flush(tw_sink_t *sink, tw_error_t *err)
+{
+    if (sink->write_failed) {
+        clearerr(sink->opts.out);
+        sink->write_failed = false;
+        for (size_t k = 0; k < sink->batch.count && !sink->write_failed; k++)
+            if (!write_event(sink, &sink->batch.items[k])) {
+                sink->write_failed = true;
+                sink->write_errno = errno;
+            }
+    }
+    if (!sink->write_failed && fflush(sink->opts.out) != 0) {
+        sink->write_failed = true;
+        sink->write_errno = errno;
+    }
+    if (!sink->write_failed)
+        return true;
+    clearerr(sink->opts.out);
+    tw_error_set(err, TW_ERR_SYSTEM, sink->write_errno, "cannot write events to stdout: %s",
+                 strerror(sink->write_errno));
+    return false;
+}
+
+static void redis_part(const tw_sink_t *sink, tw_sink_part_t *part)
+{
+    part->stream_key = sink->opts.stream_key;
+    part->stream_maxlen = sink->opts.stream_maxlen;
+    part->events = &sink->batch;
+}
+
+static const sink_ops_t sink_ops[] = {
+    {TW_SINK_NONE, "none", false, NULL, NULL, NULL},
+    {TW_SINK_STDOUT, "stdout", true, stdout_wrote, stdout_flush, NULL},
+    {TW_SINK_REDIS, "redis", true, NULL, NULL, redis_part},
+};
+
+tw_sink_t *tw_sink_new(const tw_sink_opts_t *opts)
+{
+    tw_sink_t *sink = tw_calloc(1, sizeof *sink);
+
+    sink->opts = *opts;
+    sink->ops = &sink_ops[0];
+    for (size_t k = 0; k < sizeof sink_ops / sizeof sink_ops[0]; k++)
+        if (sink_ops[k].kind == opts->kind)
+            sink->ops = &sink_ops[k];
+    return sink;
+}
+
+void tw_sink_free(tw_sink_t *sink)
 {
     if (!sink)
         return;
     tw_event_batch_release(&sink->batch);
+    free(sink);
 }
 
-bool tw_sink_put(tw_sink_t *sink, tw_event_t *event, tw_error_t *err)
+bool tw_sink_wants_json(const tw_sink_t *sink)
 {
-    bool ok = true;
+    return sink->ops->kind != TW_SINK_NONE;
+}
 
-    switch (sink->kind) {
-    case TW_SINK_NONE:
-        break;
-    case TW_SINK_STDOUT:
-        if (fputs(event->json, sink->out) == EOF || fputc('\n', sink->out) == EOF) {
-            tw_error_set(err, TW_ERR_SYSTEM, errno,
-                         "cannot write an event to stdout: %s", strerror(errno));
-            ok = false;
-        }
-        break;
-    case TW_SINK_REDIS:
+bool tw_sink_in_redis(const tw_sink_t *sink)
+{
+    return sink->ops->kind == TW_SINK_REDIS;
+}
+
+void tw_sink_put(tw_sink_t *sink, tw_event_t *event)
+{
+    if (sink->ops->wrote)
+        sink->ops->wrote(sink, event);
+    if (sink->ops->holds)
         tw_event_batch_push(&sink->batch, event);
-        return true;
-    }
-    tw_event_release(event);
-    return ok;
+    else
+        tw_event_release(event);
+}
+
+bool tw_sink_full(const tw_sink_t *sink)
+{
+    return tw_event_batch_full(&sink->batch);
+}
+
+size_t tw_sink_held(const tw_sink_t *sink)
+{
+    return sink->batch.count;
 }
 
 bool tw_sink_flush(tw_sink_t *sink, tw_error_t *err)
 {
-    if (sink->kind == TW_SINK_STDOUT && fflush(sink->out) != 0) {
-        tw_error_set(err, TW_ERR_SYSTEM, errno, "cannot write events to stdout: %s",
-                     strerror(errno));
-        return false;
-    }
-    return true;
+    return !sink->ops->flush || sink->ops->flush(sink, err);
+}
+
+void tw_sink_commit_part(const tw_sink_t *sink, tw_sink_part_t *part)
+{
+    memset(part, 0, sizeof *part);
+    if (sink->ops->part)
+        sink->ops->part(sink, part);
+}
+
+void tw_sink_committed(tw_sink_t *sink)
+{
+    tw_event_batch_clear(&sink->batch);
+}
+
+const char *tw_sink_name(const tw_sink_t *sink)
+{
+    return sink->ops->name;
 }
 
 const char *tw_sink_kind_name(tw_sink_kind_t kind)

@@ -125,10 +125,9 @@ typedef struct {
     const char *history_key;
     const char *gaps_key;
     const tw_checkpoint_t *record; /* its updated_ms is the time of the commit */
-    /* For the redis sink; NULL or empty otherwise. */
-    const tw_event_batch_t *events;
-    const char *stream_key;
-    long long stream_maxlen;
+    /* The sink's part (tw_sink_commit_part): events appended to a stream by
+     * the same script, after its checks; stream_key NULL: none. */
+    tw_sink_part_t sink;
     /* A recovery (resume-from, fallback): write whatever is stored, keep it
      * in the history with history_reason, and record gap_json (or NULL). */
     bool force;

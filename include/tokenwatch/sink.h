@@ -3,10 +3,7 @@
  *
  * An event is converted once (tw_event_from_bson) into the form every sink
  * and the Redis stream need: relaxed extended JSON, its token, cluster time,
- * operation and namespace. The stdout sink writes a line per event at once
- * and is flushed before the checkpoint that covers it; the redis sink keeps
- * the events in a batch that tw_checkpoint_commit writes together with the
- * checkpoint, in one transaction.
+ * operation and namespace, then put into a sink (below).
  */
 #ifndef TOKENWATCH_SINK_H
 #define TOKENWATCH_SINK_H
@@ -63,21 +60,66 @@ void tw_event_batch_push(tw_event_batch_t *batch, tw_event_t *event);
 void tw_event_batch_clear(tw_event_batch_t *batch);
 void tw_event_batch_release(tw_event_batch_t *batch);
 
+/*
+ * A sink, behind one interface: put (takes the event), flush (makes what
+ * was put durable enough to checkpoint past it), its part of the commit's
+ * Redis step, and committed (the checkpoint covers what was put). The
+ * follower knows no sink by kind.
+ *
+ *   none    keeps nothing;
+ *   stdout  writes a line per event at once and keeps the events until
+ *           committed: a failed write (a full disk, a reader that stalls)
+ *           fails the flush, which the follower rides out as an outage,
+ *           writing the batch again until it lands (a line may come twice,
+ *           none goes missing);
+ *   redis   keeps the batch for the commit, whose one script appends it to
+ *           the stream together with the checkpoint (record.h).
+ */
 typedef struct {
     tw_sink_kind_t kind;
-    FILE *out;              /* stdout sink: borrowed */
-    tw_event_batch_t batch; /* redis sink: events not yet committed */
-} tw_sink_t;
+    FILE *out;               /* stdout: borrowed */
+    const char *stream_key;  /* redis: borrowed */
+    long long stream_maxlen; /* redis */
+} tw_sink_opts_t;
 
-void tw_sink_init(tw_sink_t *sink, tw_sink_kind_t kind, FILE *out);
-void tw_sink_release(tw_sink_t *sink);
+/* What a sink adds to the commit's all-or-nothing Redis step. */
+typedef struct {
+    const char *stream_key; /* NULL: nothing */
+    long long stream_maxlen;
+    const tw_event_batch_t *events; /* borrowed, until tw_sink_committed */
+} tw_sink_part_t;
 
-/* Takes ownership of *event. */
-bool tw_sink_put(tw_sink_t *sink, tw_event_t *event, tw_error_t *err);
+typedef struct tw_sink tw_sink_t;
 
-/* Makes what was put durable enough to checkpoint past it (stdout: fflush). */
+tw_sink_t *tw_sink_new(const tw_sink_opts_t *opts);
+void tw_sink_free(tw_sink_t *sink); /* NULL ok */
+
+/* Whether events need their JSON (tw_event_from_bson's with_json). */
+bool tw_sink_wants_json(const tw_sink_t *sink);
+
+/* Whether the events live in the Redis that holds the checkpoints. */
+bool tw_sink_in_redis(const tw_sink_t *sink);
+
+/* Takes ownership of *event (zeroed). A write that fails shows at the flush. */
+void tw_sink_put(tw_sink_t *sink, tw_event_t *event);
+
+/* At TW_BATCH_BYTES_MAX: commit now. */
+bool tw_sink_full(const tw_sink_t *sink);
+
+/* Events held until the next commit. */
+size_t tw_sink_held(const tw_sink_t *sink);
+
+/* Makes what was put durable enough to checkpoint past it; false with err
+ * when it could not (an outage: nothing is lost, try again later). */
 bool tw_sink_flush(tw_sink_t *sink, tw_error_t *err);
 
+/* The sink's part of the commit (zeroed when it has none). */
+void tw_sink_commit_part(const tw_sink_t *sink, tw_sink_part_t *part);
+
+/* The commit landed: drop what it covered. */
+void tw_sink_committed(tw_sink_t *sink);
+
+const char *tw_sink_name(const tw_sink_t *sink);
 const char *tw_sink_kind_name(tw_sink_kind_t kind);
 
 #endif

@@ -54,6 +54,16 @@ void fx_spawn(fx_t *fx, th_proc_t *p, const char *const extra[])
     cr_assert(th_proc_spawn(p, fx->dir, argv, NULL), "tokenwatch starts");
 }
 
+void fx_spawn_to(fx_t *fx, th_proc_t *p, const char *const extra[], const char *out_path,
+                 const char *err_path)
+{
+    const char *argv[64];
+
+    build_argv(fx, argv, 64, extra);
+    cr_assert(th_proc_spawn_to(p, fx->dir, argv, NULL, out_path, err_path),
+              "tokenwatch starts");
+}
+
 int fx_run(fx_t *fx, const char *const extra[], int timeout_ms, char **err_out)
 {
     const char *argv[64];

@@ -32,6 +32,9 @@ void fx_stop(fx_t *fx);
  * checkpoint interval, plus extra (NULL-terminated, may be NULL).
  */
 void fx_spawn(fx_t *fx, th_proc_t *p, const char *const extra[]);
+/* The same with its stdout and stderr in the files given. */
+void fx_spawn_to(fx_t *fx, th_proc_t *p, const char *const extra[], const char *out_path,
+                 const char *err_path);
 int fx_run(fx_t *fx, const char *const extra[], int timeout_ms, char **err_out);
 
 /* A control request; the reply as BSON (arrays come wrapped as {"a": [...]}). */

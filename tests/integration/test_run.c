@@ -86,6 +86,41 @@ Test(run, stdout_sink_prints_each_event_and_checkpoints_the_last)
     bson_free(last);
 }
 
+/*
+ * A stdout that cannot be written (here a full disk) is an outage like
+ * Redis's, not the end of the run: said once, the events held and written
+ * again with backoff, the checkpoint never moved past them. A stop while
+ * it lasts ends the run with exit 1 saying what was not handed on.
+ */
+Test(run, an_unwritable_stdout_is_ridden_out_without_moving_the_checkpoint)
+{
+    static const char *const extra[] = {"--sink", "stdout", NULL};
+    th_proc_t p;
+    char err_path[PATH_MAX];
+    char *err;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    cr_assert(th_path(err_path, sizeof err_path, fx.dir, "full.err"));
+    fx_spawn_to(&fx, &p, extra, "/dev/full", err_path);
+    th_assert_dump(fx_wait_checkpoint(&fx, 10000), p.err_path, "a first checkpoint");
+    bson_free(fx_post_events(&fx, 3));
+    th_sleep_ms(2500);
+    err = th_read_file(err_path);
+    cr_expect(th_proc_running(&p), "rides it out:\n%s", err);
+    cr_expect_eq(fx_count(err, "stdout unavailable: cannot write events to stdout"), 1,
+                 "said once:\n%s", err);
+    cr_expect(strstr(err, "holding events and writing them again with backoff"), "%s", err);
+    cr_expect_eq(fx_checkpoint_events(&fx), 0, "the checkpoint did not move past them");
+    free(err);
+    th_proc_signal(&p, SIGTERM);
+    th_assert_dump(th_proc_wait(&p, 15000), err_path, "stops");
+    err = th_read_file(err_path);
+    cr_expect_eq(th_proc_exit_code(&p), 1, "%s", err);
+    cr_expect(strstr(err, "could not be handed on"), "%s", err);
+    cr_expect_eq(fx_checkpoint_events(&fx), 0);
+    free(err);
+}
+
 Test(run, redis_sink_writes_the_stream_and_the_checkpoint_together)
 {
     static const char *const extra[] = {"--sink", "redis", "--checkpoint-every", "3",

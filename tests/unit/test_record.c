@@ -444,9 +444,9 @@ static void make_commit(tw_commit_t *c, const tw_checkpoint_t *cp, const command
     c->gaps_key = "tokenwatch:{orders}:gaps";
     c->record = cp;
     make_events(items, batch, k->nevents);
-    c->events = batch;
-    c->stream_key = "tokenwatch:{orders}:events";
-    c->stream_maxlen = k->maxlen;
+    c->sink.events = batch;
+    c->sink.stream_key = "tokenwatch:{orders}:events";
+    c->sink.stream_maxlen = k->maxlen;
     c->force = k->force;
     c->history_reason = k->reason;
     c->gap_json = k->gap;
