@@ -51,6 +51,7 @@ void tw_clock_init_system(tw_clock_t *clock)
     clock->mono_ms = system_mono_ms;
     clock->random01 = system_random01;
     clock->ctx = NULL;
+    clock->sleep_ms = NULL;
 }
 
 int64_t tw_clock_wall_ms(const tw_clock_t *clock)
@@ -66,6 +67,37 @@ int64_t tw_clock_mono_ms(const tw_clock_t *clock)
 double tw_clock_random01(const tw_clock_t *clock)
 {
     return clock->random01(clock->ctx);
+}
+
+void tw_clock_sleep_ms(const tw_clock_t *clock, int64_t ms)
+{
+    struct timespec ts;
+
+    if (ms <= 0)
+        return;
+    if (clock && clock->sleep_ms) {
+        clock->sleep_ms(clock->ctx, ms);
+        return;
+    }
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+void tw_clock_wait(const tw_clock_t *clock, pthread_cond_t *cond, pthread_mutex_t *lock,
+                   const bool *done, int64_t ms)
+{
+    struct timespec until;
+
+    if (clock && clock->sleep_ms) {
+        pthread_mutex_unlock(lock);
+        clock->sleep_ms(clock->ctx, ms);
+        pthread_mutex_lock(lock);
+        return;
+    }
+    tw_mono_deadline(ms, &until);
+    while (!*done && pthread_cond_timedwait(cond, lock, &until) == 0)
+        ;
 }
 
 void tw_mono_deadline(int64_t ms, struct timespec *out)

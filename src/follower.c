@@ -35,15 +35,10 @@ void tw__pause_ms(tw_follower_t *r, int64_t ms)
 
     while (!tw__stop_requested(r)) {
         int64_t left = until - tw_clock_mono_ms(r->clock);
-        struct timespec ts;
 
         if (left <= 0)
             return;
-        if (left > 50)
-            left = 50;
-        ts.tv_sec = 0;
-        ts.tv_nsec = (long)left * 1000000L;
-        nanosleep(&ts, NULL);
+        tw_clock_sleep_ms(r->clock, left > 50 ? 50 : left);
     }
 }
 

@@ -39,7 +39,6 @@ static bool backoff(tw_follower_t *r, dependency_t *d, bool final)
     if (final) {
         int64_t left = r->stop_seen_ms + TW__FINAL_COMMIT_GRACE_MS -
                        tw_clock_mono_ms(r->clock);
-        struct timespec ts;
 
         if (left <= 0)
             return false;
@@ -48,9 +47,7 @@ static bool backoff(tw_follower_t *r, dependency_t *d, bool final)
             delay = TW__FINAL_RETRY_MS;
         if (delay > left)
             delay = left;
-        ts.tv_sec = delay / 1000;
-        ts.tv_nsec = (long)(delay % 1000) * 1000000L;
-        nanosleep(&ts, NULL);
+        tw_clock_sleep_ms(r->clock, delay);
         return true;
     }
     tw__pause_ms(r, delay);

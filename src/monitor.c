@@ -532,16 +532,10 @@ static void *monitor_main(void *arg)
 
     pthread_mutex_lock(&m->lock);
     while (!m->stopping) {
-        struct timespec until;
-        int64_t interval = m->opts.monitor_interval_ms;
-
         pthread_mutex_unlock(&m->lock);
         tw_monitor_tick(m);
         pthread_mutex_lock(&m->lock);
-        tw_mono_deadline(interval, &until);
-        while (!m->stopping &&
-               pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0)
-            ;
+        tw_clock_wait(m->clock, &m->wake, &m->lock, &m->stopping, m->opts.monitor_interval_ms);
     }
     pthread_mutex_unlock(&m->lock);
     return NULL;

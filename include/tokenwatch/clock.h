@@ -14,6 +14,8 @@
 #ifndef TOKENWATCH_CLOCK_H
 #define TOKENWATCH_CLOCK_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -23,6 +25,9 @@ typedef struct tw_clock {
     /* A uniformly distributed value in [0, 1): jitter for backoffs. */
     double (*random01)(void *ctx);
     void *ctx;
+    /* Waits ms on this clock. NULL: really (nanosleep). A test clock moves
+     * its time on instead, so a run of backoffs takes no time at all. */
+    void (*sleep_ms)(void *ctx, int64_t ms);
 } tw_clock_t;
 
 /* The real clocks, and jitter seeded from the time and the process id. */
@@ -31,6 +36,18 @@ void tw_clock_init_system(tw_clock_t *clock);
 int64_t tw_clock_wall_ms(const tw_clock_t *clock);
 int64_t tw_clock_mono_ms(const tw_clock_t *clock);
 double tw_clock_random01(const tw_clock_t *clock);
+
+/* Sleeps ms on the clock (see sleep_ms). */
+void tw_clock_sleep_ms(const tw_clock_t *clock, int64_t ms);
+
+/*
+ * Waits ms, or until *done is true when cond is signalled (cond set to
+ * CLOCK_MONOTONIC; called and returns with lock held, which guards *done).
+ * On a clock with a sleep_ms of its own it sleeps that instead, the lock
+ * released meanwhile.
+ */
+void tw_clock_wait(const tw_clock_t *clock, pthread_cond_t *cond, pthread_mutex_t *lock,
+                   const bool *done, int64_t ms);
 
 /* CLOCK_MONOTONIC now plus ms, as pthread_cond_timedwait wants it on a
  * condition set to that clock (pthread_condattr_setclock). */

@@ -22,8 +22,7 @@ void fx_stop(fx_t *fx)
     th_rmtree(fx->dir);
 }
 
-static size_t build_argv(fx_t *fx, const char *argv[], size_t max,
-                         const char *const extra[])
+size_t fx_argv(fx_t *fx, const char *argv[], size_t max, const char *const extra[])
 {
     /* Tests run side by side: no fixed metrics port unless a test asks. */
     static const char *const base[] = {"run", "--db", "shop", "--collection",
@@ -50,7 +49,7 @@ void fx_spawn(fx_t *fx, th_proc_t *p, const char *const extra[])
 {
     const char *argv[64];
 
-    build_argv(fx, argv, 64, extra);
+    fx_argv(fx, argv, 64, extra);
     cr_assert(th_proc_spawn(p, fx->dir, argv, NULL), "tokenwatch starts");
 }
 
@@ -59,7 +58,7 @@ void fx_spawn_to(fx_t *fx, th_proc_t *p, const char *const extra[], const char *
 {
     const char *argv[64];
 
-    build_argv(fx, argv, 64, extra);
+    fx_argv(fx, argv, 64, extra);
     cr_assert(th_proc_spawn_to(p, fx->dir, argv, NULL, out_path, err_path),
               "tokenwatch starts");
 }
@@ -70,7 +69,7 @@ int fx_run(fx_t *fx, const char *const extra[], int timeout_ms, char **err_out)
     char *out = NULL;
     int code;
 
-    build_argv(fx, argv, 64, extra);
+    fx_argv(fx, argv, 64, extra);
     code = th_run(fx->dir, argv, NULL, timeout_ms, &out, err_out);
     free(out);
     return code;

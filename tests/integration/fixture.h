@@ -32,6 +32,8 @@ void fx_stop(fx_t *fx);
  * checkpoint interval, plus extra (NULL-terminated, may be NULL).
  */
 void fx_spawn(fx_t *fx, th_proc_t *p, const char *const extra[]);
+/* Its argument list (argv[0] the binary, argv[1] "run"), NULL-ended; the count. */
+size_t fx_argv(fx_t *fx, const char *argv[], size_t max, const char *const extra[]);
 /* The same with its stdout and stderr in the files given. */
 void fx_spawn_to(fx_t *fx, th_proc_t *p, const char *const extra[], const char *out_path,
                  const char *err_path);

@@ -11,6 +11,7 @@
 
 #include "fixture.h"
 #include "guarded.h"
+#include "inproc.h"
 #include "tokenwatch/metrics.h"
 
 #define T0 1700000000u
@@ -488,22 +489,25 @@ Test(guard, redis_unreadable_for_three_rounds_is_unknown_then_resolves)
 
 Test(guard, a_bad_state_repeats_every_alert_repeat_without_bursts)
 {
-    static const char *const more[] = {"--alert-repeat", "1s", NULL};
-    th_proc_t p;
-    int port = th_free_port();
     char **texts;
     size_t n;
+    char *log;
 
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
     fx_set_key_time(&fx, OTHER_KEY, T0 - 60 * HOUR); /* LOST */
-    spawn_guarding(&p, port, more);
-    th_assert_dump(wait_texts(1, 10000), p.err_path, "LOST");
-    th_sleep_ms(3300);
-    th_proc_stop(&p, 10000);
+    fx_seed_own_at_newest(&fx);
+    {
+        const char *const extra[] = {"--guard", OTHER_KEY, "--monitor-interval", "100ms",
+                                     "--alert-repeat", "1s", "--environment", "stage",
+                                     "--slack-webhook", hook.url, NULL};
+        /* 3.3 s on the fake clock, a round each 100 ms, in no time. */
+        log = fx_inproc_guard(&fx, extra, 33, 100);
+    }
     n = fx_webhook_texts(&hook, &texts);
-    /* One change and a repeat each second: 4, give or take a round. */
-    cr_expect(n >= 3 && n <= 5, "%zu alerts in 3.3 s with --alert-repeat 1s", n);
+    /* The change at 0 s, a repeat at 1, 2 and 3 s. */
+    cr_expect_eq(n, 4, "%zu alerts in 3.3 s with --alert-repeat 1s:\n%s", n, log);
+    free(log);
     for (size_t k = 0; k < n; k++) {
         cr_expect(strstr(texts[k], k == 0 ? "is now LOST" : "is still LOST") != NULL, "%s",
                   texts[k]);
