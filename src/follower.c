@@ -609,6 +609,7 @@ tw_follower_t *tw_follower_new(const tw_follower_opts_t *opts, tw_clock_t *clock
     r->clock = clock;
     r->exit_code = -1;
     init_dependencies(r);
+    tw_window_reader_init(&r->window, &(tw_window_opts_t){.mongo_uri = opts->mongo_uri});
     tw_checkpoint_key(opts->name, "checkpoint", r->checkpoint_key);
     tw_checkpoint_key(opts->name, "history", r->history_key);
     tw_checkpoint_key(opts->name, "gaps", r->gaps_key);
@@ -697,6 +698,7 @@ void tw_follower_free(tw_follower_t *r)
     tw_follower_close_mongo(r);
     redisFree(r->redis);
     tw_redis_url_release(&r->redis_url);
+    tw_window_reader_release(&r->window);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_release(&r->position);
     tw_sink_free(r->sink);

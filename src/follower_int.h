@@ -18,6 +18,7 @@
 #include "tokenwatch/retry.h"
 #include "tokenwatch/sink.h"
 #include "tokenwatch/token.h"
+#include "tokenwatch/window.h"
 
 #define TW__RETRY_BASE_MS 250
 #define TW__RETRY_CAP_MS 30000
@@ -58,6 +59,7 @@ struct tw_follower {
     dependency_t mongo_dep;
     tw_follow_opts_t follow_opts;
     char *scope;
+    tw_window_reader_t window; /* the history window (window.h) */
     bool has_until;
     tw_ctime_t until;
     bool until_now; /* --until now: resolved once connected */
@@ -89,7 +91,6 @@ struct tw_follower {
     tw_ctime_t loss_at;     /* the position lost last: only moving past it ends a run of losses */
     bool tried_start_after; /* 260 on resumeAfter: startAfter was tried once */
     bool no_start_after;    /* the server does not know startAfter */
-    bool told_local_clock;  /* said once that the local clock stands in */
     FILE *plan_out;         /* a dry run prints its probes here */
 
     int exit_code; /* -1 until the run has decided it */

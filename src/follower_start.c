@@ -22,34 +22,26 @@
  */
 tw_ctime_t tw__cluster_now(tw_follower_t *r, const tw_oplog_window_t *readable)
 {
-    tw_ctime_t now;
-    tw_error_t err;
-    bool known;
+    tw_ctime_t none = {0, 0}, now;
+    bool from_server;
 
     if (readable)
         return readable->newest;
     tw_stop_watch_enter(r->svc.watch);
-    known = tw_follow_cluster_time(r->client, &now, &err);
+    now = tw_window_cluster_time(&r->window, r->client, none, tw_clock_wall_ms(r->clock),
+                                 &from_server);
     tw_stop_watch_leave(r->svc.watch);
-    if (known)
-        return now;
-    if (!r->told_local_clock)
-        TW_WARN("the server reports no cluster time (%s): using the local clock "
-                "for now",
-                err.message);
-    r->told_local_clock = true;
-    now.t = (uint32_t)(tw_clock_wall_ms(r->clock) / 1000);
-    now.i = 0;
     return now;
 }
 
-/* The real history window, where the oplog can be read. */
+/* The history window, where it can be read (the router's, on mongos). */
 bool tw__read_oplog(tw_follower_t *r, tw_oplog_window_t *w, tw_error_t *err)
 {
+    tw_ctime_t newest;
     bool ok;
 
     tw_stop_watch_enter(r->svc.watch);
-    ok = tw_oplog_probe(r->client, w, err);
+    ok = tw_window_read(&r->window, r->client, w, &newest, err);
     tw_stop_watch_leave(r->svc.watch);
     return ok;
 }

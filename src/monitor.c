@@ -15,6 +15,7 @@
 #include "tokenwatch/notify.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/utf8.h"
+#include "tokenwatch/window.h"
 
 struct tw_monitor {
     tw_monitor_opts_t opts;
@@ -35,12 +36,7 @@ struct tw_monitor {
     tw_outage_t mongo_outage;
     tw_outage_t redis_outage;
     bool told_unreadable; /* the history cannot be read: said once */
-    bool told_local_clock;
-
-    bool topology_known;
-    bool sharded;
-    bool rediscover; /* a shard failed: list them again next round */
-    tw_shards_t shards;
+    tw_window_reader_t reader; /* the oplog, or on mongos every shard's */
 
     tw_monitor_clock_t clock_now; /* the deployment's time at the last round */
 
@@ -139,6 +135,19 @@ void tw_monitor_opts_from_settings(const tw_settings_t *s, tw_monitor_opts_t *op
     opts->crit_at = s->crit_at;
 }
 
+static void init_reader(tw_monitor_t *m)
+{
+    tw_window_opts_t wo;
+
+    memset(&wo, 0, sizeof wo);
+    wo.read_shards = true;
+    wo.mongo_uri = m->opts.mongo_uri;
+    wo.shard_uri = m->opts.shard_uri;
+    wo.shard_uri_count = m->opts.shard_uri_count;
+    wo.who = "guard: ";
+    tw_window_reader_init(&m->reader, &wo);
+}
+
 tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
 {
     tw_monitor_t *m = tw_calloc(1, sizeof *m);
@@ -154,6 +163,7 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
         m->clock = &m->system_clock;
     }
     tw_tail_init(&m->tail);
+    init_reader(m);
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->wake, NULL);
     tw_checkpoint_key(opts->name, "checkpoint", own);
@@ -168,52 +178,18 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
 static bool read_history(tw_monitor_t *m, tw_oplog_window_t *w, tw_ctime_t *newest,
                          tw_error_t *err)
 {
-    const tw_monitor_opts_t *o = &m->opts;
-
     if (!m->client)
         m->client = mongoc_client_pool_pop(m->opts.pool);
-    if (!m->topology_known) {
-        if (!tw_shards_is_router(m->client, &m->sharded, err))
-            return false;
-        m->topology_known = true;
-    }
-    if (!m->sharded) {
-        if (!tw_oplog_probe(m->client, w, err))
-            return false;
-        *newest = w->newest;
-        return true;
-    }
-    if (m->rediscover)
-        tw_shards_release(&m->shards);
-    m->rediscover = false;
-    if (m->shards.count == 0 &&
-        !tw_shards_discover(m->client, o->mongo_uri, (const char *const *)o->shard_uri,
-                            o->shard_uri_count, &m->shards, err))
-        return false;
-    if (tw_shards_probe(&m->shards, w, newest, err))
-        return true;
-    m->rediscover = true;
-    return false;
+    return tw_window_read(&m->reader, m->client, w, newest, err);
 }
 
-/* The deployment's time: the newest entry read, a ping's operationTime,
- * else (said once) the local clock. */
+/* The deployment's time, and the local clock's skew from it. */
 static void read_cluster_time(tw_monitor_t *m, tw_ctime_t newest, int64_t now_wall)
 {
     tw_monitor_clock_t *c = &m->clock_now;
-    tw_error_t err;
 
-    c->from_server = newest.t != 0 ||
-                     (m->client && tw_follow_cluster_time(m->client, &newest, &err));
-    if (!c->from_server) {
-        if (!m->told_local_clock)
-            TW_WARN("guard: the server reports no cluster time: the local clock stands in");
-        m->told_local_clock = true;
-        newest.t = (uint32_t)(now_wall / 1000);
-        newest.i = 0;
-    }
-    c->now = newest;
-    c->skew_s = c->from_server ? (double)(now_wall - tw_ctime_wall_ms(newest)) / 1000.0 : 0;
+    c->now = tw_window_cluster_time(&m->reader, m->client, newest, now_wall, &c->from_server);
+    c->skew_s = c->from_server ? (double)(now_wall - tw_ctime_wall_ms(c->now)) / 1000.0 : 0;
 }
 
 static void history_unreadable(tw_monitor_t *m, const tw_error_t *err, int64_t now_mono)
@@ -234,7 +210,7 @@ static void history_unreadable(tw_monitor_t *m, const tw_error_t *err, int64_t n
     }
     m->mongo_failures++;
     m->mongo_error = *err;
-    if (err->code == TW_OPLOG_UNAUTHORIZED || m->sharded) {
+    if (err->code == TW_OPLOG_UNAUTHORIZED || tw_window_sharded(&m->reader)) {
         if (!m->told_unreadable)
             TW_ERROR("guard: %s", err->message);
         m->told_unreadable = true;
@@ -347,14 +323,16 @@ static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g)
 
 static void shard_metrics(tw_monitor_t *m)
 {
-    for (size_t k = 0; k < m->shards.count; k++) {
-        const tw_shard_t *shard = &m->shards.shards[k];
+    const tw_shards_t *shards = tw_window_shards(&m->reader);
+
+    for (size_t k = 0; shards && k < shards->count; k++) {
+        const tw_shard_t *shard = &shards->shards[k];
         char labels[TW_METRICS_LABELS_MAX];
 
         tw_metrics_label(labels, sizeof labels, "shard", shard->name);
         tw_metrics_set(m->opts.metrics, "tokenwatch_shard_up", labels, shard->readable);
         tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_edge_shard", labels,
-                       m->shards.has_edge && m->shards.edge == k);
+                       shards->has_edge && shards->edge == k);
         if (shard->readable)
             tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_window_seconds", labels,
                            (double)tw_oplog_window_seconds(&shard->window));
@@ -368,7 +346,7 @@ static void window_metrics(tw_monitor_t *m)
     if (m->clock_now.from_server)
         tw_metrics_set(m->opts.metrics, "tokenwatch_clock_skew_seconds", NULL,
                        m->clock_now.skew_s);
-    if (m->sharded)
+    if (tw_window_sharded(&m->reader))
         shard_metrics(m);
     if (m->has_window && m->mongo_failures == 0) {
         tw_metrics_set(m->opts.metrics, "tokenwatch_oplog_window_seconds", NULL,
@@ -380,6 +358,7 @@ static void window_metrics(tw_monitor_t *m)
 
 static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
 {
+    const tw_shards_t *shards;
     tw_alert_t a;
     char *text;
 
@@ -396,9 +375,10 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
     a.has_measure = g->has_measure && g->state != TW_STATE_UNKNOWN;
     a.measure = g->measure;
     a.window = m->window;
-    if (m->sharded && m->shards.has_edge && !m->window.from_retention) {
-        a.edge_shard = m->shards.shards[m->shards.edge].name;
-        a.shard_count = m->shards.count;
+    shards = tw_window_shards(&m->reader);
+    if (shards && shards->has_edge && !m->window.from_retention) {
+        a.edge_shard = shards->shards[shards->edge].name;
+        a.shard_count = shards->count;
     }
     a.reason = g->reason[0] ? g->reason : NULL;
     a.now_ms = tw_ctime_wall_ms(m->clock_now.now);
@@ -518,7 +498,7 @@ double tw_monitor_tail_rate(const tw_monitor_t *m)
 
 const tw_shards_t *tw_monitor_shards(const tw_monitor_t *m)
 {
-    return m->sharded && m->shards.count > 0 ? &m->shards : NULL;
+    return tw_window_shards(&m->reader);
 }
 
 const tw_monitor_clock_t *tw_monitor_clock(const tw_monitor_t *m)
@@ -576,7 +556,7 @@ void tw_monitor_free(tw_monitor_t *m)
     if (!m)
         return;
     tw_monitor_stop(m);
-    tw_shards_release(&m->shards);
+    tw_window_reader_release(&m->reader);
     if (m->client)
         mongoc_client_pool_push(m->opts.pool, m->client);
     redisFree(m->redis);

@@ -47,7 +47,7 @@ static double fake_random01(void *ctx)
     return 0;
 }
 
-static tw_clock_t fake_clock = {fake_ms, fake_ms, fake_random01, NULL};
+static tw_clock_t fake_clock = {fake_ms, fake_ms, fake_random01, NULL, NULL};
 
 static void http_setup(void)
 {
