@@ -55,6 +55,25 @@ static bool backoff(tw_follower_t *r, dependency_t *d, bool final)
 }
 
 /*
+ * After a failed try of d: waits for the next one. Once a stop is
+ * requested the tries go on for the final grace only (doing what `doing`
+ * says); false when it is over.
+ */
+static bool try_again(tw_follower_t *r, dependency_t *d, bool *final, const char *doing)
+{
+    *final = *final || tw__stop_requested(r);
+    if (backoff(r, d, *final))
+        return true;
+    if (*final)
+        return false;
+    /* The stop came during the wait: now the final grace begins. */
+    TW_INFO("stopping: %s, for up to %d s while %s is away", doing,
+            TW__FINAL_COMMIT_GRACE_MS / 1000, d->name);
+    *final = true;
+    return true;
+}
+
+/*
  * A commit found less in Redis than this process committed there: Redis came
  * back empty, was flushed, or failed over to a replica that was behind. The
  * position held here was written again (a checkpoint never moves back); say
@@ -137,17 +156,8 @@ static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result
             return false;
         }
         redis_failed(r, &err);
-        final = final || tw__stop_requested(r);
-        if (backoff(r, &r->redis_dep, final))
+        if (try_again(r, &r->redis_dep, &final, "writing the last checkpoint"))
             continue;
-        if (!final) {
-            /* The stop came during the wait: now the final grace begins. */
-            TW_INFO("stopping: writing the last checkpoint, for up to %d s while Redis "
-                    "is away",
-                    TW__FINAL_COMMIT_GRACE_MS / 1000);
-            final = true;
-            continue;
-        }
         tw__describe_position(&r->committed, at, sizeof at);
         TW_ERROR("the last checkpoint could not be written (%s); the next start resumes "
                  "from %s and hands on again what came after",
@@ -210,13 +220,8 @@ static bool flush_sink(tw_follower_t *r)
             return true;
         }
         tw__dependency_failed(r, &r->sink_dep, &err);
-        final = final || tw__stop_requested(r);
-        if (backoff(r, &r->sink_dep, final))
+        if (try_again(r, &r->sink_dep, &final, "handing on the last events"))
             continue;
-        if (!final) {
-            final = true;
-            continue;
-        }
         tw__describe_position(&r->committed, at, sizeof at);
         TW_ERROR("the events since the last checkpoint could not be handed on (%s); the "
                  "checkpoint stays at %s and the next start hands them on again",
