@@ -25,7 +25,7 @@
 #include "tokenwatch/secret.h"
 #include "tokenwatch/retry.h"
 #include "tokenwatch/sink.h"
-#include "tokenwatch/slack.h"
+#include "tokenwatch/webhook.h"
 #include "tokenwatch/spec.h"
 #include "tokenwatch/stop.h"
 #include "tokenwatch/store.h"
@@ -636,17 +636,17 @@ static bool enqueue_alert(runner_t *r, const tw_alert_t *a, const char *summary)
  * (no message failed or was dropped meanwhile). */
 static bool deliver_lost(runner_t *r, const tw_alert_t *a)
 {
-    tw_slack_stats_t before, after;
+    tw_webhook_stats_t before, after;
 
-    tw_slack_stats(r->app.slack, &before);
+    tw_notify_stats(&r->app.notifiers, &before);
     if (!enqueue_alert(r, a, "own checkpoint LOST"))
         return false;
-    if (!tw_slack_flush(r->app.slack, LOST_ALERT_WAIT_MS)) {
+    if (!tw_notify_flush(&r->app.notifiers, LOST_ALERT_WAIT_MS)) {
         TW_WARN("the LOST alert could not be delivered within %d s",
                 LOST_ALERT_WAIT_MS / 1000);
         return false;
     }
-    tw_slack_stats(r->app.slack, &after);
+    tw_notify_stats(&r->app.notifiers, &after);
     return after.sent > before.sent && after.failed == before.failed &&
            after.dropped == before.dropped;
 }
@@ -664,12 +664,12 @@ static void alert_lost(runner_t *r, const tw_oplog_window_t *window, const char 
     text = tw_alert_text(&a);
     TW_ERROR("alert: %s", text);
     bson_free(text);
-    if (r->app.slack && lost_already_told(r)) {
+    if (tw_notify_any(&r->app.notifiers) && lost_already_told(r)) {
         TW_INFO("the LOST alert for this checkpoint was sent before this restart; the "
                 "next reminder is due after --alert-repeat");
-    } else if (r->app.slack && !wait) {
+    } else if (tw_notify_any(&r->app.notifiers) && !wait) {
         enqueue_alert(r, &a, "own checkpoint LOST");
-    } else if (r->app.slack && deliver_lost(r, &a)) {
+    } else if (tw_notify_any(&r->app.notifiers) && deliver_lost(r, &a)) {
         lost_told(r);
     }
 }
@@ -964,7 +964,7 @@ static void alert_warn(runner_t *r, const char *reason)
     text = tw_alert_text(&a);
     TW_WARN("alert: %s", text);
     bson_free(text);
-    if (r->app.slack)
+    if (tw_notify_any(&r->app.notifiers))
         enqueue_alert(r, &a, "own checkpoint WARN");
 }
 
