@@ -39,6 +39,7 @@ typedef struct {
 typedef struct {
     int status;
     double time;
+    char method[8];
     char path[256];
     char content_type[128];
     char *raw;
@@ -252,6 +253,7 @@ static received_t *wh_received(void)
         if (bson_iter_init_find(&f, &one, "time"))
             d->time = bson_iter_as_double(&f);
         copy_utf8_field(&one, "path", d->path, sizeof d->path);
+        copy_utf8_field(&one, "method", d->method, sizeof d->method);
         copy_utf8_field(&one, "content_type", d->content_type,
                         sizeof d->content_type);
         if (bson_iter_init_find(&f, &one, "raw") && BSON_ITER_HOLDS_UTF8(&f))
@@ -841,6 +843,80 @@ Test(webhook, never_prints_the_webhook_url)
     cr_expect(strstr(text, wh.endpoint), "the endpoint is named redacted");
     cr_expect(strstr(text, "HTTP 404 (no_service"), "Slack's reason is kept");
     cr_expect(strstr(text, "dropped the oldest alert 'alert 4'"));
+    free(text);
+    expect_log_clean();
+}
+
+/* ------------------------------------------------------------------ */
+/* GET, path suffixes, a content type and a secret in the body          */
+
+Test(webhook, get_and_path_suffixes)
+{
+    tw_webhook_opts_t o;
+    received_t *r;
+    char url[300];
+
+    wh_start();
+    /* A query after the path: the suffix goes before it. */
+    snprintf(url, sizeof url, "%s?rid=7", wh.url);
+    o = quick_opts(url);
+    o.name = "heartbeat";
+    o.what = "ping";
+    o.method = TW_WEBHOOK_GET;
+    start(&o);
+    tw_webhook_enqueue_to(sender, "ignored for GET", "round failed", "/fail");
+    tw_webhook_enqueue(sender, "", "round OK");
+    tw_webhook_enqueue_to(sender, "", "round failed", "");
+    cr_assert(tw_webhook_flush(sender, 5000));
+    r = wh_received();
+    cr_assert_eq(r->n, 3, "three pings, got %zu", r->n);
+    cr_expect_str_eq(r->d[0].path, SECRET_PATH "/fail?rid=7");
+    cr_expect_str_eq(r->d[1].path, SECRET_PATH "?rid=7");
+    cr_expect_str_eq(r->d[2].path, SECRET_PATH "?rid=7", "an empty suffix is the URL");
+    for (size_t k = 0; k < r->n; k++) {
+        cr_expect_str_eq(r->d[k].method, "GET", "ping %zu", k);
+        cr_expect_str_eq(r->d[k].raw, "", "no body with GET");
+    }
+    received_free(r);
+    expect_stats(3, 0, 0);
+    {
+        char *text = log_text();
+
+        cr_expect(strstr(text, "heartbeat ping 'round failed' delivered (try 1)") != NULL,
+                  "the channel's own words in the log");
+        free(text);
+    }
+    expect_log_clean();
+}
+
+Test(webhook, a_secret_in_the_body_is_cut_from_replies_and_never_logged)
+{
+    tw_webhook_opts_t o;
+    received_t *r;
+    char *text;
+
+    wh_start();
+    wh_script("{\"responses\": [{\"status\": 400, \"body\": \"unknown key B0dySECRETkey\"}], "
+              "\"then\": 202}");
+    o = quick_opts(wh.url);
+    o.name = "PagerDuty";
+    o.body_secret = "B0dySECRETkey";
+    o.content_type = "application/vnd.test+json";
+    start(&o);
+    tw_webhook_enqueue(sender, "{\"routing_key\":\"B0dySECRETkey\"}", "orders CRIT");
+    tw_webhook_enqueue(sender, "{\"routing_key\":\"B0dySECRETkey\"}", "orders OK");
+    cr_assert(tw_webhook_flush(sender, 5000));
+    r = wh_received();
+    cr_assert_eq(r->n, 2);
+    cr_expect_str_eq(r->d[0].content_type, "application/vnd.test+json");
+    cr_expect_str_eq(r->d[1].method, "POST");
+    cr_expect_eq(r->d[1].status, 202, "any 2xx is delivered");
+    received_free(r);
+    expect_stats(1, 1, 0);
+    text = log_text();
+    cr_expect(strstr(text, "PagerDuty refused alert 'orders CRIT'") != NULL, "%s", text);
+    cr_expect(strstr(text, "HTTP 400 (unknown key \xe2\x80\xa6)") != NULL,
+              "the reply is cut where the key starts: %s", text);
     free(text);
     expect_log_clean();
 }
