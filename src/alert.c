@@ -6,7 +6,8 @@
 #include "tokenwatch/duration.h"
 #include "tokenwatch/utf8.h"
 
-char *tw_alert_escape(const char *value)
+/* value as valid UTF-8 (U+FFFD for bad bytes), escaped for Slack or not. */
+static char *clean(const char *value, bool slack)
 {
     bson_string_t *out;
     size_t n, k = 0;
@@ -21,11 +22,11 @@ char *tw_alert_escape(const char *value)
         if (len == 0) {
             bson_string_append(out, "\xef\xbf\xbd"); /* U+FFFD */
             len = 1;
-        } else if (value[k] == '&') {
+        } else if (slack && value[k] == '&') {
             bson_string_append(out, "&amp;");
-        } else if (value[k] == '<') {
+        } else if (slack && value[k] == '<') {
             bson_string_append(out, "&lt;");
-        } else if (value[k] == '>') {
+        } else if (slack && value[k] == '>') {
             bson_string_append(out, "&gt;");
         } else {
             char one[5];
@@ -38,21 +39,31 @@ char *tw_alert_escape(const char *value)
     return bson_string_free(out, false);
 }
 
-/* The alert with every value from outside escaped (see tw_alert_escape):
- * what the text and the payload are built from. */
+char *tw_alert_escape(const char *value)
+{
+    return clean(value, true);
+}
+
+char *tw_alert_clean(const char *value)
+{
+    return clean(value, false);
+}
+
+/* The alert with every value from outside made valid UTF-8 and, for Slack,
+ * escaped (see tw_alert_escape): what the texts and payloads are built from. */
 typedef struct {
     tw_alert_t a;
     char *owned[5];
 } escaped_t;
 
-static void escaped_init(escaped_t *e, const tw_alert_t *a)
+static void escaped_init(escaped_t *e, const tw_alert_t *a, bool slack)
 {
     e->a = *a;
-    e->owned[0] = tw_alert_escape(a->environment);
-    e->owned[1] = tw_alert_escape(a->name);
-    e->owned[2] = tw_alert_escape(a->key);
-    e->owned[3] = tw_alert_escape(a->reason);
-    e->owned[4] = tw_alert_escape(a->edge_shard);
+    e->owned[0] = clean(a->environment, slack);
+    e->owned[1] = clean(a->name, slack);
+    e->owned[2] = clean(a->key, slack);
+    e->owned[3] = clean(a->reason, slack);
+    e->owned[4] = clean(a->edge_shard, slack);
     e->a.environment = e->owned[0] ? e->owned[0] : "";
     e->a.name = e->owned[1] ? e->owned[1] : "";
     e->a.key = e->owned[2] ? e->owned[2] : "";
@@ -107,14 +118,14 @@ static void time_left_words(const tw_alert_t *a, char out[TW_DURATION_TEXT_MAX])
 
 /* The follower telling of its own checkpoint (reopened by time, started
  * without a checkpoint): the reason says it all, nothing is ageing. */
-static bool is_notice(const tw_alert_t *a)
+bool tw_alert_is_notice(const tw_alert_t *a)
 {
     return a->own && a->state == TW_STATE_WARN && a->reason;
 }
 
 static bool needs_action(const tw_alert_t *a)
 {
-    return !is_notice(a) && (a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT ||
+    return !tw_alert_is_notice(a) && (a->state == TW_STATE_WARN || a->state == TW_STATE_CRIT ||
                              a->state == TW_STATE_LOST);
 }
 
@@ -153,7 +164,7 @@ char *tw_alert_advice(const tw_alert_t *a)
                             "still in the oplog is at cluster time %u:%u) and "
                             "reconcile what it missed",
                             a->key, a->window.oldest.t, a->window.oldest.i);
-    if ((a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT) || is_notice(a))
+    if ((a->state != TW_STATE_WARN && a->state != TW_STATE_CRIT) || tw_alert_is_notice(a))
         return NULL;
     if (a->own)
         return bson_strdup_printf(
@@ -175,6 +186,13 @@ char *tw_alert_recovery(const tw_alert_t *a)
         "tokenwatch run --name %s --environment %s --resume-from oldest "
         "--dry-run",
         a->name, a->environment);
+}
+
+/* When a measured token will be lost, in whole seconds: a forecast has no
+ * millisecond precision. */
+static int64_t lost_around_ms(const tw_alert_t *a)
+{
+    return (a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0)) / 1000 * 1000;
 }
 
 /* The text, from an alert whose values are already escaped. */
@@ -203,9 +221,7 @@ static char *build_text(const tw_alert_t *a)
         shard_words(a, shard);
         time_left_words(a, left);
         if (a->state != TW_STATE_LOST && !a->measure.unbounded) {
-            /* Whole seconds: a forecast has no millisecond precision. */
-            tw_utc_format((a->now_ms + (int64_t)(a->measure.time_left_s * 1000.0)) / 1000 * 1000,
-                          when);
+            tw_utc_format(lost_around_ms(a), when);
             tw_utf8_format(detail, sizeof detail,
                      "; token from %s, %s left (%.0f%% of a %s window%s; lost "
                      "around %s)",
@@ -245,7 +261,7 @@ char *tw_alert_text(const tw_alert_t *a)
     escaped_t e;
     char *text;
 
-    escaped_init(&e, a);
+    escaped_init(&e, a, true);
     text = build_text(&e.a);
     escaped_release(&e);
     return text;
@@ -366,8 +382,127 @@ char *tw_alert_slack_payload(const tw_alert_t *a)
     escaped_t e;
     char *json;
 
-    escaped_init(&e, a);
+    escaped_init(&e, a, true);
     json = build_payload(&e.a);
     escaped_release(&e);
+    return json;
+}
+
+char *tw_alert_plain_text(const tw_alert_t *a)
+{
+    escaped_t e;
+    char *text;
+
+    escaped_init(&e, a, false);
+    text = build_text(&e.a);
+    escaped_release(&e);
+    return text;
+}
+
+const char *tw_alert_event_name(const tw_alert_t *a)
+{
+    switch (a->notify) {
+    case TW_NOTIFY_RESOLVED: return "resolved";
+    case TW_NOTIFY_REPEAT: return "repeat";
+    default: return "change";
+    }
+}
+
+static void append_text_or_null(bson_t *doc, const char *key, const char *value)
+{
+    if (value)
+        BSON_APPEND_UTF8(doc, key, value);
+    else
+        BSON_APPEND_NULL(doc, key);
+}
+
+/* The token and the measures, from an alert whose values are valid UTF-8. */
+static void json_measures(const tw_alert_t *a, bson_t *doc)
+{
+    char date[TW_UTC_TEXT_MAX], ct[TW_CTIME_TEXT_MAX];
+    bool bounded = a->has_measure && !a->measure.unbounded && a->state != TW_STATE_LOST;
+
+    if (a->has_token) {
+        tw_utc_format(tw_ctime_wall_ms(a->token), date);
+        tw_ctime_format(a->token, ct);
+    }
+    append_text_or_null(doc, "token_time", a->has_token ? date : NULL);
+    append_text_or_null(doc, "token_cluster_time", a->has_token ? ct : NULL);
+    if (a->has_measure) {
+        BSON_APPEND_INT64(doc, "window_seconds", a->measure.window_s);
+        BSON_APPEND_INT64(doc, "headroom_seconds", a->measure.headroom_s);
+        BSON_APPEND_DOUBLE(doc, "share", a->measure.share);
+    } else {
+        BSON_APPEND_NULL(doc, "window_seconds");
+        BSON_APPEND_NULL(doc, "headroom_seconds");
+        BSON_APPEND_NULL(doc, "share");
+    }
+    BSON_APPEND_UTF8(doc, "window_source", a->window.from_retention ? "retention" : "oplog");
+    if (bounded)
+        BSON_APPEND_DOUBLE(doc, "time_left_seconds", a->measure.time_left_s);
+    else if (a->has_measure && a->state == TW_STATE_LOST)
+        BSON_APPEND_INT64(doc, "time_left_seconds", 0);
+    else
+        BSON_APPEND_NULL(doc, "time_left_seconds");
+    BSON_APPEND_BOOL(doc, "time_left_unbounded", a->has_measure && a->measure.unbounded);
+    if (bounded)
+        tw_utc_format(lost_around_ms(a), date);
+    append_text_or_null(doc, "lost_around", bounded ? date : NULL);
+}
+
+/* What to do, from an alert whose values are valid UTF-8. */
+static void json_advice(const tw_alert_t *a, bson_t *doc)
+{
+    char *advice = tw_alert_advice(a);
+    char *recovery = tw_alert_recovery(a);
+    char *widen = tw_alert_widen_command(a);
+    bson_t commands;
+
+    append_text_or_null(doc, "advice", advice);
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "commands", &commands);
+    append_text_or_null(&commands, "recover", recovery);
+    append_text_or_null(&commands, "widen", widen);
+    bson_append_document_end(doc, &commands);
+    append_text_or_null(doc, "widen_note", needs_action(a) ? tw_alert_widen_note(a) : NULL);
+    bson_free(advice);
+    bson_free(recovery);
+    bson_free(widen);
+}
+
+void tw_alert_json_fields(const tw_alert_t *a, bson_t *doc)
+{
+    escaped_t e;
+    char now[TW_UTC_TEXT_MAX];
+    char *text;
+
+    escaped_init(&e, a, false);
+    text = build_text(&e.a);
+    tw_utc_format(a->now_ms, now);
+    BSON_APPEND_UTF8(doc, "kind", "alert");
+    BSON_APPEND_UTF8(doc, "time", now);
+    BSON_APPEND_UTF8(doc, "environment", e.a.environment);
+    BSON_APPEND_UTF8(doc, "stream", e.a.name);
+    BSON_APPEND_UTF8(doc, "key", e.a.key);
+    BSON_APPEND_BOOL(doc, "own", a->own);
+    BSON_APPEND_UTF8(doc, "state", tw_state_name(a->state));
+    BSON_APPEND_UTF8(doc, "previous_state", tw_state_name(a->previous));
+    BSON_APPEND_UTF8(doc, "event", tw_alert_event_name(a));
+    json_measures(&e.a, doc);
+    append_text_or_null(doc, "shard", e.a.edge_shard);
+    append_text_or_null(doc, "reason", e.a.reason);
+    json_advice(&e.a, doc);
+    BSON_APPEND_UTF8(doc, "text", text);
+    bson_free(text);
+    escaped_release(&e);
+}
+
+char *tw_alert_json_payload(const tw_alert_t *a)
+{
+    bson_t doc = BSON_INITIALIZER;
+    char *json;
+
+    tw_alert_json_fields(a, &doc);
+    json = bson_as_relaxed_extended_json(&doc, NULL);
+    bson_destroy(&doc);
     return json;
 }

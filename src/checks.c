@@ -13,7 +13,7 @@
 #include "tokenwatch/redact.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/shards.h"
-#include "tokenwatch/slack.h"
+#include "tokenwatch/webhook.h"
 
 bool tw_check_mongo_uri(const char *value, tw_error_t *err)
 {
@@ -88,5 +88,5 @@ bool tw_check_metrics_addr(const char *value, tw_error_t *err)
 
 bool tw_check_webhook_url(const char *value, tw_error_t *err)
 {
-    return tw_slack_check_url(value, err);
+    return tw_webhook_check_url(value, err);
 }

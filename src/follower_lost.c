@@ -61,26 +61,26 @@ static bool enqueue_alert(tw_follower_t *r, const tw_alert_t *a, const char *sum
     return tw_notify(r->svc.notifiers, a, summary) > 0;
 }
 
-/* Sends the LOST alert and waits for Slack's answer; true when it took it
+/* Sends the LOST alert and waits for the channels' answers; true when they took it
  * (no message failed or was dropped meanwhile). */
 static bool deliver_lost(tw_follower_t *r, const tw_alert_t *a)
 {
-    tw_slack_stats_t before, after;
+    tw_webhook_stats_t before, after;
 
-    tw_slack_stats(r->svc.slack, &before);
+    tw_notify_stats(r->svc.notifiers, &before);
     if (!enqueue_alert(r, a, "own checkpoint LOST"))
         return false;
-    if (!tw_slack_flush(r->svc.slack, TW__LOST_ALERT_WAIT_MS)) {
+    if (!tw_notify_flush(r->svc.notifiers, TW__LOST_ALERT_WAIT_MS)) {
         TW_WARN("the LOST alert could not be delivered within %d s",
                 TW__LOST_ALERT_WAIT_MS / 1000);
         return false;
     }
-    tw_slack_stats(r->svc.slack, &after);
+    tw_notify_stats(r->svc.notifiers, &after);
     return after.sent > before.sent && after.failed == before.failed &&
            after.dropped == before.dropped;
 }
 
-/* Tells Slack (when there is one) and the log that the own token is lost. */
+/* Tells the channels (when there are any) and the log that the own token is lost. */
 static void alert_lost(tw_follower_t *r, const tw_oplog_window_t *window, const char *reason,
                        bool wait)
 {
@@ -93,12 +93,12 @@ static void alert_lost(tw_follower_t *r, const tw_oplog_window_t *window, const 
     text = tw_alert_text(&a);
     TW_ERROR("alert: %s", text);
     bson_free(text);
-    if (r->svc.slack && tw__lost_already_told(r)) {
+    if (tw_notify_any(r->svc.notifiers) && tw__lost_already_told(r)) {
         TW_INFO("the LOST alert for this checkpoint was sent before this restart; the "
                 "next reminder is due after --alert-repeat");
-    } else if (r->svc.slack && !wait) {
+    } else if (tw_notify_any(r->svc.notifiers) && !wait) {
         enqueue_alert(r, &a, "own checkpoint LOST");
-    } else if (r->svc.slack && deliver_lost(r, &a)) {
+    } else if (tw_notify_any(r->svc.notifiers) && deliver_lost(r, &a)) {
         tw__lost_told(r);
     }
 }
@@ -190,7 +190,7 @@ int tw__handle_lost(tw_follower_t *r, const char *why)
     return -1;
 }
 
-/* Sends a WARN about the own checkpoint (when there is a Slack) and logs it. */
+/* Sends a WARN about the own checkpoint (to the channels, if any) and logs it. */
 void tw__alert_warn(tw_follower_t *r, const char *reason)
 {
     tw_alert_t a;
@@ -200,7 +200,7 @@ void tw__alert_warn(tw_follower_t *r, const char *reason)
     text = tw_alert_text(&a);
     TW_WARN("alert: %s", text);
     bson_free(text);
-    if (r->svc.slack)
+    if (tw_notify_any(r->svc.notifiers))
         enqueue_alert(r, &a, "own checkpoint WARN");
 }
 

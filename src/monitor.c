@@ -76,9 +76,10 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
          "Headroom divided by the tail rate: seconds until the token is lost."},
         {"tokenwatch_token_state", TW_METRIC_GAUGE,
          "1 for a guarded token's current state (OK, WARN, CRIT, LOST, UNKNOWN)."},
-        {"tokenwatch_alerts_sent_total", TW_METRIC_COUNTER, "Alerts delivered to Slack."},
+        {"tokenwatch_alerts_sent_total", TW_METRIC_COUNTER,
+         "Alerts and digests delivered, all channels together."},
         {"tokenwatch_alerts_failed_total", TW_METRIC_COUNTER,
-         "Alerts Slack refused or that were given up after retries."},
+         "Alerts and digests refused or given up after retries, all channels together."},
         {"tokenwatch_alerts_dropped_total", TW_METRIC_COUNTER,
          "Alerts dropped because the send queue was full."},
         {"tokenwatch_records_failed_total", TW_METRIC_COUNTER,
@@ -95,6 +96,7 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
         if (families[k].type == TW_METRIC_COUNTER)
             tw_metrics_add(metrics, families[k].name, NULL, 0);
     }
+    tw_notify_declare_metrics(metrics);
 }
 
 static void add_key(tw_monitor_t *m, const char *key, bool own)
@@ -477,6 +479,8 @@ void tw_monitor_tick(tw_monitor_t *m)
     free(errors);
     free(found);
     free(positions);
+    if (m->opts.after_round)
+        m->opts.after_round(m->opts.after_round_ctx, m);
 }
 
 size_t tw_monitor_keys(const tw_monitor_t *m, const tw_guarded_t **keys)
@@ -504,6 +508,15 @@ const tw_shards_t *tw_monitor_shards(const tw_monitor_t *m)
 const tw_monitor_clock_t *tw_monitor_clock(const tw_monitor_t *m)
 {
     return &m->clock_now;
+}
+
+bool tw_monitor_round_ok(const tw_monitor_t *m, char *why, size_t n)
+{
+    if (m->mongo_failures > 0)
+        tw_utf8_format(why, n, "MongoDB: %s", m->mongo_error.message);
+    else if (m->redis_failures > 0)
+        tw_utf8_format(why, n, "Redis: %s", m->redis_error.message);
+    return m->mongo_failures == 0 && m->redis_failures == 0;
 }
 
 static void *monitor_main(void *arg)

@@ -204,3 +204,91 @@ void tw_redact_url(const char *url, char *out, size_t out_size)
         scan_query(url, (size_t)(q2 - url), &sp);
     emit(url, &sp, &o);
 }
+
+#define ELLIPSIS "\xe2\x80\xa6" /* U+2026 */
+
+/* A host as it may be written: a name, an IPv4 or a bracketed IPv6. */
+static bool host_ok(const char *host, size_t len)
+{
+    if (len == 0)
+        return false;
+    if (host[0] == '[')
+        return len > 2 && host[len - 1] == ']' &&
+               strspn(host + 1, "0123456789abcdefABCDEF:.") >= len - 2;
+    for (size_t k = 0; k < len; k++)
+        if (!isalnum((unsigned char)host[k]) && !strchr("-._~%", host[k]))
+            return false;
+    return true;
+}
+
+const char *tw_redact_endpoint_secret(const char *url)
+{
+    size_t auth;
+
+    if (!url)
+        return NULL;
+    auth = authority_start(url);
+    return url + auth + strcspn(url + auth, "/?#");
+}
+
+/* scheme://host[:port]/… from url, or false when it has no such start. */
+static bool endpoint_shown(const char *url, outbuf_t *o)
+{
+    size_t auth = authority_start(url);
+    const char *end, *at, *host, *colon;
+    size_t host_len;
+
+    if (auth == 0)
+        return false;
+    end = tw_redact_endpoint_secret(url);
+    host = url + auth;
+    for (at = end; at > host; at--)
+        if (at[-1] == '@')
+            break;
+    host = at; /* after the last '@' of the authority, if any */
+    colon = host[0] == '[' ? memchr(host, ']', (size_t)(end - host)) : host;
+    colon = colon ? memchr(colon, ':', (size_t)(end - colon)) : NULL;
+    host_len = (size_t)((colon ? colon : end) - host);
+    if (!host_ok(host, host_len) ||
+        (colon && (colon + 1 == end ||
+                   strspn(colon + 1, "0123456789") != (size_t)(end - colon - 1))))
+        return false;
+    for (size_t k = 0; k + 3 < auth; k++) {
+        char c = (char)tolower((unsigned char)url[k]);
+        put(o, &c, 1);
+    }
+    put(o, "://", 3);
+    put(o, host, (size_t)(end - host));
+    put(o, "/" ELLIPSIS, 1 + strlen(ELLIPSIS));
+    return true;
+}
+
+void tw_redact_endpoint(const char *url, char *out, size_t out_size)
+{
+    outbuf_t o = {out, out_size, 0, false};
+
+    if (out_size == 0)
+        return;
+    out[0] = '\0';
+    if (url && endpoint_shown(url, &o))
+        return;
+    o.len = 0;
+    o.full = false;
+    out[0] = '\0';
+    put(&o, ELLIPSIS, strlen(ELLIPSIS));
+}
+
+bool tw_redact_scrub(char *text, size_t size, const char *secret)
+{
+    char *at;
+
+    if (!text || !secret || !secret[0] || !secret[1])
+        return false;
+    at = strstr(text, secret);
+    if (!at)
+        return false;
+    *at = '\0';
+    if ((size_t)(at - text) + sizeof ELLIPSIS <= size)
+        memcpy(at, ELLIPSIS, sizeof ELLIPSIS);
+    return true;
+}

@@ -157,7 +157,6 @@ static void attach(runner_t *r, FILE *out)
     svc.stop = r->stop;
     svc.metrics = r->app.metrics;
     svc.notifiers = &r->app.notifiers;
-    svc.slack = r->app.slack;
     svc.watch = r->watch;
     svc.out = out;
     svc.on_loop = on_loop;

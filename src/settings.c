@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "tokenwatch/checks.h"
+#include "tokenwatch/digest.h"
 #include "tokenwatch/duration.h"
 #include "tokenwatch/mem.h"
 #include "tokenwatch/log.h"
@@ -56,6 +57,8 @@ static void add_string(char ***list, size_t *count, const char *text);
 static bool check_spec(const char *value, tw_error_t *err);
 static bool check_fallback_spec(const char *value, tw_error_t *err);
 static bool check_missing_policy(const char *value, tw_error_t *err);
+static bool check_routing_key(const char *value, tw_error_t *err);
+static bool check_digest_at(const char *value, tw_error_t *err);
 
 static const char *const sink_choices[] = {"none", "stdout", "redis", NULL};
 static const char *const full_document_choices[] = {
@@ -64,6 +67,7 @@ static const char *const log_format_choices[] = {"text", "json", NULL};
 static const char *const on_lost_choices[] = {"fail", "fallback", NULL};
 static const char *const log_level_choices[] = {"debug", "info", "warn",
                                                 "error", NULL};
+static const char *const heartbeat_method_choices[] = {"get", "post", NULL};
 
 #define F(field) offsetof(tw_settings_t, field)
 #define DAY_MS ((int64_t)86400000)
@@ -174,6 +178,40 @@ static const setting_def_t table[] = {
     {"slack-webhook-file", "TOKENWATCH_SLACK_WEBHOOK_FILE", TYPE_STRING, 0, 0,
      NULL, NULL, "FILE", "read the Slack webhook URL from this file", 0,
      F(slack_webhook_file), check_not_empty},
+    {"webhook-url", "TOKENWATCH_WEBHOOK_URL", TYPE_STRING, 0, 0, NULL, NULL, "URL",
+     "generic JSON webhook: each alert and the digest POSTed as one JSON object "
+     "(Alertmanager receivers, Teams workflows, your own bot)",
+     SECRET, F(webhook_url), tw_check_webhook_url},
+    {"webhook-url-file", "TOKENWATCH_WEBHOOK_URL_FILE", TYPE_STRING, 0, 0, NULL, NULL,
+     "FILE", "read the generic webhook URL from this file", 0, F(webhook_url_file),
+     check_not_empty},
+    {"pagerduty-routing-key", "TOKENWATCH_PAGERDUTY_ROUTING_KEY", TYPE_STRING, 0, 0, NULL,
+     NULL, "KEY",
+     "PagerDuty Events API v2 integration key: WARN, CRIT, LOST and UNKNOWN "
+     "trigger, OK resolves (no digest)",
+     SECRET, F(pagerduty_routing_key), check_routing_key},
+    {"pagerduty-routing-key-file", "TOKENWATCH_PAGERDUTY_ROUTING_KEY_FILE", TYPE_STRING, 0,
+     0, NULL, NULL, "FILE", "read the PagerDuty routing key from this file", 0,
+     F(pagerduty_routing_key_file), check_not_empty},
+    {"pagerduty-url", "TOKENWATCH_PAGERDUTY_URL", TYPE_STRING, 0, 0, NULL,
+     "https://events.pagerduty.com/v2/enqueue", "URL",
+     "where PagerDuty events are POSTed (a proxy or a test stand-in)", 0,
+     F(pagerduty_url), tw_check_webhook_url},
+    {"heartbeat-url", "TOKENWATCH_HEARTBEAT_URL", TYPE_STRING, 0, 0, NULL, NULL, "URL",
+     "dead man's switch (healthchecks.io, Cronitor): pinged after every healthy "
+     "guard round, with /fail appended to its path after a failed one",
+     SECRET, F(heartbeat_url), tw_check_webhook_url},
+    {"heartbeat-url-file", "TOKENWATCH_HEARTBEAT_URL_FILE", TYPE_STRING, 0, 0, NULL, NULL,
+     "FILE", "read the heartbeat URL from this file", 0, F(heartbeat_url_file),
+     check_not_empty},
+    {"heartbeat-method", "TOKENWATCH_HEARTBEAT_METHOD", TYPE_ENUM, 0, 0,
+     heartbeat_method_choices, "get", "METHOD",
+     "get, or post (with a one-line text body saying how the round went)", 0,
+     F(heartbeat_method), NULL},
+    {"digest-at", "TOKENWATCH_DIGEST_AT", TYPE_STRING, 0, 0, NULL, NULL, "HH:MM",
+     "send a daily digest of every guarded position at this time of day, UTC, "
+     "to Slack and the generic webhook (not PagerDuty)",
+     0, F(digest_at), check_digest_at},
     {"alert-repeat", "TOKENWATCH_ALERT_REPEAT", TYPE_DURATION, 1000,
      365 * DAY_MS, NULL, "24h", "DUR",
      "while a token is not OK, repeat its alert this often", 0,
@@ -249,6 +287,29 @@ bad:
                  "'_' or '.'",
                  value);
     return false;
+}
+
+/* An Events API integration key: 32 characters as PagerDuty issues them;
+ * any run of letters, digits, '-' and '_' is taken. Never quoted. */
+static bool check_routing_key(const char *value, tw_error_t *err)
+{
+    size_t len = strlen(value);
+
+    if (len > 0 && len <= 128 &&
+        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") ==
+            len)
+        return true;
+    tw_error_set(err, TW_ERR_USAGE, 0,
+                 "not a routing key (1 to 128 letters, digits, '-' or '_'; PagerDuty's "
+                 "are 32 characters)");
+    return false;
+}
+
+static bool check_digest_at(const char *value, tw_error_t *err)
+{
+    int minute;
+
+    return tw_digest_parse_at(value, &minute, err);
 }
 
 static bool check_not_empty(const char *value, tw_error_t *err)
@@ -612,46 +673,57 @@ static bool load_mongo_uri_file(tw_settings_t *s, tw_error_t *err)
     return true;
 }
 
-/* Read with the settings, so a bad file is a usage error (exit 2) that names
- * it; the URL is the secret and is never quoted. The file wins over
- * --slack-webhook. */
-static bool load_slack_webhook_file(tw_settings_t *s, tw_error_t *err)
+/* A secret read from a file: where the path is, where the value goes, and
+ * the value's check (NULL: any one line). */
+typedef struct {
+    size_t file;
+    size_t value;
+    check_fn check;
+} secret_file_t;
+
+static const secret_file_t secret_files[] = {
+    {F(slack_webhook_file), F(slack_webhook), tw_check_webhook_url},
+    {F(webhook_url_file), F(webhook_url), tw_check_webhook_url},
+    {F(pagerduty_routing_key_file), F(pagerduty_routing_key), check_routing_key},
+    {F(heartbeat_url_file), F(heartbeat_url), tw_check_webhook_url},
+    {F(redis_password_file), F(redis_password), NULL},
+};
+
+/* Read with the settings, so every command refuses a bad file (exit 2)
+ * naming the setting and the path; the content is the secret and is never
+ * quoted. The file wins over the value given directly (--slack-webhook, a
+ * password in --redis-url). */
+static bool load_secret_file(tw_settings_t *s, const secret_file_t *sf, tw_error_t *err)
 {
+    const char *path = *(char **)((char *)s + sf->file);
+    char **value = (char **)((char *)s + sf->value);
     size_t index = 0;
     char origin[160];
-    char *url;
+    char *read;
     tw_error_t inner;
 
-    while (table[index].offset != F(slack_webhook_file))
+    while (table[index].offset != sf->file)
         index++;
     describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
-    if (!tw_secret_read_file(s->slack_webhook_file, origin, &url, err))
+    if (!tw_secret_read_file(path, origin, &read, err))
         return false;
-    if (!tw_check_webhook_url(url, &inner)) {
-        tw_error_set(err, TW_ERR_USAGE, 0, "%s %s: %s", origin, s->slack_webhook_file,
-                     inner.message);
-        tw_secret_free(url);
+    if (sf->check && !sf->check(read, &inner)) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "%s %s: %s", origin, path, inner.message);
+        tw_secret_free(read);
         return false;
     }
-    tw_secret_free(s->slack_webhook);
-    s->slack_webhook = url;
+    tw_secret_free(*value);
+    *value = read;
     return true;
 }
 
-/* Read with the settings, like the webhook file, so every command refuses a
- * bad one (exit 2) naming the setting and the file, never its content. The
- * password wins over one in --redis-url. */
-static bool load_redis_password_file(tw_settings_t *s, tw_error_t *err)
+static bool load_secret_files(tw_settings_t *s, tw_error_t *err)
 {
-    size_t index = 0;
-    char origin[160];
-
-    while (table[index].offset != F(redis_password_file))
-        index++;
-    describe_source(&table[index], s->sources[index], s->config, origin, sizeof origin);
-    tw_secret_free(s->redis_password);
-    s->redis_password = NULL;
-    return tw_secret_read_file(s->redis_password_file, origin, &s->redis_password, err);
+    for (size_t k = 0; k < sizeof secret_files / sizeof secret_files[0]; k++)
+        if (*(char **)((char *)s + secret_files[k].file) &&
+            !load_secret_file(s, &secret_files[k], err))
+            return false;
+    return true;
 }
 
 /* A Redis ACL user needs a password, from the URL or the password file. */
@@ -957,9 +1029,7 @@ static bool settle(tw_settings_t *s, tw_error_t *err)
 {
     if (s->mongo_uri_file && !load_mongo_uri_file(s, err))
         return false;
-    if (s->slack_webhook_file && !load_slack_webhook_file(s, err))
-        return false;
-    if (s->redis_password_file && !load_redis_password_file(s, err))
+    if (!load_secret_files(s, err))
         return false;
     if (!check_redis_user(s, err))
         return false;
@@ -978,6 +1048,9 @@ static bool settle(tw_settings_t *s, tw_error_t *err)
                      "after it is warned about");
         return false;
     }
+    s->digest_at_minute = -1;
+    if (s->digest_at && !tw_digest_parse_at(s->digest_at, &s->digest_at_minute, err))
+        return false;
     if (!s->stream_key) {
         size_t n = strlen(s->name) + sizeof "tokenwatch:{}:events";
 

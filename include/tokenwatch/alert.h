@@ -10,6 +10,7 @@
 #ifndef TOKENWATCH_ALERT_H
 #define TOKENWATCH_ALERT_H
 
+#include <bson/bson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -52,11 +53,41 @@ typedef struct {
  * UTF-8 as U+FFFD (bson_free; NULL for NULL). */
 char *tw_alert_escape(const char *value);
 
+/* value with bytes that are not UTF-8 as U+FFFD, nothing escaped (bson_free;
+ * NULL for NULL): for channels that are not Slack. */
+char *tw_alert_clean(const char *value);
+
 /* One line for the log and Slack's fallback, escaped (bson_free). */
 char *tw_alert_text(const tw_alert_t *a);
 
 /* The incoming-webhook payload, JSON (bson_free). */
 char *tw_alert_slack_payload(const tw_alert_t *a);
+
+/* The same line with values from outside made valid UTF-8 (U+FFFD for bad
+ * bytes) but not escaped for Slack: for channels that show plain text. */
+char *tw_alert_plain_text(const tw_alert_t *a);
+
+/*
+ * The generic JSON webhook's object (README, "The generic JSON webhook"):
+ * kind "alert", time, environment, stream, key, own, state,
+ * previous_state, event (change, repeat, resolved), token_time,
+ * token_cluster_time, window_seconds, headroom_seconds, share,
+ * window_source, time_left_seconds, time_left_unbounded, lost_around,
+ * shard, reason, advice, commands {recover, widen}, widen_note, text.
+ * Values unknown are null; strings are valid UTF-8, not escaped for Slack.
+ * tw_alert_json_fields appends them to doc (PagerDuty's custom_details);
+ * tw_alert_json_payload is the object as JSON (bson_free; NULL: it cannot
+ * be built).
+ */
+void tw_alert_json_fields(const tw_alert_t *a, bson_t *doc);
+char *tw_alert_json_payload(const tw_alert_t *a);
+
+/* "change", "repeat" or "resolved": what a->notify says. */
+const char *tw_alert_event_name(const tw_alert_t *a);
+
+/* The follower telling of its own checkpoint (reopened by time, started
+ * without a checkpoint): a WARN whose reason says it all, nothing ageing. */
+bool tw_alert_is_notice(const tw_alert_t *a);
 
 /* What to do before the token is lost, in words, or NULL (bson_free). */
 char *tw_alert_advice(const tw_alert_t *a);

@@ -17,18 +17,34 @@
 #include <stdint.h>
 
 #include "tokenwatch/clock.h"
+#include "tokenwatch/digest.h"
 #include "tokenwatch/error.h"
+#include "tokenwatch/heartbeat.h"
 #include "tokenwatch/http.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/monitor.h"
 #include "tokenwatch/notify.h"
 #include "tokenwatch/settings.h"
-#include "tokenwatch/slack.h"
+#include "tokenwatch/webhook.h"
+
+/* The channels' endpoints: borrowed; the secret ones are never printed.
+ * NULL: that channel is off (without any, alerts are only logged). */
+typedef struct {
+    const char *slack_webhook;    /* secret */
+    const char *webhook_url;      /* secret: the generic JSON webhook */
+    const char *pagerduty_key;    /* secret: the Events v2 routing key */
+    const char *pagerduty_url;    /* the Events API endpoint */
+    const char *heartbeat_url;    /* secret */
+    tw_webhook_method_t heartbeat_method;
+    int digest_at_minute;         /* minutes after 00:00 UTC; -1: no digest */
+} tw_app_channels_t;
 
 typedef struct {
     tw_clock_t *clock;         /* borrowed: the process's one clock */
     const char *metrics_addr;  /* HOST:PORT, or "off" */
-    const char *slack_webhook; /* borrowed secret; NULL: alerts are only logged */
+    const char *environment;   /* in the digest */
+    const char *name;          /* the stream, in the digest */
+    tw_app_channels_t channels;
     int64_t health_stall_ms;   /* /healthz fails when the loop has not come round */
 } tw_app_opts_t;
 
@@ -36,8 +52,9 @@ typedef struct {
     tw_app_opts_t opts;
     tw_metrics_t *metrics;
     tw_http_t *http;             /* NULL with --metrics-addr off */
-    tw_slack_t *slack;           /* NULL without a webhook */
-    tw_notify_list_t notifiers;  /* the alert channels */
+    tw_notify_list_t notifiers;  /* the alert channels, each with its sender */
+    tw_heartbeat_t *heartbeat;   /* NULL without --heartbeat-url */
+    tw_digest_sched_t digest;    /* used by the guard thread only */
     tw_monitor_t *monitor;       /* the guard thread, once started */
 } tw_app_t;
 
@@ -48,7 +65,8 @@ void tw_app_opts_from_settings(const tw_settings_t *s, tw_clock_t *clock, tw_app
  * channels: up before following starts. app is zeroed first. */
 bool tw_app_start(tw_app_t *app, const tw_app_opts_t *opts, tw_error_t *err);
 
-/* The guard thread, with the app's clock, metrics and channels filled in. */
+/* The guard thread, with the app's clock, metrics and channels filled in,
+ * and after each round the heartbeat and, when due, the digest. */
 bool tw_app_start_guard(tw_app_t *app, tw_monitor_opts_t *opts, tw_error_t *err);
 
 /* Stops and frees the guard thread: it holds a client of the follower's pool. */
@@ -57,7 +75,8 @@ void tw_app_stop_guard(tw_app_t *app);
 /* Waits up to grace_ms for queued alerts; false (and a WARN) if some are left. */
 bool tw_app_flush_alerts(tw_app_t *app, int64_t grace_ms);
 
-/* Stops the alert sender after up to grace_ms for what is queued. */
+/* Stops the alert senders and the heartbeat, all within grace_ms for what
+ * is queued. */
 void tw_app_stop(tw_app_t *app, int64_t grace_ms);
 
 /* Frees everything, stopping what still runs. */

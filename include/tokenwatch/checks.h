@@ -25,7 +25,7 @@ bool tw_check_redis_login(const char *redis_url, const char *password, tw_error_
 /* HOST:PORT for the metrics server ("off" is the caller's). */
 bool tw_check_metrics_addr(const char *value, tw_error_t *err);
 
-/* A Slack (or any) webhook URL: the sender's own check. */
+/* A webhook URL (Slack, generic, PagerDuty, heartbeat): the sender's own check. */
 bool tw_check_webhook_url(const char *value, tw_error_t *err);
 
 #endif

@@ -33,7 +33,6 @@
 #include "tokenwatch/notify.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/settings.h"
-#include "tokenwatch/slack.h"
 #include "tokenwatch/stop.h"
 
 /* What the follower reads of the settings; strings and lists are borrowed
@@ -81,7 +80,6 @@ typedef struct {
     volatile sig_atomic_t *stop; /* set by a signal handler */
     tw_metrics_t *metrics;
     const tw_notify_list_t *notifiers; /* the alert channels */
-    tw_slack_t *slack;                 /* may be NULL: the LOST alert's delivery */
     tw_stop_watch_t *watch;            /* around every MongoDB call */
     FILE *out;                         /* the stdout sink; a dry run's plan */
     /* Called each time a loop comes round (and while waiting): /healthz. */

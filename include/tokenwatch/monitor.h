@@ -21,9 +21,10 @@
 #include "tokenwatch/redis.h"
 #include "tokenwatch/settings.h"
 #include "tokenwatch/shards.h"
-#include "tokenwatch/slack.h"
 
 #define TW_REASON_MAX (TW_ERROR_MESSAGE_MAX + 128)
+
+typedef struct tw_monitor tw_monitor_t;
 
 /* One guarded token as last measured. */
 typedef struct {
@@ -68,9 +69,12 @@ typedef struct {
      * which writes it within a second of starting). */
     bool own_missing_is_unknown;
     bool alerts; /* log and send alerts on state changes */
+    /* Called at the end of each round, on the guard's thread (the heartbeat
+     * and the daily digest); may be NULL. */
+    void (*after_round)(void *ctx, tw_monitor_t *m);
+    void *after_round_ctx;
 } tw_monitor_opts_t;
 
-typedef struct tw_monitor tw_monitor_t;
 
 /* The guard's part of the settings, in one place (the rest of opts is
  * zeroed: the caller adds the clock, pool, Redis URL and services). */
@@ -99,6 +103,10 @@ double tw_monitor_tail_rate(const tw_monitor_t *m);
 const tw_shards_t *tw_monitor_shards(const tw_monitor_t *m);
 
 const tw_monitor_clock_t *tw_monitor_clock(const tw_monitor_t *m);
+
+/* Whether the last round read MongoDB and Redis; if not, why into why (n
+ * bytes, the message the log shows). */
+bool tw_monitor_round_ok(const tw_monitor_t *m, char *why, size_t n);
 
 /* Runs rounds on a thread of its own, every --monitor-interval. */
 bool tw_monitor_start(tw_monitor_t *m, tw_error_t *err);

@@ -1,12 +1,16 @@
 /*
- * redact.h - connection strings made fit to print.
+ * redact.h - secrets made fit to print: the one place that decides what
+ * of a connection string, an endpoint URL or a text from outside may be
+ * shown.
  *
- * A pure function: no I/O, no allocation. Used wherever a URI may reach a
- * log line, an error message or any other output.
+ * Pure functions: no I/O, no allocation. Used wherever a URI, a webhook
+ * URL or a reply that may quote one can reach a log line, an error message
+ * or any other output.
  */
 #ifndef TOKENWATCH_REDACT_H
 #define TOKENWATCH_REDACT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* At most this many secret spans are told apart in one URL; past it,
@@ -32,5 +36,30 @@
  * gives "".
  */
 void tw_redact_url(const char *url, char *out, size_t out_size);
+
+/*
+ * An endpoint URL whose path and query are the secret (a Slack or generic
+ * webhook, a heartbeat URL with its token) reduced to scheme, host and the
+ * port written in it, for logs:
+ * "https://hooks.slack.com/services/T/B/X" -> "https://hooks.slack.com/…".
+ * Any user name or password is left out; the scheme is shown in lower
+ * case. What does not start with scheme://host becomes "…". Cut at a
+ * UTF-8 character boundary to fit out_size bytes (NUL included); NULL url
+ * gives "…".
+ */
+void tw_redact_endpoint(const char *url, char *out, size_t out_size);
+
+/* Where the part of url that tw_redact_endpoint hides starts: its path (or
+ * query, or fragment); the end of url when it has none. NULL gives NULL. */
+const char *tw_redact_endpoint_secret(const char *url);
+
+/*
+ * Cuts text (NUL-terminated, in a buffer of size bytes) where secret first
+ * occurs and puts "…" there when it fits: for what comes back from the
+ * network (a library's message, a server's reply), which might quote a
+ * secret it was sent. A secret NULL or shorter than 2 bytes is ignored.
+ * Returns whether anything was cut.
+ */
+bool tw_redact_scrub(char *text, size_t size, const char *secret);
 
 #endif

@@ -23,6 +23,8 @@ typedef enum { TW_SINK_NONE = 0, TW_SINK_STDOUT, TW_SINK_REDIS } tw_sink_kind_t;
 
 typedef enum { TW_ON_LOST_FAIL = 0, TW_ON_LOST_FALLBACK } tw_on_lost_t;
 
+typedef enum { TW_HEARTBEAT_GET = 0, TW_HEARTBEAT_POST } tw_heartbeat_method_t;
+
 typedef enum {
     TW_SOURCE_DEFAULT = 0,
     TW_SOURCE_FILE,
@@ -66,6 +68,16 @@ typedef struct {
     size_t shard_uri_count;
     char *slack_webhook;  /* secret */
     char *slack_webhook_file;
+    char *webhook_url;    /* secret: the generic JSON webhook */
+    char *webhook_url_file;
+    char *pagerduty_routing_key; /* secret */
+    char *pagerduty_routing_key_file;
+    char *pagerduty_url;
+    char *heartbeat_url;  /* secret */
+    char *heartbeat_url_file;
+    int heartbeat_method; /* tw_heartbeat_method_t */
+    char *digest_at;      /* HH:MM (UTC), or NULL */
+    int digest_at_minute; /* digest_at in minutes after 00:00 UTC; -1: none */
     int64_t alert_repeat_ms;
     char *metrics_addr; /* "off" disables */
     int on_token_lost;  /* tw_on_lost_t */
@@ -85,7 +97,7 @@ typedef struct {
     size_t positional_count;
     char **warnings; /* for the log, once it is configured */
     size_t warning_count;
-    tw_setting_source_t sources[48]; /* by table index */
+    tw_setting_source_t sources[64]; /* by table index */
 } tw_settings_t;
 
 /*
@@ -112,7 +124,8 @@ bool tw_settings_load_text(tw_settings_t *s, const char *origin,
 size_t tw_settings_count(void);
 const char *tw_settings_env_name(size_t index);
 /* Whether the setting at index is marked secret (a password, a URL that is
- * one): tw_settings_release zeroes its value before freeing it. */
+ * one, a routing key): tw_settings_release zeroes its value before freeing
+ * it. */
 bool tw_settings_is_secret(size_t index);
 
 /* Prints the option list generated from the table. */

@@ -361,14 +361,17 @@ char *fx_http(int port, const char *method, const char *path, const char *body,
 
 void fx_webhook_start(fx_t *fx, fx_webhook_t *w)
 {
-    char script[PATH_MAX], port_file[PATH_MAX];
+    static int started;
+    char script[PATH_MAX], port_file[PATH_MAX], name[64];
     const char *argv[] = {"/usr/bin/python3", script, "--port-file", port_file, NULL};
     char *ports = NULL;
     long long deadline = th_now_ms() + 10000;
 
     memset(w, 0, sizeof *w);
     snprintf(script, sizeof script, "%s/tests/support/webhook.py", th_source_dir());
-    cr_assert(th_path(port_file, sizeof port_file, fx->dir, "webhook-port.json"));
+    /* Several stand-ins may share a test's directory: a port file each. */
+    snprintf(name, sizeof name, "webhook-port-%d.json", ++started);
+    cr_assert(th_path(port_file, sizeof port_file, fx->dir, name));
     cr_assert(th_proc_spawn(&w->proc, fx->dir, argv, NULL), "webhook.py starts");
     while (!(ports = th_read_file(port_file)) && th_now_ms() < deadline)
         th_sleep_ms(20);

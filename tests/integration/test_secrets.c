@@ -1,9 +1,11 @@
 /*
  * Secrets never reach any output: a MongoDB password, a Redis password (in
- * the URL, then in --redis-password-file) and the Slack webhook's path are
- * searched for in every log line (text and JSON, at debug), the alerts the
- * webhook received, /metrics, --help, a dry-run plan, `status` and
- * `status --json`, and the messages of refused values.
+ * the URL, then in --redis-password-file), the Slack webhook's path, the
+ * generic JSON webhook's path, the PagerDuty routing key and the heartbeat
+ * URL's token are searched for in every log line (text and JSON, at
+ * debug), the alerts the Slack and JSON webhooks received, /metrics,
+ * --help, a dry-run plan, `status` and `status --json`, and the messages of
+ * refused values (including refused files).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -27,10 +29,14 @@
 #define OUTPUTS_MAX 64
 
 /* What may never be printed, encoded or not. */
-static const char *const secrets[] = {"R3disS3cr", "M0ngoS3cr", FX_WEBHOOK_SECRET};
+#define JSON_SECRET "J50nH00kS3cret"
+#define ROUTING_KEY "PdR0utingS3cret0000000000000000x"
+#define BEAT_SECRET "B3atT0kS3cret"
+static const char *const secrets[] = {"R3disS3cr", "M0ngoS3cr", FX_WEBHOOK_SECRET,
+                                      JSON_SECRET, "PdR0utingS3cret", BEAT_SECRET};
 
 static fx_t fx;
-static fx_webhook_t hook;
+static fx_webhook_t hook, json_hook, pd_hook, beat_hook;
 static struct {
     char label[128];
     char *text;
@@ -40,6 +46,9 @@ static size_t output_count;
 static void teardown(void)
 {
     fx_webhook_stop(&hook);
+    fx_webhook_stop(&json_hook);
+    fx_webhook_stop(&pd_hook);
+    fx_webhook_stop(&beat_hook);
     fx_stop(&fx);
     for (size_t k = 0; k < output_count; k++)
         free(outputs[k].text);
@@ -147,6 +156,7 @@ static void keep_alerts(void)
 {
     char **texts;
     size_t n = fx_webhook_texts(&hook, &texts);
+    bson_t got;
 
     for (size_t k = 0; k < n; k++) {
         char label[64];
@@ -155,6 +165,25 @@ static void keep_alerts(void)
         keep(label, texts[k]);
     }
     free(texts);
+    /* Every body the JSON webhook received (their path is the URL itself;
+     * PagerDuty's bodies carry the routing key by design). */
+    fx_webhook_received(&json_hook, &got);
+    {
+        bson_iter_t it, list, raw;
+        size_t k = 0;
+
+        cr_assert(bson_iter_init_find(&it, &got, "a") && bson_iter_recurse(&it, &list));
+        while (bson_iter_next(&list)) {
+            char label[64];
+
+            snprintf(label, sizeof label, "JSON webhook body %zu", k++);
+            bson_iter_recurse(&list, &raw);
+            cr_assert(bson_iter_find(&raw, "raw"));
+            keep(label, strdup(bson_iter_utf8(&raw, NULL)));
+        }
+        cr_expect_gt(k, 0, "the JSON webhook received alerts");
+    }
+    bson_destroy(&got);
 }
 
 /* Redis that wants REDIS_PASSWORD, a guarded key close to lost (so an alert
@@ -166,6 +195,21 @@ static void start_world(void)
 
     fx_start(&fx, WEEKEND);
     fx_webhook_start(&fx, &hook);
+    fx_webhook_start(&fx, &json_hook);
+    fx_webhook_start(&fx, &pd_hook);
+    fx_webhook_start(&fx, &beat_hook);
+    /* The PagerDuty stand-in refuses every event, naming the key in its
+     * reply: the refusal is logged without it. */
+    {
+        char script[2048] = "{\"responses\": [";
+
+        for (int k = 0; k < 12; k++)
+            snprintf(script + strlen(script), sizeof script - strlen(script),
+                     "%s{\"status\": 400, \"body\": \"bad routing key %s\"}", k ? ", " : "",
+                     ROUTING_KEY);
+        snprintf(script + strlen(script), sizeof script - strlen(script), "], \"then\": 400}");
+        fx_webhook_script(&pd_hook, script);
+    }
     fx_set_key_time(&fx, OTHER_KEY, T0 - 47 * HOUR);
     r = th_redis_cmd(&fx.redis, "CONFIG SET requirepass %s", REDIS_PASSWORD);
     cr_assert(r && r->type != REDIS_REPLY_ERROR, "requirepass is set");
@@ -200,17 +244,24 @@ static int cli(const char *label, const char *const args[])
 static void run_following(const char *label, const char *const more[])
 {
     th_proc_t p;
-    char addr[64];
-    const char *extra[32];
+    char addr[64], json_url[256], pd_url[256], beat_url[256];
+    const char *extra[40];
     size_t n = 0;
     int port = th_free_port();
     long status = 0;
     char *before;
 
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    snprintf(json_url, sizeof json_url, "http://127.0.0.1:%d/hooks/%s?token=%s", json_hook.port,
+             JSON_SECRET, JSON_SECRET);
+    snprintf(pd_url, sizeof pd_url, "http://127.0.0.1:%d/v2/enqueue", pd_hook.port);
+    snprintf(beat_url, sizeof beat_url, "http://127.0.0.1:%d/ping/%s", beat_hook.port,
+             BEAT_SECRET);
     for (const char *const *a = (const char *const[]){
              "--log-level", "debug", "--guard", OTHER_KEY, "--monitor-interval", "100ms",
-             "--metrics-addr", addr, "--slack-webhook", hook.url, NULL};
+             "--metrics-addr", addr, "--slack-webhook", hook.url, "--webhook-url", json_url,
+             "--pagerduty-routing-key", ROUTING_KEY, "--pagerduty-url", pd_url,
+             "--heartbeat-url", beat_url, NULL};
          *a; a++)
         extra[n++] = *a;
     for (size_t k = 0; more && more[k]; k++)
@@ -280,6 +331,9 @@ Test(secrets, none_in_logs_alerts_metrics_status_or_plans)
         cr_expect(crit, "a CRIT alert was searched too");
     }
     cr_expect(strstr(kept("dry run stdout"), "nothing was changed (--dry-run)") != NULL);
+    cr_expect(strstr(kept("run, text log, password in the URL stderr"),
+                     "HTTP 400 (bad routing key \xe2\x80\xa6") != NULL,
+              "PagerDuty's refusal is logged, the key cut out of it");
     cr_expect(strstr(kept("status --json stdout"), "\"state\"") != NULL);
     cr_expect(strstr(kept("--help stdout"), "--redis-url") != NULL);
     cr_expect(strstr(kept("/metrics"), "tokenwatch_") != NULL);
@@ -300,6 +354,10 @@ Test(secrets, none_in_refusals)
         {"run", "--redis-url", "redis://app:12/R3disS3cr@h/0", NULL},
         {"run", "--redis-url", "unix:///run/redis.sock?password=R3disS3cr", NULL},
         {"run", "--slack-webhook", "htps://hooks.example/services/" FX_WEBHOOK_SECRET, NULL},
+        {"run", "--webhook-url", "http//bots.example/" JSON_SECRET, NULL},
+        {"run", "--heartbeat-url", "hc-ping.com/" BEAT_SECRET, NULL},
+        {"run", "--pagerduty-routing-key", "PdR0utingS3cret!/x", NULL},
+        {"run", "--pagerduty-url", "ftp://events.example/" JSON_SECRET, NULL},
         {"run", "-mongo-uri=mongodb://cdc:M0ngoS3cr@h/", NULL},
         {"status", "mongodb://cdc:M0ngoS3cr@h/", NULL},
         {"run", "mongodb://cdc:M0ngoS3cr@h/", NULL},
@@ -316,6 +374,25 @@ Test(secrets, none_in_refusals)
         code = cli(label, bad[k]);
         cr_expect(code != 0, "%s is refused", label);
     }
+    /* Files whose content is not a URL or a key: refused, never quoted. */
+    {
+        char url_file[PATH_MAX], key_file[PATH_MAX];
+        const char *url_args[] = {"run", "--webhook-url-file", url_file, NULL};
+        const char *key_args[] = {"run", "--pagerduty-routing-key-file", key_file, NULL};
+        const char *beat_args[] = {"run", "--heartbeat-url-file", url_file, NULL};
+
+        cr_assert(th_path(url_file, sizeof url_file, fx.dir, "webhook-url"));
+        cr_assert(th_path(key_file, sizeof key_file, fx.dir, "routing-key"));
+        cr_assert(th_write_file(url_file, "not a url " JSON_SECRET BEAT_SECRET "\n",
+                                strlen("not a url " JSON_SECRET BEAT_SECRET "\n")));
+        cr_assert(th_write_file(key_file, "PdR0utingS3cret with blanks\n",
+                                strlen("PdR0utingS3cret with blanks\n")));
+        cr_expect_eq(cli("bad webhook URL file", url_args), 2);
+        cr_expect_eq(cli("bad routing key file", key_args), 2);
+        cr_expect_eq(cli("bad heartbeat URL file", beat_args), 2);
+        cr_expect(strstr(kept("bad routing key file stderr"), key_file) != NULL, "%s",
+                  kept("bad routing key file stderr"));
+    }
     /* A wrong Redis password: the refusal names no password. */
     snprintf(fx.redis_url, sizeof fx.redis_url, "redis://:R3disS3crWrong@127.0.0.1:%d/0",
              fx.redis.port);
@@ -329,8 +406,10 @@ Test(secrets, none_in_refusals)
     /* The refusals still say what was wrong, with the secret hidden. */
     cr_expect(strstr(kept("refusal 0 stderr"), "'mongodb://cdc:***@host/'") != NULL, "%s",
               kept("refusal 0 stderr"));
-    cr_expect(strstr(kept("refusal 9 stderr"), "'mongodb://cdc:***@h/'") != NULL, "%s",
-              kept("refusal 9 stderr"));
+    cr_expect(strstr(kept("refusal 13 stderr"), "'mongodb://cdc:***@h/'") != NULL, "%s",
+              kept("refusal 13 stderr"));
+    cr_expect(strstr(kept("refusal 10 stderr"), "--pagerduty-routing-key") != NULL, "%s",
+              kept("refusal 10 stderr"));
     cr_expect(strstr(kept("wrong Redis password stderr"), "authentication failed") != NULL,
               "%s", kept("wrong Redis password stderr"));
     cr_expect_eq(expect_no_secret(), 0);

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""webhook.py - a local stand-in for a Slack incoming webhook, for tests and demos.
+"""webhook.py - a local stand-in for a Slack incoming webhook, a generic JSON
+webhook, PagerDuty's Events API v2 and a heartbeat URL, for tests and demos.
 
     /usr/bin/python3 tests/support/webhook.py --port-file PATH [--print]
 
@@ -7,9 +8,11 @@ Listens on 127.0.0.1 on a free port and, once listening, writes
 {"port": N, "pid": P} to PATH atomically. Stops on SIGTERM or SIGINT at
 once, even while a scripted "hang" is in progress.
 
-Deliveries: any POST to a path under /services/ is recorded as
-{"n", "time", "path", "body", "raw", "content_type", "status"} and answered
-from the script (default: 200 "ok", as Slack does). "body" is the parsed
+Deliveries: any POST or GET to a path outside /control/ is recorded as
+{"n", "time", "method", "path", "body", "raw", "content_type", "status"} and
+answered from the script (default: 200 "ok", as Slack does; under
+/v2/enqueue, 202 with {"status": "success", "message": "Event processed",
+"dedup_key": ...}, as PagerDuty's Events API v2 does). "body" is the parsed
 JSON, or the raw text when it is not JSON; "raw" is always the text; "time"
 is Unix seconds (float) when the request arrived; "status" is the status
 the script chose for it.
@@ -21,12 +24,13 @@ Control (JSON in and out):
                                           {"status": 400, "body": "no_text"}],
                             "then": 200}
         each delivery takes the next response; "hang": seconds to wait
-        before answering (with "status", default 200); "retry_after": a
+        before answering (with "status", default 200 or 202 as above); "retry_after": a
         Retry-After header in seconds, as given; "retry_after_date": a
         Retry-After header as an HTTP-date (IMF-fixdate, "Sun, 06 Nov 1994
         08:49:37 GMT") that many seconds from now, rounded up to the whole
-        second (negative: in the past); after the list, "then" (default 200)
-        answers every delivery.
+        second (negative: in the past); after the list, "then" (default 200,
+        202 under /v2/enqueue) answers every delivery, and "then_hang"
+        (seconds) makes each of those hang first.
     GET  /control/received  the list of recorded deliveries, oldest first
     POST /control/reset     forget the script and the deliveries
 
@@ -73,13 +77,21 @@ class State:
 
     def reset(self):
         self.responses = []
-        self.then = 200
+        self.then = None
+        self.then_hang = 0
         self.received = []
 
     def next_response(self):
         if self.responses:
             return self.responses.pop(0)
-        return {"status": self.then}
+        response = {"hang": self.then_hang}
+        if self.then is not None:
+            response["status"] = self.then
+        return response
+
+
+def is_pagerduty(path):
+    return path.startswith("/v2/enqueue")
 
 
 STATE = State()
@@ -168,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
             with STATE.lock:
                 received = list(STATE.received)
             self.reply_json(200, received)
+        elif not self.path.startswith("/control/"):
+            self.delivery(time.time(), b"")
         else:
             self.reply_json(404, {"error": "no such endpoint"})
 
@@ -178,14 +192,14 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             self.reply_json(413, {"error": str(e)})
             return
-        if self.path.startswith("/services/"):
-            self.delivery(arrived, raw)
-        elif self.path == "/control/script":
+        if self.path == "/control/script":
             self.script(raw)
         elif self.path == "/control/reset":
             with STATE.lock:
                 STATE.reset()
             self.reply_json(200, {"ok": True})
+        elif not self.path.startswith("/control/"):
+            self.delivery(arrived, raw)
         else:
             self.reply_json(404, {"error": "no such endpoint"})
 
@@ -193,7 +207,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             doc = json.loads(raw or b"{}")
             responses = doc.get("responses", [])
-            then = int(doc.get("then", 200))
+            then = doc.get("then")
+            then = None if then is None else int(then)
+            then_hang = float(doc.get("then_hang", 0))
             if not isinstance(responses, list) or not all(
                     isinstance(r, dict) for r in responses):
                 raise ValueError("responses must be a list of objects")
@@ -203,6 +219,7 @@ class Handler(BaseHTTPRequestHandler):
         with STATE.lock:
             STATE.responses = list(responses)
             STATE.then = then
+            STATE.then_hang = then_hang
         self.reply_json(200, {"ok": True, "responses": len(responses)})
 
     def delivery(self, arrived, raw):
@@ -211,12 +228,14 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(text)
         except ValueError:
             body = text
+        pagerduty = is_pagerduty(self.path)
         with STATE.lock:
             response = STATE.next_response()
-            status = int(response.get("status", 200))
+            status = int(response.get("status", 202 if pagerduty else 200))
             record = {
                 "n": len(STATE.received) + 1,
                 "time": arrived,
+                "method": self.command,
                 "path": self.path,
                 "body": body,
                 "raw": text,
@@ -235,6 +254,13 @@ class Handler(BaseHTTPRequestHandler):
         if "retry_after_date" in response:
             when = math.ceil(time.time() + float(response["retry_after_date"]))
             headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
+        if pagerduty and "body" not in response and 200 <= status < 300:
+            dedup = body.get("dedup_key") if isinstance(body, dict) else None
+            self.reply(status, json.dumps({"status": "success",
+                                           "message": "Event processed",
+                                           "dedup_key": dedup}),
+                       "application/json", headers)
+            return
         body_out = response.get("body", DEFAULT_REPLIES.get(status, "error"))
         self.reply(status, body_out, headers=headers)
 

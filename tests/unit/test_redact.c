@@ -111,3 +111,96 @@ Test(redact, many_secret_options_are_all_hidden)
     cr_expect(strstr(out, "=Tk") == NULL, "%s", out);
     cr_expect(strncmp(out, "mongodb://h/?token0=***", 23) == 0, "%s", out);
 }
+
+/* tw_redact_endpoint: a webhook or heartbeat URL reduced to scheme, host
+ * and port (moved here from the Slack sender's tests when the redaction of
+ * every secret became one module). */
+Test(redact, endpoints_show_scheme_host_and_port)
+{
+    static const struct {
+        const char *url;
+        const char *shown;
+    } ecases[] = {
+        {"https://hooks.slack.com/services/T0/B0/XXXX",
+         "https://hooks.slack.com/\xe2\x80\xa6"},
+        {"http://127.0.0.1:8080/services/T0/B0/XXXX?x=1",
+         "http://127.0.0.1:8080/\xe2\x80\xa6"},
+        {"https://user:pw@hooks.example.com/x", "https://hooks.example.com/\xe2\x80\xa6"},
+        {"https://[::1]:9/services/x", "https://[::1]:9/\xe2\x80\xa6"},
+        {"not a url /services/T0/B0/XXXX", "\xe2\x80\xa6"},
+        {"", "\xe2\x80\xa6"},
+        {NULL, "\xe2\x80\xa6"},
+        /* Added with the generic channels. */
+        {"HTTPS://hc-ping.com/5f1c0a2e-SECRET?rid=1", "https://hc-ping.com/\xe2\x80\xa6"},
+        {"https://events.pagerduty.com/v2/enqueue",
+         "https://events.pagerduty.com/\xe2\x80\xa6"},
+        {"https://example.com?token=SECRET", "https://example.com/\xe2\x80\xa6"},
+        {"https://hooks slack.com/SECRET", "\xe2\x80\xa6"},
+        {"https://h:99x/SECRET", "\xe2\x80\xa6"},
+        {"https://:443/SECRET", "\xe2\x80\xa6"},
+    };
+    char out[128];
+    char tiny[27]; /* "https://hooks.slack.com/" and 2 of the 3 bytes of … */
+
+    for (size_t k = 0; k < sizeof ecases / sizeof ecases[0]; k++) {
+        tw_redact_endpoint(ecases[k].url, out, sizeof out);
+        cr_expect_str_eq(out, ecases[k].shown, "case %zu", k);
+        cr_expect_null(strstr(out, "SECRET"), "case %zu", k);
+    }
+    tw_redact_endpoint(ecases[0].url, tiny, sizeof tiny);
+    cr_expect_str_eq(tiny, "https://hooks.slack.com/", "never half a character");
+    tw_redact_endpoint(ecases[0].url, out, 0);
+}
+
+Test(redact, the_endpoint_secret_is_the_path_and_query)
+{
+    static const struct {
+        const char *url;
+        const char *secret;
+    } ecases[] = {
+        {"https://hooks.slack.com/services/T/B/X", "/services/T/B/X"},
+        {"https://hc-ping.com/uuid?rid=1", "/uuid?rid=1"},
+        {"https://example.com?token=x", "?token=x"},
+        {"https://example.com", ""},
+        {"https://u:p@h.example/x", "/x"},
+    };
+
+    for (size_t k = 0; k < sizeof ecases / sizeof ecases[0]; k++)
+        cr_expect_str_eq(tw_redact_endpoint_secret(ecases[k].url), ecases[k].secret, "case %zu",
+                         k);
+    cr_expect_null(tw_redact_endpoint_secret(NULL));
+}
+
+Test(redact, scrub_cuts_text_where_a_secret_starts)
+{
+    static const struct {
+        const char *text;
+        const char *secret;
+        const char *out;
+        bool cut;
+    } ecases[] = {
+        {"HTTP 404 (no_service /services/T0/SECRET)", "/services/T0/SECRET",
+         "HTTP 404 (no_service \xe2\x80\xa6", true},
+        {"{\"message\":\"bad key R0utingK3y\"}", "R0utingK3y", "{\"message\":\"bad key \xe2\x80\xa6",
+         true},
+        {"nothing here", "R0utingK3y", "nothing here", false},
+        {"a", "a", "a", false}, /* one byte is no secret to hunt for */
+        {"abc", NULL, "abc", false},
+    };
+
+    for (size_t k = 0; k < sizeof ecases / sizeof ecases[0]; k++) {
+        char buf[128];
+
+        snprintf(buf, sizeof buf, "%s", ecases[k].text);
+        cr_expect_eq(tw_redact_scrub(buf, sizeof buf, ecases[k].secret), ecases[k].cut,
+                     "case %zu", k);
+        cr_expect_str_eq(buf, ecases[k].out, "case %zu", k);
+    }
+    {
+        /* No room for the ellipsis: just cut. */
+        char small[8] = "ab/SECR";
+
+        cr_expect(tw_redact_scrub(small, 4, "/SECR"));
+        cr_expect_str_eq(small, "ab");
+    }
+}

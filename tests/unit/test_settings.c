@@ -858,6 +858,10 @@ static const struct {
       "shard1=mongodb://tw:ShardPw2@b:2/?replicaSet=shard1"}},
     {"TOKENWATCH_SLACK_WEBHOOK", "https://hooks.slack.com/services/T/B/HookEnv1",
      {"https://hooks.slack.com/services/T/B/HookEnv1"}},
+    {"TOKENWATCH_WEBHOOK_URL", "https://bots.example.com/hook/JsonEnv4",
+     {"https://bots.example.com/hook/JsonEnv4"}},
+    {"TOKENWATCH_PAGERDUTY_ROUTING_KEY", "R0utingKeyEnv5", {"R0utingKeyEnv5"}},
+    {"TOKENWATCH_HEARTBEAT_URL", "https://hc-ping.com/BeatEnv6", {"https://hc-ping.com/BeatEnv6"}},
 };
 
 Test(settings, release_wipes_every_secret_value)
@@ -919,7 +923,7 @@ Test(settings, the_table_includes_no_library_of_io)
 {
     static const char *const banned[] = {"<curl/", "<mongoc/", "<hiredis/", "<microhttpd",
                                          "tokenwatch/metrics.h", "tokenwatch/http.h",
-                                         "tokenwatch/redis.h", "tokenwatch/slack.h",
+                                         "tokenwatch/redis.h", "tokenwatch/webhook.h",
                                          "tokenwatch/shards.h"};
     char path[512], line[512];
     FILE *f;

@@ -1,13 +1,14 @@
 /*
- * The one check of a Slack webhook URL (tw_slack_check_url), as a table,
- * and the two places that use it: the settings load (--slack-webhook and
- * the webhook file) and the sender (tw_slack_start).
+ * The one check of a webhook URL (tw_webhook_check_url), as a table, and
+ * the places that use it: the settings load (--slack-webhook,
+ * --webhook-url, --pagerduty-url, --heartbeat-url and their files) and the
+ * sender (tw_webhook_start).
  */
 #include <criterion/criterion.h>
 #include <string.h>
 
 #include "tokenwatch/settings.h"
-#include "tokenwatch/slack.h"
+#include "tokenwatch/webhook.h"
 
 static const struct {
     const char *url;
@@ -40,14 +41,14 @@ static const struct {
 
 #define N_CASES (sizeof url_cases / sizeof url_cases[0])
 
-Test(slack, check_url_table)
+Test(webhook, check_url_table)
 {
     for (size_t k = 0; k < N_CASES; k++) {
         tw_error_t err;
         bool ok;
 
         tw_error_clear(&err);
-        ok = tw_slack_check_url(url_cases[k].url, &err);
+        ok = tw_webhook_check_url(url_cases[k].url, &err);
         cr_expect_eq(ok, url_cases[k].ok, "case %zu '%s': %s", k, url_cases[k].url,
                      ok ? "accepted" : "refused");
         if (!ok) {
@@ -60,13 +61,13 @@ Test(slack, check_url_table)
 }
 
 /* The settings load refuses exactly what the check refuses, and names the
- * setting. */
-Test(slack, settings_use_the_check)
+ * setting: every setting that takes a webhook URL. */
+static void settings_case(const char *flag)
 {
     const char *envp[] = {NULL};
 
     for (size_t k = 0; k < N_CASES; k++) {
-        const char *argv[] = {"--slack-webhook", url_cases[k].url, NULL};
+        const char *argv[] = {flag, url_cases[k].url, NULL};
         tw_settings_t s;
         tw_error_t err;
         bool ok;
@@ -77,26 +78,38 @@ Test(slack, settings_use_the_check)
         cr_expect_eq(ok, url_cases[k].ok, "case %zu '%s': settings %s", k,
                      url_cases[k].url, ok ? "accepted" : "refused");
         if (!ok) {
-            cr_expect(strstr(err.message, "--slack-webhook") != NULL, "%s", err.message);
+            cr_expect(strstr(err.message, flag) != NULL, "%s", err.message);
             cr_expect_null(strstr(err.message, "Sec"), "case %zu: %s", k, err.message);
         }
         tw_settings_release(&s);
     }
 }
 
+Test(webhook, settings_use_the_check)
+{
+    settings_case("--slack-webhook");
+}
+
+Test(webhook, every_url_setting_uses_the_check)
+{
+    settings_case("--webhook-url");
+    settings_case("--pagerduty-url");
+    settings_case("--heartbeat-url");
+}
+
 /* The sender refuses the same URLs before it sets anything up. */
-Test(slack, sender_uses_the_check)
+Test(webhook, sender_uses_the_check)
 {
     for (size_t k = 0; k < N_CASES; k++) {
-        tw_slack_opts_t o;
+        tw_webhook_opts_t o;
         tw_error_t err;
 
         if (url_cases[k].ok)
             continue;
         memset(&o, 0, sizeof o);
-        o.webhook_url = url_cases[k].url;
+        o.url = url_cases[k].url;
         tw_error_clear(&err);
-        cr_expect_null(tw_slack_start(&o, &err), "case %zu '%s' accepted", k,
+        cr_expect_null(tw_webhook_start(&o, &err), "case %zu '%s' accepted", k,
                        url_cases[k].url);
         cr_expect_eq(err.domain, TW_ERR_USAGE, "case %zu", k);
         cr_expect_null(strstr(err.message, "Sec"), "case %zu: %s", k, err.message);

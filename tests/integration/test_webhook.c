@@ -1,7 +1,9 @@
 /*
- * The Slack sender against a local webhook (tests/support/webhook.py):
- * delivery, retries with backoff, Retry-After, refusals, a hanging webhook,
- * queue overflow, flush, stop, and the webhook URL kept out of everything
+ * The webhook sender (the one sender of every channel: Slack, the generic
+ * JSON webhook, PagerDuty, the heartbeat) against a local webhook
+ * (tests/support/webhook.py): delivery, retries with backoff, Retry-After,
+ * refusals, a hanging webhook, queue overflow, flush, stop, GET and path
+ * suffixes, and the URL and a secret in the body kept out of everything
  * tokenwatch prints. Each test starts its own webhook on a free port and
  * sends tokenwatch's log to a file of its own.
  */
@@ -18,7 +20,7 @@
 #include "tokenwatch/clock.h"
 #include "tokenwatch/error.h"
 #include "tokenwatch/log.h"
-#include "tokenwatch/slack.h"
+#include "tokenwatch/webhook.h"
 
 /* Every part of the path a real webhook keeps secret says SECRET, so one
  * search finds any leak of it. */
@@ -37,6 +39,7 @@ typedef struct {
 typedef struct {
     int status;
     double time;
+    char method[8];
     char path[256];
     char content_type[128];
     char *raw;
@@ -51,7 +54,7 @@ static char dir[PATH_MAX];
 static char log_path[PATH_MAX];
 static FILE *log_file;
 static webhook_t wh;
-static tw_slack_t *slack;
+static tw_webhook_t *sender;
 static tw_clock_t test_clock;
 
 static pthread_mutex_t results_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -61,11 +64,11 @@ static unsigned results_not_delivered;
 /* ------------------------------------------------------------------ */
 /* Fixture                                                              */
 
-static void on_result(void *ctx, tw_slack_outcome_t outcome)
+static void on_result(void *ctx, tw_webhook_outcome_t outcome)
 {
     (void)ctx;
     pthread_mutex_lock(&results_lock);
-    if (outcome == TW_SLACK_SENT)
+    if (outcome == TW_WEBHOOK_SENT)
         results_delivered++;
     else
         results_not_delivered++;
@@ -102,8 +105,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    tw_slack_free(slack);
-    slack = NULL;
+    tw_webhook_free(sender);
+    sender = NULL;
     th_proc_stop(&wh.proc, 5000);
     tw_log_configure(TW_LOG_INFO, TW_LOG_TEXT, "default", "dev", NULL);
     if (log_file)
@@ -113,7 +116,7 @@ static void teardown(void)
     curl_global_cleanup();
 }
 
-TestSuite(slack, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(webhook, .init = setup, .fini = teardown, .timeout = 60);
 
 static bool port_file_ready(void *ctx)
 {
@@ -250,6 +253,7 @@ static received_t *wh_received(void)
         if (bson_iter_init_find(&f, &one, "time"))
             d->time = bson_iter_as_double(&f);
         copy_utf8_field(&one, "path", d->path, sizeof d->path);
+        copy_utf8_field(&one, "method", d->method, sizeof d->method);
         copy_utf8_field(&one, "content_type", d->content_type,
                         sizeof d->content_type);
         if (bson_iter_init_find(&f, &one, "raw") && BSON_ITER_HOLDS_UTF8(&f))
@@ -291,12 +295,13 @@ static void wait_received(size_t n)
 }
 
 /* Options for quick tests: 50 ms base, 400 ms cap, fixed jitter. */
-static tw_slack_opts_t quick_opts(const char *url)
+static tw_webhook_opts_t quick_opts(const char *url)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
 
     memset(&o, 0, sizeof o);
-    o.webhook_url = url;
+    o.url = url;
+    o.name = "Slack"; /* the log lines asserted here name the channel */
     o.queue_max = 8;
     o.request_timeout_ms = 5000;
     o.retry_base_ms = 50;
@@ -307,12 +312,12 @@ static tw_slack_opts_t quick_opts(const char *url)
     return o;
 }
 
-static void start(const tw_slack_opts_t *o)
+static void start(const tw_webhook_opts_t *o)
 {
     tw_error_t err = {0};
 
-    slack = tw_slack_start(o, &err);
-    cr_assert_not_null(slack, "tw_slack_start: %s", err.message);
+    sender = tw_webhook_start(o, &err);
+    cr_assert_not_null(sender, "tw_webhook_start: %s", err.message);
 }
 
 static void message(char *out, size_t n, int k)
@@ -327,7 +332,7 @@ static void enqueue(int k)
 
     message(payload, sizeof payload, k);
     snprintf(summary, sizeof summary, "alert %d", k);
-    tw_slack_enqueue(slack, payload, summary);
+    tw_webhook_enqueue(sender, payload, summary);
 }
 
 static char *log_text(void)
@@ -362,9 +367,9 @@ static void expect_log_clean(void)
 static void expect_stats(unsigned long sent, unsigned long failed,
                          unsigned long dropped)
 {
-    tw_slack_stats_t st;
+    tw_webhook_stats_t st;
 
-    tw_slack_stats(slack, &st);
+    tw_webhook_stats(sender, &st);
     cr_expect_eq(st.sent, sent, "sent %lu, expected %lu", st.sent, sent);
     cr_expect_eq(st.failed, failed, "failed %lu, expected %lu", st.failed, failed);
     cr_expect_eq(st.dropped, dropped, "dropped %lu, expected %lu", st.dropped,
@@ -374,13 +379,13 @@ static void expect_stats(unsigned long sent, unsigned long failed,
 /* ------------------------------------------------------------------ */
 /* Delivery and retries                                                 */
 
-Test(slack, delivers_one_message_once_with_its_exact_body)
+Test(webhook, delivers_one_message_once_with_its_exact_body)
 {
     static const char payload[] =
         "{\"text\":\"orders WARN \\u2014 caf\xc3\xa9 \\\"quoted\\\"\","
         "\"blocks\":[{\"type\":\"section\",\"text\":{\"type\":\"mrkdwn\","
         "\"text\":\"*3h* left\"}}]}";
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     received_t *r;
     unsigned ok, not_ok;
     char *text;
@@ -388,8 +393,8 @@ Test(slack, delivers_one_message_once_with_its_exact_body)
     wh_start();
     o = quick_opts(wh.url);
     start(&o);
-    tw_slack_enqueue(slack, payload, "orders WARN");
-    cr_assert(tw_slack_flush(slack, 5000), "delivered within 5 s");
+    tw_webhook_enqueue(sender, payload, "orders WARN");
+    cr_assert(tw_webhook_flush(sender, 5000), "delivered within 5 s");
     th_sleep_ms(200); /* time for a duplicate, if one were coming */
     r = wh_received();
     cr_assert_eq(r->n, 1, "one request, got %zu", r->n);
@@ -409,9 +414,9 @@ Test(slack, delivers_one_message_once_with_its_exact_body)
     expect_log_clean();
 }
 
-Test(slack, retries_5xx_with_backoff_then_delivers_once)
+Test(webhook, retries_5xx_with_backoff_then_delivers_once)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     received_t *r;
     double gap1, gap2;
     char failing[160];
@@ -423,7 +428,7 @@ Test(slack, retries_5xx_with_backoff_then_delivers_once)
     o = quick_opts(wh.url);
     start(&o);
     enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_webhook_flush(sender, 10000));
     r = wh_received();
     cr_assert_eq(r->n, 3, "three requests, got %zu", r->n);
     cr_expect_eq(r->d[0].status, 500);
@@ -452,7 +457,7 @@ Test(slack, retries_5xx_with_backoff_then_delivers_once)
  * requests. cap_ms 0 keeps quick_opts' 400 ms backoff cap. */
 static double gap_after_429(const char *script, int64_t cap_ms)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     received_t *r;
     double gap;
 
@@ -463,7 +468,7 @@ static double gap_after_429(const char *script, int64_t cap_ms)
         o.retry_cap_ms = cap_ms;
     start(&o);
     enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000), "delivered after the 429");
+    cr_assert(tw_webhook_flush(sender, 10000), "delivered after the 429");
     r = wh_received();
     cr_assert_eq(r->n, 2, "two requests, got %zu", r->n);
     cr_expect_eq(r->d[0].status, 429);
@@ -474,7 +479,7 @@ static double gap_after_429(const char *script, int64_t cap_ms)
     return gap;
 }
 
-Test(slack, honours_retry_after_on_429)
+Test(webhook, honours_retry_after_on_429)
 {
     double gap = gap_after_429("{\"responses\": [{\"status\": 429, \"retry_after\": 1}], "
                                "\"then\": 200}",
@@ -485,7 +490,7 @@ Test(slack, honours_retry_after_on_429)
     expect_log_clean();
 }
 
-Test(slack, caps_retry_after_at_the_backoff_cap)
+Test(webhook, caps_retry_after_at_the_backoff_cap)
 {
     double gap = gap_after_429("{\"responses\": [{\"status\": 429, \"retry_after\": 3600}], "
                                "\"then\": 200}",
@@ -497,7 +502,7 @@ Test(slack, caps_retry_after_at_the_backoff_cap)
 
 /* Retry-After may be an HTTP-date (RFC 9110 10.2.3); libcurl reads both
  * forms. webhook.py writes a date 2 s ahead, rounded up to the second. */
-Test(slack, honours_an_http_date_retry_after_on_429)
+Test(webhook, honours_an_http_date_retry_after_on_429)
 {
     double gap = gap_after_429("{\"responses\": [{\"status\": 429, \"retry_after_date\": 2}], "
                                "\"then\": 200}",
@@ -510,7 +515,7 @@ Test(slack, honours_an_http_date_retry_after_on_429)
     expect_log_clean();
 }
 
-Test(slack, caps_an_http_date_retry_after_at_the_backoff_cap)
+Test(webhook, caps_an_http_date_retry_after_at_the_backoff_cap)
 {
     double gap = gap_after_429("{\"responses\": [{\"status\": 429, "
                                "\"retry_after_date\": 3600}], \"then\": 200}",
@@ -522,7 +527,7 @@ Test(slack, caps_an_http_date_retry_after_at_the_backoff_cap)
 }
 
 /* A date already past asks for no wait: the backoff alone applies. */
-Test(slack, a_past_http_date_retry_after_falls_back_to_backoff)
+Test(webhook, a_past_http_date_retry_after_falls_back_to_backoff)
 {
     double gap = gap_after_429("{\"responses\": [{\"status\": 429, "
                                "\"retry_after_date\": -60}], \"then\": 200}",
@@ -532,9 +537,9 @@ Test(slack, a_past_http_date_retry_after_falls_back_to_backoff)
     cr_expect_lt(gap, 1.0, "retried after %.3f s", gap);
 }
 
-Test(slack, refuses_4xx_without_retry_and_goes_on)
+Test(webhook, refuses_4xx_without_retry_and_goes_on)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     received_t *r;
     unsigned ok, not_ok;
     char *text;
@@ -543,8 +548,8 @@ Test(slack, refuses_4xx_without_retry_and_goes_on)
     wh_script("{\"responses\": [{\"status\": 400}], \"then\": 200}");
     o = quick_opts(wh.url);
     start(&o);
-    tw_slack_enqueue(slack, "{\"text\": 1}", "orders bad payload");
-    cr_assert(tw_slack_flush(slack, 5000));
+    tw_webhook_enqueue(sender, "{\"text\": 1}", "orders bad payload");
+    cr_assert(tw_webhook_flush(sender, 5000));
     th_sleep_ms(300); /* several backoff delays: a retry would show */
     cr_expect_eq(received_count(), 1, "tried once");
     expect_stats(0, 1, 0);
@@ -558,7 +563,7 @@ Test(slack, refuses_4xx_without_retry_and_goes_on)
     free(text);
 
     enqueue(2);
-    cr_assert(tw_slack_flush(slack, 5000));
+    cr_assert(tw_webhook_flush(sender, 5000));
     r = wh_received();
     cr_assert_eq(r->n, 2);
     cr_expect_eq(r->d[1].status, 200, "the next message goes out");
@@ -567,9 +572,9 @@ Test(slack, refuses_4xx_without_retry_and_goes_on)
     expect_log_clean();
 }
 
-Test(slack, gives_up_after_max_attempts)
+Test(webhook, gives_up_after_max_attempts)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     char *text;
 
     wh_start();
@@ -579,7 +584,7 @@ Test(slack, gives_up_after_max_attempts)
     start(&o);
     enqueue(1);
     enqueue(2);
-    cr_assert(tw_slack_flush(slack, 10000), "a dead webhook cannot pin the queue");
+    cr_assert(tw_webhook_flush(sender, 10000), "a dead webhook cannot pin the queue");
     cr_expect_eq(received_count(), 6, "three tries for each");
     expect_stats(0, 2, 0);
     text = log_text();
@@ -590,10 +595,10 @@ Test(slack, gives_up_after_max_attempts)
     expect_log_clean();
 }
 
-Test(slack, retries_network_errors_then_gives_up)
+Test(webhook, retries_network_errors_then_gives_up)
 {
     char url[256];
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     char *text;
     int port = th_free_port();
 
@@ -604,7 +609,7 @@ Test(slack, retries_network_errors_then_gives_up)
     o.max_attempts = 3;
     start(&o);
     enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_webhook_flush(sender, 10000));
     expect_stats(0, 1, 0);
     text = log_text();
     cr_expect(strstr(text, "given up after 3 tries"), "%s", text);
@@ -612,9 +617,9 @@ Test(slack, retries_network_errors_then_gives_up)
     expect_log_clean();
 }
 
-Test(slack, request_timeout_ends_a_hanging_request)
+Test(webhook, request_timeout_ends_a_hanging_request)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     received_t *r;
     char *text;
 
@@ -624,7 +629,7 @@ Test(slack, request_timeout_ends_a_hanging_request)
     o.request_timeout_ms = 300;
     start(&o);
     enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_webhook_flush(sender, 10000));
     r = wh_received();
     cr_expect_eq(r->n, 3, "two timeouts, then delivered");
     cr_log_info("request timeout 300 ms: tries %.0f ms and %.0f ms apart",
@@ -641,10 +646,10 @@ Test(slack, request_timeout_ends_a_hanging_request)
 /* ------------------------------------------------------------------ */
 /* A slow webhook, the queue, flush and stop                           */
 
-Test(slack, enqueue_never_waits_and_overflow_drops_the_oldest)
+Test(webhook, enqueue_never_waits_and_overflow_drops_the_oldest)
 {
-    tw_slack_opts_t o;
-    tw_slack_stats_t st;
+    tw_webhook_opts_t o;
+    tw_webhook_stats_t st;
     received_t *r;
     unsigned ok, not_ok;
     long long t0, took;
@@ -662,7 +667,7 @@ Test(slack, enqueue_never_waits_and_overflow_drops_the_oldest)
     for (int k = 1; k <= 100; k++)
         enqueue(k);
     took = th_now_ms() - t0;
-    tw_slack_stats(slack, &st);
+    tw_webhook_stats(sender, &st);
     cr_log_info("100 enqueues behind a hanging request: %lld ms", took);
     /* Had any enqueue waited for the network, the hang would have ended
      * and the queue drained: these counts show none did. */
@@ -670,7 +675,7 @@ Test(slack, enqueue_never_waits_and_overflow_drops_the_oldest)
     cr_expect_eq(st.dropped, 96, "dropped %lu", st.dropped);
     cr_expect_eq(st.sent, 0);
 
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_webhook_flush(sender, 10000));
     r = wh_received();
     cr_assert_eq(r->n, 5, "the hung one and the newest four, got %zu", r->n);
     for (size_t k = 0; k < r->n; k++) {
@@ -693,9 +698,9 @@ Test(slack, enqueue_never_waits_and_overflow_drops_the_oldest)
     expect_log_clean();
 }
 
-Test(slack, stop_returns_within_grace_while_a_request_hangs)
+Test(webhook, stop_returns_within_grace_while_a_request_hangs)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     unsigned ok, not_ok;
     long long t0, took;
     char *text;
@@ -710,10 +715,10 @@ Test(slack, stop_returns_within_grace_while_a_request_hangs)
     enqueue(1);
     enqueue(2);
     t0 = th_now_ms();
-    tw_slack_stop(slack, 300);
+    tw_webhook_stop(sender, 300);
     took = th_now_ms() - t0;
-    tw_slack_free(slack);
-    slack = NULL;
+    tw_webhook_free(sender);
+    sender = NULL;
     cr_log_info("stop with 300 ms grace during a 30 s hang: %lld ms", took);
     cr_expect_geq(took, 250, "the grace is given (%lld ms)", took);
     cr_expect_lt(took, 2000, "and not much more (%lld ms)", took);
@@ -728,9 +733,9 @@ Test(slack, stop_returns_within_grace_while_a_request_hangs)
     expect_log_clean();
 }
 
-Test(slack, stop_sends_what_is_queued_within_grace)
+Test(webhook, stop_sends_what_is_queued_within_grace)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     unsigned ok, not_ok;
 
     wh_start();
@@ -739,9 +744,9 @@ Test(slack, stop_sends_what_is_queued_within_grace)
     start(&o);
     for (int k = 1; k <= 3; k++)
         enqueue(k);
-    tw_slack_stop(slack, 5000);
-    tw_slack_free(slack);
-    slack = NULL;
+    tw_webhook_stop(sender, 5000);
+    tw_webhook_free(sender);
+    sender = NULL;
     cr_expect_eq(received_count(), 4, "one retry, three deliveries");
     results(&ok, &not_ok);
     cr_expect_eq(ok, 3);
@@ -749,49 +754,49 @@ Test(slack, stop_sends_what_is_queued_within_grace)
     expect_log_clean();
 }
 
-Test(slack, stop_is_quick_when_idle)
+Test(webhook, stop_is_quick_when_idle)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     long long t0, took;
 
     wh_start();
     o = quick_opts(wh.url);
     start(&o);
     t0 = th_now_ms();
-    tw_slack_stop(slack, 10000);
+    tw_webhook_stop(sender, 10000);
     took = th_now_ms() - t0;
-    tw_slack_free(slack);
-    slack = NULL;
+    tw_webhook_free(sender);
+    sender = NULL;
     cr_expect_lt(took, 1000, "an idle sender stops at once (%lld ms)", took);
-    tw_slack_stop(NULL, 0);
-    tw_slack_free(NULL);
+    tw_webhook_stop(NULL, 0);
+    tw_webhook_free(NULL);
 }
 
-Test(slack, flush_times_out_then_succeeds)
+Test(webhook, flush_times_out_then_succeeds)
 {
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     long long t0, took;
 
     wh_start();
     o = quick_opts(wh.url);
     start(&o);
-    cr_expect(tw_slack_flush(slack, 0), "nothing queued: drained");
+    cr_expect(tw_webhook_flush(sender, 0), "nothing queued: drained");
     wh_script("{\"responses\": [{\"hang\": 2}], \"then\": 200}");
     enqueue(1);
     t0 = th_now_ms();
-    cr_expect_not(tw_slack_flush(slack, 200), "still in flight");
+    cr_expect_not(tw_webhook_flush(sender, 200), "still in flight");
     took = th_now_ms() - t0;
     cr_log_info("flush(200) on a hanging request returned after %lld ms", took);
     cr_expect_geq(took, 190, "flush waited (%lld ms)", took);
-    cr_expect(tw_slack_flush(slack, 10000), "delivered once the hang ends");
+    cr_expect(tw_webhook_flush(sender, 10000), "delivered once the hang ends");
     expect_stats(1, 0, 0);
-    cr_expect(tw_slack_flush(NULL, 0));
+    cr_expect(tw_webhook_flush(NULL, 0));
 }
 
 /* ------------------------------------------------------------------ */
 /* The URL is a secret                                                  */
 
-Test(slack, never_prints_the_webhook_url)
+Test(webhook, never_prints_the_webhook_url)
 {
     static const char *const bad[] = {
         "ftp://127.0.0.1" SECRET_PATH,
@@ -799,14 +804,14 @@ Test(slack, never_prints_the_webhook_url)
         "http://:80" SECRET_PATH,
         "",
     };
-    tw_slack_opts_t o;
+    tw_webhook_opts_t o;
     tw_error_t err;
     char *text;
 
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         tw_error_clear(&err);
         o = quick_opts(bad[k]);
-        cr_expect_null(tw_slack_start(&o, &err), "refuses bad URL %zu", k);
+        cr_expect_null(tw_webhook_start(&o, &err), "refuses bad URL %zu", k);
         cr_expect_eq(err.domain, TW_ERR_USAGE);
         cr_expect_gt(strlen(err.message), 0);
         cr_expect_null(strstr(err.message, SECRET_MARK), "%s", err.message);
@@ -823,16 +828,16 @@ Test(slack, never_prints_the_webhook_url)
     o.queue_max = 1;
     start(&o);
     enqueue(1);
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_webhook_flush(sender, 10000));
     enqueue(2);
-    cr_assert(tw_slack_flush(slack, 10000));
+    cr_assert(tw_webhook_flush(sender, 10000));
     enqueue(3);
     wait_received(4);
     enqueue(4);
     enqueue(5); /* drops 4 */
-    tw_slack_stop(slack, 100);
-    tw_slack_free(slack);
-    slack = NULL;
+    tw_webhook_stop(sender, 100);
+    tw_webhook_free(sender);
+    sender = NULL;
 
     text = log_text();
     cr_expect(strstr(text, wh.endpoint), "the endpoint is named redacted");
@@ -842,32 +847,78 @@ Test(slack, never_prints_the_webhook_url)
     expect_log_clean();
 }
 
-Test(slack, redacts_to_scheme_host_and_port)
-{
-    static const struct {
-        const char *url;
-        const char *shown;
-    } cases[] = {
-        {"https://hooks.slack.com/services/T0/B0/XXXX",
-         "https://hooks.slack.com/\xe2\x80\xa6"},
-        {"http://127.0.0.1:8080/services/T0/B0/XXXX?x=1",
-         "http://127.0.0.1:8080/\xe2\x80\xa6"},
-        {"https://user:pw@hooks.example.com/x", "https://hooks.example.com/\xe2\x80\xa6"},
-        {"https://[::1]:9/services/x", "https://[::1]:9/\xe2\x80\xa6"},
-        {"not a url /services/T0/B0/XXXX", "\xe2\x80\xa6"},
-        {"", "\xe2\x80\xa6"},
-        {NULL, "\xe2\x80\xa6"},
-    };
-    char out[128];
-    char tiny[27]; /* "https://hooks.slack.com/" and 2 of the 3 bytes of … */
+/* ------------------------------------------------------------------ */
+/* GET, path suffixes, a content type and a secret in the body          */
 
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        tw_slack_redact(cases[k].url, out, sizeof out);
-        cr_expect_str_eq(out, cases[k].shown, "case %zu", k);
+Test(webhook, get_and_path_suffixes)
+{
+    tw_webhook_opts_t o;
+    received_t *r;
+    char url[300];
+
+    wh_start();
+    /* A query after the path: the suffix goes before it. */
+    snprintf(url, sizeof url, "%s?rid=7", wh.url);
+    o = quick_opts(url);
+    o.name = "heartbeat";
+    o.what = "ping";
+    o.method = TW_WEBHOOK_GET;
+    start(&o);
+    tw_webhook_enqueue_to(sender, "ignored for GET", "round failed", "/fail");
+    tw_webhook_enqueue(sender, "", "round OK");
+    tw_webhook_enqueue_to(sender, "", "round failed", "");
+    cr_assert(tw_webhook_flush(sender, 5000));
+    r = wh_received();
+    cr_assert_eq(r->n, 3, "three pings, got %zu", r->n);
+    cr_expect_str_eq(r->d[0].path, SECRET_PATH "/fail?rid=7");
+    cr_expect_str_eq(r->d[1].path, SECRET_PATH "?rid=7");
+    cr_expect_str_eq(r->d[2].path, SECRET_PATH "?rid=7", "an empty suffix is the URL");
+    for (size_t k = 0; k < r->n; k++) {
+        cr_expect_str_eq(r->d[k].method, "GET", "ping %zu", k);
+        cr_expect_str_eq(r->d[k].raw, "", "no body with GET");
     }
-    tw_slack_redact(cases[0].url, tiny, sizeof tiny);
-    cr_expect_str_eq(tiny, "https://hooks.slack.com/", "never half a character");
-    tw_slack_redact(cases[0].url, out, 0);
+    received_free(r);
+    expect_stats(3, 0, 0);
+    {
+        char *text = log_text();
+
+        cr_expect(strstr(text, "heartbeat ping 'round failed' delivered (try 1)") != NULL,
+                  "the channel's own words in the log");
+        free(text);
+    }
+    expect_log_clean();
+}
+
+Test(webhook, a_secret_in_the_body_is_cut_from_replies_and_never_logged)
+{
+    tw_webhook_opts_t o;
+    received_t *r;
+    char *text;
+
+    wh_start();
+    wh_script("{\"responses\": [{\"status\": 400, \"body\": \"unknown key B0dySECRETkey\"}], "
+              "\"then\": 202}");
+    o = quick_opts(wh.url);
+    o.name = "PagerDuty";
+    o.body_secret = "B0dySECRETkey";
+    o.content_type = "application/vnd.test+json";
+    start(&o);
+    tw_webhook_enqueue(sender, "{\"routing_key\":\"B0dySECRETkey\"}", "orders CRIT");
+    tw_webhook_enqueue(sender, "{\"routing_key\":\"B0dySECRETkey\"}", "orders OK");
+    cr_assert(tw_webhook_flush(sender, 5000));
+    r = wh_received();
+    cr_assert_eq(r->n, 2);
+    cr_expect_str_eq(r->d[0].content_type, "application/vnd.test+json");
+    cr_expect_str_eq(r->d[1].method, "POST");
+    cr_expect_eq(r->d[1].status, 202, "any 2xx is delivered");
+    received_free(r);
+    expect_stats(1, 1, 0);
+    text = log_text();
+    cr_expect(strstr(text, "PagerDuty refused alert 'orders CRIT'") != NULL, "%s", text);
+    cr_expect(strstr(text, "HTTP 400 (unknown key \xe2\x80\xa6)") != NULL,
+              "the reply is cut where the key starts: %s", text);
+    free(text);
+    expect_log_clean();
 }
 
 /* ------------------------------------------------------------------ */
@@ -880,23 +931,23 @@ static bool read_file_case(const char *content, char **url, tw_error_t *err,
     if (content)
         cr_assert(th_write_file(path, content, strlen(content)));
     tw_error_clear(err);
-    return tw_slack_read_webhook_file(path, url, err);
+    return tw_webhook_read_url_file(path, url, err);
 }
 
-Test(slack, reads_the_webhook_file)
+Test(webhook, reads_the_webhook_file)
 {
     static const struct {
         const char *content;
         const char *url;
     } good[] = {
-        {"https://hooks.slack.com/services/T/B/X\n",
-         "https://hooks.slack.com/services/T/B/X"},
-        {"https://hooks.slack.com/services/T/B/X\r\n",
-         "https://hooks.slack.com/services/T/B/X"},
-        {"https://hooks.slack.com/services/T/B/X",
-         "https://hooks.slack.com/services/T/B/X"},
-        {"  https://hooks.slack.com/services/T/B/X \n\n",
-         "https://hooks.slack.com/services/T/B/X"},
+        {"https://hooks.sender.com/services/T/B/X\n",
+         "https://hooks.sender.com/services/T/B/X"},
+        {"https://hooks.sender.com/services/T/B/X\r\n",
+         "https://hooks.sender.com/services/T/B/X"},
+        {"https://hooks.sender.com/services/T/B/X",
+         "https://hooks.sender.com/services/T/B/X"},
+        {"  https://hooks.sender.com/services/T/B/X \n\n",
+         "https://hooks.sender.com/services/T/B/X"},
     };
     char path[PATH_MAX];
     tw_error_t err;
@@ -911,7 +962,7 @@ Test(slack, reads_the_webhook_file)
     }
 }
 
-Test(slack, refuses_an_empty_missing_or_multi_line_webhook_file)
+Test(webhook, refuses_an_empty_missing_or_multi_line_webhook_file)
 {
     static const char *const bad[] = {"", "\n", " \r\n",
                                       "https://a.example/SECRETone\n"
@@ -933,7 +984,7 @@ Test(slack, refuses_an_empty_missing_or_multi_line_webhook_file)
     }
     cr_assert(th_path(missing, sizeof missing, dir, "no-such-file"));
     tw_error_clear(&err);
-    cr_expect_not(tw_slack_read_webhook_file(missing, &url, &err));
+    cr_expect_not(tw_webhook_read_url_file(missing, &url, &err));
     cr_expect_null(url);
     cr_expect_eq(err.domain, TW_ERR_USAGE);
     cr_expect(strstr(err.message, missing), "names the path: %s", err.message);

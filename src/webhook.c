@@ -1,4 +1,4 @@
-#include "tokenwatch/slack.h"
+#include "tokenwatch/webhook.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -10,8 +10,10 @@
 
 #include "tokenwatch/log.h"
 #include "tokenwatch/mem.h"
-#include "tokenwatch/secret.h"
+#include "tokenwatch/redact.h"
 #include "tokenwatch/retry.h"
+#include "tokenwatch/secret.h"
+#include "tokenwatch/utf8.h"
 
 #define DEFAULT_QUEUE_MAX 64
 #define DEFAULT_REQUEST_TIMEOUT_MS 10000
@@ -22,25 +24,25 @@
 #define QUEUE_MAX_LIMIT 100000
 #define ENDPOINT_MAX 256
 #define SUMMARY_MAX 128
+#define NAME_MAX_LEN 32
 /* Slack's error replies are one word ("invalid_payload", "no_service"). */
 #define REPLY_MAX 200
-/* A webhook URL is ~80 bytes; a bigger file is not a webhook file. */
 /* Waits re-read the clock at least this often, so an injected clock that
  * runs faster or slower than the real one is still followed. */
 #define WAIT_SLICE_MS 250
 /* How long one curl_multi_poll may sleep before the sender looks again. */
 #define POLL_MS 1000
-#define ELLIPSIS "\xe2\x80\xa6" /* U+2026 */
 
 typedef struct {
     char *payload;
     size_t payload_len;
+    char *url; /* secret; NULL: the sender's own URL */
     char summary[SUMMARY_MAX];
 } message_t;
 
 typedef enum {
     SEND_DELIVERED,
-    SEND_REJECTED, /* 4xx: Slack will refuse it again */
+    SEND_REJECTED, /* 4xx: the endpoint will refuse it again */
     SEND_GAVE_UP,  /* max_attempts used up */
     SEND_ABANDONED /* stopping: the grace ended first */
 } outcome_t;
@@ -48,7 +50,7 @@ typedef enum {
 /* What one POST came back with. */
 typedef struct {
     bool done;     /* curl finished the transfer (rc is its result) */
-    bool aborted;  /* tw_slack_stop's grace ended while it ran */
+    bool aborted;  /* tw_webhook_stop's grace ended while it ran */
     CURLcode rc;
     long status;
     int64_t retry_after_ms; /* -1: no usable Retry-After */
@@ -57,10 +59,15 @@ typedef struct {
     char error[CURL_ERROR_SIZE];
 } attempt_t;
 
-struct tw_slack {
+struct tw_webhook {
     char *url;                   /* secret; zeroed before it is freed */
     const char *secret;          /* url's path and query: never printed */
-    char endpoint[ENDPOINT_MAX]; /* url as tw_slack_redact shows it */
+    char *body_secret;           /* a secret inside bodies, or NULL */
+    char endpoint[ENDPOINT_MAX]; /* url as tw_redact_endpoint shows it */
+    char name[NAME_MAX_LEN];     /* "Slack": in log lines */
+    char what[NAME_MAX_LEN];     /* "alert": in log lines */
+    tw_webhook_method_t method;
+    bool newest_only;
     size_t queue_max;
     long request_timeout_ms;
     int64_t retry_base_ms;
@@ -68,7 +75,7 @@ struct tw_slack {
     unsigned max_attempts;
     const tw_clock_t *clock;
     tw_clock_t own_clock;
-    void (*on_result)(void *ctx, tw_slack_outcome_t outcome);
+    void (*on_result)(void *ctx, tw_webhook_outcome_t outcome);
     void *ctx;
 
     /* Used by the sender thread only (curl_multi_wakeup excepted). */
@@ -91,10 +98,10 @@ struct tw_slack {
     bool busy; /* the sender holds a message (posting or backing off) */
     bool stopping;
     int64_t stop_deadline_ms;
-    tw_slack_stats_t stats;
+    tw_webhook_stats_t stats;
 };
 
-static int64_t now_ms(const tw_slack_t *s)
+static int64_t now_ms(const tw_webhook_t *s)
 {
     return tw_clock_mono_ms(s->clock);
 }
@@ -112,34 +119,6 @@ static void wait_slice(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t ms)
     pthread_cond_timedwait(cond, lock, &ts);
 }
 
-/* Copies text into out (n bytes), cutting it before a UTF-8 sequence that
- * would not fit whole. */
-static void copy_utf8(char *out, size_t n, const char *text)
-{
-    size_t len = strlen(text);
-    size_t lead;
-    size_t need;
-    unsigned char c;
-
-    if (n == 0)
-        return;
-    if (len < n) {
-        memcpy(out, text, len + 1);
-        return;
-    }
-    len = n - 1;
-    lead = len;
-    while (lead > 0 && ((unsigned char)text[lead] & 0xC0) == 0x80)
-        lead--;
-    /* text[lead] starts the sequence the cut falls in (or after). */
-    c = (unsigned char)text[lead];
-    need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    if (lead < len && lead + need > len)
-        len = lead;
-    memcpy(out, text, len);
-    out[len] = '\0';
-}
-
 /* Control characters (a reply's newlines) would break a text log line. */
 static void make_printable(char *text)
 {
@@ -154,54 +133,18 @@ static void make_printable(char *text)
 }
 
 /*
- * libcurl's messages name the host, never the path, and Slack's replies are
- * one word; still, anything that came from outside is cut where the secret
- * part of the URL would start, so no future message can leak it.
+ * libcurl's messages name the host, never the path, and the replies are a
+ * word or a short JSON object; still, anything that came from outside is
+ * cut where a secret (the URL's path, a key in the body) would start, so no
+ * future message can leak it.
  */
-static void scrub(const tw_slack_t *s, char *text, size_t size)
+static void scrub(const tw_webhook_t *s, char *text, size_t size)
 {
-    char *at;
-
-    if (!s->secret[0] || !s->secret[1])
-        return;
-    at = strstr(text, s->secret);
-    if (!at)
-        return;
-    *at = '\0';
-    if ((size_t)(at - text) + sizeof ELLIPSIS <= size)
-        memcpy(at, ELLIPSIS, sizeof ELLIPSIS);
+    tw_redact_scrub(text, size, s->secret);
+    tw_redact_scrub(text, size, s->body_secret);
 }
 
-void tw_slack_redact(const char *url, char *out, size_t n)
-{
-    char shown[ENDPOINT_MAX];
-    CURLU *u = url ? curl_url() : NULL;
-    char *scheme = NULL;
-    char *host = NULL;
-    char *port = NULL;
-
-    if (n == 0)
-        goto out_cleanup;
-    snprintf(shown, sizeof shown, "%s", ELLIPSIS);
-    if (u && curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) ==
-                 CURLUE_OK &&
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-        /* Only a port written in the URL: the default says nothing. */
-        if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
-            port = NULL;
-        snprintf(shown, sizeof shown, "%s://%s%s%s/" ELLIPSIS, scheme, host,
-                 port ? ":" : "", port ? port : "");
-    }
-    copy_utf8(out, n, shown);
-out_cleanup:
-    curl_free(port);
-    curl_free(host);
-    curl_free(scheme);
-    curl_url_cleanup(u);
-}
-
-bool tw_slack_check_url(const char *url, tw_error_t *err)
+bool tw_webhook_check_url(const char *url, tw_error_t *err)
 {
     CURLU *u = curl_url();
     char *scheme = NULL;
@@ -216,24 +159,45 @@ bool tw_slack_check_url(const char *url, tw_error_t *err)
     if (!ok)
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "not an http(s) URL with a host (expected "
-                     "https://hooks.slack.com/services/...)");
+                     "https://host/path...)");
     curl_free(host);
     curl_free(scheme);
     curl_url_cleanup(u);
     return ok;
 }
 
-/* Where the path (or query) of url starts: what identifies the webhook. */
-static const char *secret_part(const char *url)
+/* url with suffix appended to its path, or NULL when libcurl cannot put it
+ * there (the caller then logs and drops the message). */
+static char *url_with_suffix(const char *url, const char *suffix)
 {
-    const char *authority = strstr(url, "://");
-    const char *end;
+    CURLU *u = curl_url();
+    char *path = NULL;
+    char *full = NULL;
+    char *joined;
+    char *out = NULL;
+    size_t len;
 
-    if (!authority)
-        return url;
-    authority += 3;
-    end = strpbrk(authority, "/?#");
-    return end ? end : authority + strlen(authority);
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        goto out_cleanup;
+    len = strlen(path);
+    /* "/uuid/" + "/fail" is "/uuid/fail", not "/uuid//fail". */
+    if (len > 0 && path[len - 1] == '/' && suffix[0] == '/')
+        len--;
+    joined = tw_malloc(len + strlen(suffix) + 1);
+    memcpy(joined, path, len);
+    memcpy(joined + len, suffix, strlen(suffix) + 1);
+    if (curl_url_set(u, CURLUPART_PATH, joined, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_URL, &full, 0) == CURLUE_OK)
+        out = tw_strdup(full);
+    tw_secret_free(joined);
+out_cleanup:
+    if (full)
+        explicit_bzero(full, strlen(full));
+    curl_free(full);
+    curl_free(path);
+    curl_url_cleanup(u);
+    return out;
 }
 
 static message_t *message_new(const char *payload, const char *summary)
@@ -243,20 +207,23 @@ static message_t *message_new(const char *payload, const char *summary)
     m->payload_len = strlen(payload);
     m->payload = tw_malloc(m->payload_len + 1);
     memcpy(m->payload, payload, m->payload_len + 1);
-    copy_utf8(m->summary, sizeof m->summary, summary ? summary : "alert");
+    tw_utf8_format(m->summary, sizeof m->summary, "%s", summary ? summary : "message");
     make_printable(m->summary);
     return m;
 }
 
+/* A body may hold a secret (PagerDuty's routing key): wiped before it goes. */
 static void message_free(message_t *m)
 {
     if (!m)
         return;
+    explicit_bzero(m->payload, m->payload_len);
     free(m->payload);
+    tw_secret_free(m->url);
     free(m);
 }
 
-static message_t *pop_locked(tw_slack_t *s)
+static message_t *pop_locked(tw_webhook_t *s)
 {
     message_t *m = s->ring[s->head];
 
@@ -266,7 +233,7 @@ static message_t *pop_locked(tw_slack_t *s)
     return m;
 }
 
-static void report(const tw_slack_t *s, tw_slack_outcome_t outcome)
+static void report(const tw_webhook_t *s, tw_webhook_outcome_t outcome)
 {
     if (s->on_result)
         s->on_result(s->ctx, outcome);
@@ -287,10 +254,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 }
 
 /*
- * True when tw_slack_stop's grace is over; otherwise shortens *wait_ms so
+ * True when tw_webhook_stop's grace is over; otherwise shortens *wait_ms so
  * the caller looks again when it ends.
  */
-static bool stop_due(tw_slack_t *s, int *wait_ms)
+static bool stop_due(tw_webhook_t *s, int *wait_ms)
 {
     bool due = false;
 
@@ -308,20 +275,30 @@ static bool stop_due(tw_slack_t *s, int *wait_ms)
 }
 
 /*
- * One POST through the multi interface, so that tw_slack_stop can wake the
+ * One POST through the multi interface, so that tw_webhook_stop can wake the
  * wait (curl_multi_wakeup) and abort a request the webhook never answers.
  */
-static void post_once(tw_slack_t *s, const message_t *m, attempt_t *a)
+static void prepare_request(tw_webhook_t *s, const message_t *m, attempt_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->retry_after_ms = -1;
+    curl_easy_setopt(s->curl, CURLOPT_URL, m->url ? m->url : s->url);
+    if (s->method == TW_WEBHOOK_GET) {
+        curl_easy_setopt(s->curl, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, m->payload);
+        curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)m->payload_len);
+    }
+}
+
+static void post_once(tw_webhook_t *s, const message_t *m, attempt_t *a)
 {
     CURLMcode mc;
     CURLMsg *msg;
     int left;
 
-    memset(a, 0, sizeof *a);
-    a->retry_after_ms = -1;
-    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, m->payload);
-    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE,
-                     (curl_off_t)m->payload_len);
+    prepare_request(s, m, a);
     curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, a->error);
     mc = curl_multi_add_handle(s->multi, s->curl);
@@ -390,10 +367,10 @@ static void describe(const attempt_t *a, char *out, size_t n)
 }
 
 /*
- * Waits delay_ms before the next try. False when tw_slack_stop's grace
+ * Waits delay_ms before the next try. False when tw_webhook_stop's grace
  * would end first: the message is abandoned now rather than at the end.
  */
-static bool pause_before_retry(tw_slack_t *s, int64_t delay_ms)
+static bool pause_before_retry(tw_webhook_t *s, int64_t delay_ms)
 {
     int64_t until = now_ms(s) + delay_ms;
     bool go = true;
@@ -416,19 +393,19 @@ static bool pause_before_retry(tw_slack_t *s, int64_t delay_ms)
     return go;
 }
 
-static void webhook_answered(tw_slack_t *s)
+static void webhook_answered(tw_webhook_t *s)
 {
     unsigned failures = s->outage.failures;
 
     if (tw_outage_ok(&s->outage, now_ms(s)))
-        TW_INFO("Slack webhook %s answering again after %.1fs (%u failed "
+        TW_INFO("%s webhook %s answering again after %.1fs (%u failed "
                 "tries)",
-                s->endpoint, (double)s->outage.ended_after_ms / 1000.0,
+                s->name, s->endpoint, (double)s->outage.ended_after_ms / 1000.0,
                 failures);
 }
 
 /* Posts m until it is delivered, refused, out of tries or stopped. */
-static outcome_t deliver(tw_slack_t *s, const message_t *m)
+static outcome_t deliver(tw_webhook_t *s, const message_t *m)
 {
     tw_backoff_t backoff;
     attempt_t a;
@@ -440,34 +417,35 @@ static outcome_t deliver(tw_slack_t *s, const message_t *m)
 
         post_once(s, m, &a);
         if (a.aborted) {
-            TW_WARN("Slack alert '%s' not sent: stopping while %s did not "
+            TW_WARN("%s %s '%s' not sent: stopping while %s did not "
                     "answer",
-                    m->summary, s->endpoint);
+                    s->name, s->what, m->summary, s->endpoint);
             return SEND_ABANDONED;
         }
         describe(&a, why, sizeof why);
         if (a.rc == CURLE_OK && a.status >= 200 && a.status < 300) {
             webhook_answered(s);
-            TW_DEBUG("Slack alert '%s' delivered (try %u)", m->summary, attempt);
+            TW_DEBUG("%s %s '%s' delivered (try %u)", s->name, s->what, m->summary,
+                     attempt);
             return SEND_DELIVERED;
         }
         if (a.rc == CURLE_OK && a.status != 429 && a.status < 500) {
-            /* Slack will refuse it again: a bad payload, a revoked or
-             * mistyped webhook, an archived channel. */
+            /* It will be refused again: a bad payload, a revoked or
+             * mistyped webhook or key, an archived channel. */
             webhook_answered(s);
-            TW_ERROR("Slack refused alert '%s' at %s: %s; dropped, not "
+            TW_ERROR("%s refused %s '%s' at %s: %s; dropped, not "
                      "retried",
-                     m->summary, s->endpoint, why);
+                     s->name, s->what, m->summary, s->endpoint, why);
             return SEND_REJECTED;
         }
         if (tw_outage_fail(&s->outage, now_ms(s)))
-            TW_WARN("Slack webhook %s failing: %s; retrying with backoff",
-                    s->endpoint, why);
+            TW_WARN("%s webhook %s failing: %s; retrying with backoff",
+                    s->name, s->endpoint, why);
         else
-            TW_DEBUG("Slack webhook %s still failing: %s", s->endpoint, why);
+            TW_DEBUG("%s webhook %s still failing: %s", s->name, s->endpoint, why);
         if (attempt >= s->max_attempts) {
-            TW_WARN("Slack alert '%s' given up after %u tries: %s",
-                    m->summary, attempt, why);
+            TW_WARN("%s %s '%s' given up after %u tries: %s",
+                    s->name, s->what, m->summary, attempt, why);
             return SEND_GAVE_UP;
         }
         /* The backoff advances on a 429 too, so 5xx after it wait longer. */
@@ -476,9 +454,9 @@ static outcome_t deliver(tw_slack_t *s, const message_t *m)
             delay = a.retry_after_ms < s->retry_cap_ms ? a.retry_after_ms
                                                        : s->retry_cap_ms;
         if (!pause_before_retry(s, delay)) {
-            TW_WARN("Slack alert '%s' not sent: stopping before the next try "
+            TW_WARN("%s %s '%s' not sent: stopping before the next try "
                     "(last: %s)",
-                    m->summary, why);
+                    s->name, s->what, m->summary, why);
             return SEND_ABANDONED;
         }
     }
@@ -486,7 +464,7 @@ static outcome_t deliver(tw_slack_t *s, const message_t *m)
 
 static void *sender_main(void *arg)
 {
-    tw_slack_t *s = arg;
+    tw_webhook_t *s = arg;
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
@@ -505,7 +483,7 @@ static void *sender_main(void *arg)
         pthread_mutex_unlock(&s->lock);
 
         outcome = deliver(s, m);
-        report(s, outcome == SEND_DELIVERED ? TW_SLACK_SENT : TW_SLACK_FAILED);
+        report(s, outcome == SEND_DELIVERED ? TW_WEBHOOK_SENT : TW_WEBHOOK_FAILED);
         message_free(m);
 
         pthread_mutex_lock(&s->lock);
@@ -522,7 +500,7 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
-static bool init_sync(tw_slack_t *s)
+static bool init_sync(tw_webhook_t *s)
 {
     pthread_condattr_t attr;
     bool ok = false;
@@ -550,27 +528,29 @@ out_destroy_attr:
     return ok;
 }
 
-static bool init_curl(tw_slack_t *s)
+static bool init_curl(tw_webhook_t *s, const char *content_type)
 {
     struct curl_slist *h;
+    char header[160];
     bool ok;
 
     s->curl = curl_easy_init();
     s->multi = curl_multi_init();
     if (!s->curl || !s->multi)
         return false;
-    h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (!h)
-        return false;
-    s->headers = h;
-    /* No "Expect: 100-continue" round trip before the body. */
-    h = curl_slist_append(s->headers, "Expect:");
-    if (!h)
-        return false;
-    s->headers = h;
-    ok = curl_easy_setopt(s->curl, CURLOPT_URL, s->url) == CURLE_OK &&
-         curl_easy_setopt(s->curl, CURLOPT_POST, 1L) == CURLE_OK &&
-         curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, s->headers) == CURLE_OK &&
+    if (s->method == TW_WEBHOOK_POST) {
+        snprintf(header, sizeof header, "Content-Type: %s", content_type);
+        h = curl_slist_append(NULL, header);
+        if (!h)
+            return false;
+        s->headers = h;
+        /* No "Expect: 100-continue" round trip before the body. */
+        h = curl_slist_append(s->headers, "Expect:");
+        if (!h)
+            return false;
+        s->headers = h;
+    }
+    ok = curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, s->headers) == CURLE_OK &&
          /* Threads: no alarm() around name lookups. */
          curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
          curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, s->request_timeout_ms) ==
@@ -590,7 +570,7 @@ static bool init_curl(tw_slack_t *s)
 
 /* The sender leaves signals to the main thread, whose handler sets the stop
  * flag and whose waits they are meant to interrupt. */
-static int start_thread(tw_slack_t *s)
+static int start_thread(tw_webhook_t *s)
 {
     sigset_t all, old;
     int rc;
@@ -607,31 +587,47 @@ static int start_thread(tw_slack_t *s)
     return rc;
 }
 
-tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
+static const char *or_default(const char *value, const char *def)
 {
-    tw_slack_t *s = NULL;
-    int rc;
+    return value && value[0] ? value : def;
+}
 
-    if (!opts || !opts->webhook_url || !opts->webhook_url[0]) {
-        tw_error_set(err, TW_ERR_USAGE, 0, "no Slack webhook URL");
-        return NULL;
+/* What tw_webhook_start refuses before it builds anything. */
+static bool check_opts(const tw_webhook_opts_t *opts, tw_error_t *err)
+{
+    const char *name = opts ? or_default(opts->name, "webhook") : "webhook";
+
+    if (!opts || !opts->url || !opts->url[0]) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "no %s URL", name);
+        return false;
     }
-    if (!tw_slack_check_url(opts->webhook_url, err)) {
-        tw_error_prefix(err, "the Slack webhook");
-        return NULL;
+    if (!tw_webhook_check_url(opts->url, err)) {
+        tw_error_prefix(err, "the %s URL", name);
+        return false;
     }
     if (opts->queue_max > QUEUE_MAX_LIMIT || opts->request_timeout_ms < 0 ||
-        opts->retry_base_ms < 0 || opts->retry_cap_ms < 0) {
+        opts->retry_base_ms < 0 || opts->retry_cap_ms < 0 ||
+        (opts->method != TW_WEBHOOK_POST && opts->method != TW_WEBHOOK_GET)) {
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "Slack sender: queue_max must be at most %d, timeouts "
-                     "and retry delays not negative",
-                     QUEUE_MAX_LIMIT);
-        return NULL;
+                     "%s sender: queue_max must be at most %d, timeouts "
+                     "and retry delays not negative, the method GET or POST",
+                     name, QUEUE_MAX_LIMIT);
+        return false;
     }
-    s = tw_calloc(1, sizeof *s);
-    s->url = tw_strdup(opts->webhook_url);
-    s->secret = secret_part(s->url);
-    tw_slack_redact(s->url, s->endpoint, sizeof s->endpoint);
+    return true;
+}
+
+/* The options, with their defaults, into a zeroed s. */
+static void apply_opts(tw_webhook_t *s, const tw_webhook_opts_t *opts)
+{
+    s->url = tw_strdup(opts->url);
+    s->secret = tw_redact_endpoint_secret(s->url);
+    s->body_secret = opts->body_secret ? tw_strdup(opts->body_secret) : NULL;
+    tw_redact_endpoint(s->url, s->endpoint, sizeof s->endpoint);
+    tw_utf8_format(s->name, sizeof s->name, "%s", or_default(opts->name, "webhook"));
+    tw_utf8_format(s->what, sizeof s->what, "%s", or_default(opts->what, "alert"));
+    s->method = opts->method;
+    s->newest_only = opts->newest_only;
     s->queue_max = opts->queue_max ? opts->queue_max : DEFAULT_QUEUE_MAX;
     s->request_timeout_ms = opts->request_timeout_ms ? opts->request_timeout_ms
                                                      : DEFAULT_REQUEST_TIMEOUT_MS;
@@ -653,41 +649,76 @@ tw_slack_t *tw_slack_start(const tw_slack_opts_t *opts, tw_error_t *err)
     s->on_result = opts->on_result;
     s->ctx = opts->ctx;
     s->ring = tw_calloc(s->queue_max, sizeof *s->ring);
+}
+
+tw_webhook_t *tw_webhook_start(const tw_webhook_opts_t *opts, tw_error_t *err)
+{
+    tw_webhook_t *s = NULL;
+    int rc;
+
+    if (!check_opts(opts, err))
+        return NULL;
+    s = tw_calloc(1, sizeof *s);
+    apply_opts(s, opts);
     if (!init_sync(s)) {
-        tw_error_set(err, TW_ERR_SYSTEM, 0,
-                     "Slack sender: cannot create its lock");
+        tw_error_set(err, TW_ERR_SYSTEM, 0, "%s sender: cannot create its lock", s->name);
         goto out_free;
     }
-    if (!init_curl(s)) {
+    if (!init_curl(s, or_default(opts->content_type, "application/json"))) {
         tw_error_set(err, TW_ERR_SYSTEM, 0,
-                     "Slack sender: cannot set up libcurl (was "
-                     "curl_global_init called?)");
+                     "%s sender: cannot set up libcurl (was "
+                     "curl_global_init called?)",
+                     s->name);
         goto out_free;
     }
     rc = start_thread(s);
     if (rc != 0) {
-        tw_error_set(err, TW_ERR_SYSTEM, rc,
-                     "Slack sender: cannot start its thread: %s", strerror(rc));
+        tw_error_set(err, TW_ERR_SYSTEM, rc, "%s sender: cannot start its thread: %s",
+                     s->name, strerror(rc));
         goto out_free;
     }
-    TW_DEBUG("Slack sender started for %s (queue %zu, %u tries per alert)",
-             s->endpoint, s->queue_max, s->max_attempts);
+    TW_DEBUG("%s sender started for %s (queue %zu, %u tries per %s)", s->name,
+             s->endpoint, s->queue_max, s->max_attempts, s->what);
     return s;
 out_free:
-    tw_slack_free(s);
+    tw_webhook_free(s);
     return NULL;
 }
 
-void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
-                      const char *summary)
+void tw_webhook_enqueue(tw_webhook_t *s, const char *payload, const char *summary)
+{
+    tw_webhook_enqueue_to(s, payload, summary, NULL);
+}
+
+/* Logs a message pushed out of the full queue by the newest. */
+static void tell_dropped(const tw_webhook_t *s, const message_t *dropped,
+                         const char *newest)
+{
+    if (s->newest_only)
+        TW_DEBUG("%s: %s '%s' replaced by a newer one, '%s'", s->name, s->what,
+                 dropped->summary, newest);
+    else
+        TW_WARN("%s queue full (%zu waiting for %s): dropped the oldest "
+                "%s '%s' for '%s'",
+                s->name, s->queue_max, s->endpoint, s->what, dropped->summary, newest);
+}
+
+void tw_webhook_enqueue_to(tw_webhook_t *s, const char *payload,
+                           const char *summary, const char *path_suffix)
 {
     message_t *m;
     message_t *dropped = NULL;
     char newest[SUMMARY_MAX];
 
-    if (!s || !payload_json)
+    if (!s || !payload)
         return;
-    m = message_new(payload_json, summary);
+    m = message_new(payload, summary);
+    if (path_suffix && path_suffix[0] && !(m->url = url_with_suffix(s->url, path_suffix))) {
+        TW_ERROR("%s %s '%s': the URL cannot take the path '%s'; not sent", s->name,
+                 s->what, m->summary, path_suffix);
+        message_free(m);
+        return;
+    }
     /* Once queued, m is the sender's (or the next enqueue's) to free. */
     memcpy(newest, m->summary, sizeof newest);
     pthread_mutex_lock(&s->lock);
@@ -700,15 +731,13 @@ void tw_slack_enqueue(tw_slack_t *s, const char *payload_json,
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     if (dropped) {
-        TW_WARN("Slack queue full (%zu waiting for %s): dropped the oldest "
-                "alert '%s' for '%s'",
-                s->queue_max, s->endpoint, dropped->summary, newest);
-        report(s, TW_SLACK_DROPPED);
+        tell_dropped(s, dropped, newest);
+        report(s, TW_WEBHOOK_DROPPED);
         message_free(dropped);
     }
 }
 
-bool tw_slack_flush(tw_slack_t *s, int64_t timeout_ms)
+bool tw_webhook_flush(tw_webhook_t *s, int64_t timeout_ms)
 {
     int64_t until;
     bool drained;
@@ -730,7 +759,7 @@ bool tw_slack_flush(tw_slack_t *s, int64_t timeout_ms)
     return drained;
 }
 
-void tw_slack_stats(tw_slack_t *s, tw_slack_stats_t *out)
+void tw_webhook_stats(tw_webhook_t *s, tw_webhook_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     if (!s)
@@ -741,17 +770,26 @@ void tw_slack_stats(tw_slack_t *s, tw_slack_stats_t *out)
     pthread_mutex_unlock(&s->lock);
 }
 
-void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
+void tw_webhook_stop_begin(tw_webhook_t *s, int64_t grace_ms)
 {
     if (!s || !s->running)
         return;
     pthread_mutex_lock(&s->lock);
-    s->stopping = true;
-    s->stop_deadline_ms = now_ms(s) + (grace_ms > 0 ? grace_ms : 0);
+    if (!s->stopping) {
+        s->stopping = true;
+        s->stop_deadline_ms = now_ms(s) + (grace_ms > 0 ? grace_ms : 0);
+    }
     pthread_cond_broadcast(&s->wake);
     pthread_mutex_unlock(&s->lock);
     /* Ends a curl_multi_poll now (or the next one, if none runs yet). */
     curl_multi_wakeup(s->multi);
+}
+
+void tw_webhook_stop(tw_webhook_t *s, int64_t grace_ms)
+{
+    if (!s || !s->running)
+        return;
+    tw_webhook_stop_begin(s, grace_ms);
     pthread_join(s->thread, NULL);
     s->running = false;
 
@@ -760,20 +798,20 @@ void tw_slack_stop(tw_slack_t *s, int64_t grace_ms)
         message_t *m = pop_locked(s);
 
         s->stats.failed++;
-        TW_WARN("Slack alert '%s' not sent: stopping with it still queued",
-                m->summary);
-        report(s, TW_SLACK_FAILED);
+        TW_WARN("%s %s '%s' not sent: stopping with it still queued", s->name,
+                s->what, m->summary);
+        report(s, TW_WEBHOOK_FAILED);
         message_free(m);
     }
 }
 
-/* Also frees what a failed tw_slack_start built, however far it got. */
-void tw_slack_free(tw_slack_t *s)
+/* Also frees what a failed tw_webhook_start built, however far it got. */
+void tw_webhook_free(tw_webhook_t *s)
 {
     if (!s)
         return;
     if (s->running)
-        tw_slack_stop(s, 0);
+        tw_webhook_stop(s, 0);
     if (s->ring) {
         while (s->count > 0)
             message_free(pop_locked(s));
@@ -787,14 +825,12 @@ void tw_slack_free(tw_slack_t *s)
     curl_easy_cleanup(s->curl);
     curl_multi_cleanup(s->multi);
     curl_slist_free_all(s->headers);
-    if (s->url) {
-        explicit_bzero(s->url, strlen(s->url));
-        free(s->url);
-    }
+    tw_secret_free(s->url);
+    tw_secret_free(s->body_secret);
     free(s);
 }
 
-bool tw_slack_read_webhook_file(const char *path, char **url, tw_error_t *err)
+bool tw_webhook_read_url_file(const char *path, char **url, tw_error_t *err)
 {
-    return tw_secret_read_file(path, "the Slack webhook file", url, err);
+    return tw_secret_read_file(path, "the webhook URL file", url, err);
 }
