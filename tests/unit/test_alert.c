@@ -1,30 +1,14 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "example_alert.h"
 #include "tokenwatch/alert.h"
 
 #define T0 1700000000u
 
 static tw_alert_t example(tw_state_t state, tw_notify_t notify)
 {
-    tw_alert_t a;
-
-    memset(&a, 0, sizeof a);
-    a.environment = "prod";
-    a.name = "orders-cdc";
-    a.key = "tokenwatch:{orders-cdc}:checkpoint";
-    a.own = true;
-    a.state = state;
-    a.previous = TW_STATE_OK;
-    a.notify = notify;
-    a.has_token = true;
-    a.token = (tw_ctime_t){T0 + 8054, 3};
-    a.window.oldest = (tw_ctime_t){T0, 1};
-    a.window.newest = (tw_ctime_t){T0 + 48 * 3600, 1};
-    a.has_measure = true;
-    tw_guard_measure(&a.window, a.token, 1.0, &a.measure);
-    a.now_ms = (int64_t)(T0 + 47 * 3600) * 1000;
-    return a;
+    return example_alert("tokenwatch:{orders-cdc}:checkpoint", true, state, notify);
 }
 
 Test(alert, text_names_everything_an_operator_needs)
