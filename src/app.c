@@ -222,3 +222,25 @@ void tw_app_free(tw_app_t *app)
     tw_metrics_free(app->metrics);
     memset(app, 0, sizeof *app);
 }
+
+void tw_app_init_dry(tw_app_t *app)
+{
+    memset(app, 0, sizeof *app);
+    app->metrics = tw_metrics_new();
+}
+
+tw_metrics_t *tw_app_metrics(tw_app_t *app)
+{
+    return app->metrics;
+}
+
+const tw_notify_list_t *tw_app_notifiers(const tw_app_t *app)
+{
+    return &app->notifiers;
+}
+
+void tw_app_tick(tw_app_t *app, int64_t now_mono)
+{
+    tw_metrics_heartbeat(app->metrics, now_mono);
+    tw_http_tick(app->http);
+}

@@ -44,8 +44,7 @@ static void on_loop(void *ctx, int64_t now_mono)
 {
     runner_t *r = ctx;
 
-    tw_metrics_heartbeat(r->app.metrics, now_mono);
-    tw_http_tick(r->app.http);
+    tw_app_tick(&r->app, now_mono);
 }
 
 /* The metrics endpoint and the alert channels: up before following starts. */
@@ -155,8 +154,8 @@ static void attach(runner_t *r, FILE *out)
 
     memset(&svc, 0, sizeof svc);
     svc.stop = r->stop;
-    svc.metrics = r->app.metrics;
-    svc.notifiers = &r->app.notifiers;
+    svc.metrics = tw_app_metrics(&r->app);
+    svc.notifiers = tw_app_notifiers(&r->app);
     svc.watch = r->watch;
     svc.out = out;
     svc.on_loop = on_loop;
@@ -229,7 +228,7 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
         goto out;
     }
     if (settings->dry_run)
-        r.app.metrics = tw_metrics_new();
+        tw_app_init_dry(&r.app);
     code = run_follower(&r, out);
 out:
     if (r.follower)

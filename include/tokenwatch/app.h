@@ -65,6 +65,18 @@ void tw_app_opts_from_settings(const tw_settings_t *s, tw_clock_t *clock, tw_app
  * channels: up before following starts. app is zeroed first. */
 bool tw_app_start(tw_app_t *app, const tw_app_opts_t *opts, tw_error_t *err);
 
+/* A dry run only reads: a metrics registry for the follower to count in,
+ * and nothing else (no port, no channels, no guard). app is zeroed first. */
+void tw_app_init_dry(tw_app_t *app);
+
+/* What the app lends the follower and the guard (borrowed). */
+tw_metrics_t *tw_app_metrics(tw_app_t *app);
+const tw_notify_list_t *tw_app_notifiers(const tw_app_t *app);
+
+/* The main loop came round at now_mono: /healthz learns it (and the HTTP
+ * server notices the end of a connection flood). */
+void tw_app_tick(tw_app_t *app, int64_t now_mono);
+
 /* The guard thread, with the app's clock, metrics and channels filled in,
  * and after each round the heartbeat and, when due, the digest. */
 bool tw_app_start_guard(tw_app_t *app, tw_monitor_opts_t *opts, tw_error_t *err);

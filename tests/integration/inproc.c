@@ -148,8 +148,8 @@ char *fx_inproc_guard(fx_t *fx, const char *const extra[], int rounds, int64_t s
     opts.clock = &clock;
     opts.pool = pool;
     opts.redis_url = &url;
-    opts.metrics = app.metrics;
-    opts.notifiers = &app.notifiers;
+    opts.metrics = tw_app_metrics(&app);
+    opts.notifiers = tw_app_notifiers(&app);
     opts.unknown_after = TW_GUARD_UNKNOWN_AFTER;
     opts.alerts = true;
     m = tw_monitor_new(&opts);
