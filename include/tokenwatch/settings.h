@@ -47,6 +47,8 @@ typedef struct {
     char *redis_password; /* secret: read from redis_password_file at load */
     int64_t redis_timeout_ms;
     bool accept_store_risk; /* start in a protected environment anyway */
+    int64_t lease_ttl_ms;   /* 0: no lease */
+    int64_t lease_renew_ms;
     int sink; /* tw_sink_kind_t */
     char *stream_key;
     int64_t stream_maxlen;
@@ -85,7 +87,7 @@ typedef struct {
     size_t positional_count;
     char **warnings; /* for the log, once it is configured */
     size_t warning_count;
-    tw_setting_source_t sources[48]; /* by table index */
+    tw_setting_source_t sources[64]; /* by table index */
 } tw_settings_t;
 
 /*
