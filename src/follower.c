@@ -105,6 +105,11 @@ void tw__dependency_ok(tw_follower_t *r, dependency_t *d)
     tw_backoff_reset(&d->backoff);
     tw_metrics_set_ready(r->svc.metrics, d->part, true);
     if (tw_outage_ok(&d->outage, tw_clock_mono_ms(r->clock))) {
+        /* Redis is back, perhaps as another node (a failover to a replica
+         * that was behind): the position is committed again, which says
+         * what went missing and never lets the checkpoint stay behind. */
+        if (d == &r->redis_dep && r->committed.has_token)
+            r->dirty = true;
         tw_duration_words(d->outage.ended_after_ms, took);
         TW_INFO("%s available again after %s (%u failed attempts)", d->name, took, failures);
     }
@@ -555,6 +560,7 @@ void tw_follower_opts_from_settings(const tw_settings_t *s, tw_follower_opts_t *
     o->redis_url = s->redis_url;
     o->redis_password = s->redis_password;
     o->redis_timeout_ms = s->redis_timeout_ms;
+    o->redis_wait_replicas = (int)s->redis_wait_replicas;
     o->lease_ttl_ms = s->lease_ttl_ms;
     o->lease_renew_ms = s->lease_renew_ms;
     o->accept_store_risk = s->accept_store_risk;
@@ -620,7 +626,7 @@ tw_follower_t *tw_follower_new(const tw_follower_opts_t *opts, tw_clock_t *clock
     tw_checkpoint_key(opts->name, "checkpoint", r->checkpoint_key);
     tw_checkpoint_key(opts->name, "history", r->history_key);
     tw_checkpoint_key(opts->name, "gaps", r->gaps_key);
-    tw_lease_init(&r->lease, opts->name, opts->lease_ttl_ms);
+    tw_lease_init(&r->lease, opts->name, opts->lease_owner, opts->lease_ttl_ms);
     r->follow_opts.db = opts->db;
     r->follow_opts.collection = opts->collection;
     r->follow_opts.pipeline = opts->pipeline;

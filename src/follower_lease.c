@@ -101,10 +101,23 @@ int tw__lease_keep(tw_follower_t *r)
         return -1;
     }
     r->lease_renewed_mono = tw_clock_mono_ms(r->clock);
+    tw__dependency_ok(r, &r->redis_dep);
     if (st.held && st.epoch == r->epoch)
         return -1;
+    if (st.held && st.epoch == r->epoch + 1) {
+        /* The lease was gone from Redis (a failover to a replica that never
+         * had it, a restart, a flush) and nobody took it in between: this
+         * process took it again, one takeover later. */
+        TW_WARN("the lease of %s was gone from Redis (a failover, a restart or a flush): "
+                "taken again at epoch %lld",
+                r->opts.name, st.epoch);
+        r->epoch = st.epoch;
+        show_leading(r, true, st.epoch);
+        return -1;
+    }
     snprintf(why, sizeof why, "the lease of %s was taken over by %s (epoch %lld)",
-             r->opts.name, st.held ? "a new lease of this process" : st.holder, st.epoch);
+             r->opts.name, st.held ? "others, then lapsed back to this process" : st.holder,
+             st.epoch);
     return tw__lease_lost(r, why);
 }
 

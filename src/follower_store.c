@@ -121,6 +121,8 @@ static void commit_request(tw_follower_t *r, tw_commit_t *c)
     c->gaps_key = r->gaps_key;
     c->epoch_key = r->lease.epoch_key;
     c->epoch = r->epoch;
+    c->wait_replicas = r->opts.redis_wait_replicas;
+    c->wait_timeout_ms = (int)(r->opts.redis_timeout_ms / 2);
     c->record = &r->position;
     if (r->recovering) {
         /* "invalidate" belongs to the token (resume it with startAfter),

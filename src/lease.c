@@ -36,19 +36,26 @@ static const char release_script[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
 
-void tw_lease_init(tw_lease_t *lease, const char *name, int64_t ttl_ms)
+void tw_lease_owner_id(char *out, size_t n)
 {
     char host[64] = "";
     struct timespec ts;
 
+    gethostname(host, sizeof host - 1);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(out, n, "%s:%ld:%04lx", host[0] ? host : "localhost", (long)getpid(),
+             (unsigned long)((ts.tv_nsec ^ (long)getpid()) & 0xffff));
+}
+
+void tw_lease_init(tw_lease_t *lease, const char *name, const char *owner, int64_t ttl_ms)
+{
     memset(lease, 0, sizeof *lease);
     tw_checkpoint_key(name, "lease", lease->lease_key);
     tw_checkpoint_key(name, "epoch", lease->epoch_key);
-    gethostname(host, sizeof host - 1);
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    /* Unique per process: a restarted one is a new owner. */
-    snprintf(lease->owner, sizeof lease->owner, "%s:%ld:%04lx", host[0] ? host : "localhost",
-             (long)getpid(), (unsigned long)((ts.tv_nsec ^ (long)getpid()) & 0xffff));
+    if (owner)
+        snprintf(lease->owner, sizeof lease->owner, "%s", owner);
+    else
+        tw_lease_owner_id(lease->owner, sizeof lease->owner);
     lease->ttl_ms = ttl_ms;
 }
 
@@ -122,7 +129,7 @@ bool tw_lease_read(redisContext *c, const char *name, tw_lease_state_t *out, tw_
 
     memset(out, 0, sizeof *out);
     out->holder_ttl_ms = -1;
-    tw_lease_init(&keys, name, 0);
+    tw_lease_init(&keys, name, "", 0);
     r = tw_redis_command(c, err, "MGET %s %s", keys.lease_key, keys.epoch_key);
     if (!r)
         return false;

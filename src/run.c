@@ -12,6 +12,7 @@
 #include "tokenwatch/app.h"
 #include "tokenwatch/follower.h"
 #include "tokenwatch/guard.h"
+#include "tokenwatch/lease.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redact.h"
@@ -34,6 +35,7 @@ typedef struct {
     volatile sig_atomic_t *stop;
     tw_app_t app;
     tw_follower_opts_t opts;
+    char lease_owner[TW_LEASE_OWNER_MAX];
     tw_follower_t *follower;
     /* Held by the main thread except inside MongoDB calls (stop.h). */
     tw_stop_watch_t *watch;
@@ -244,6 +246,8 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
     r.clock = clock;
     r.stop = stop;
     tw_follower_opts_from_settings(settings, &r.opts);
+    tw_lease_owner_id(r.lease_owner, sizeof r.lease_owner);
+    r.opts.lease_owner = r.lease_owner;
     r.follower = tw_follower_new(&r.opts, clock, &err);
     if (!r.follower) {
         TW_ERROR("%s", err.message);

@@ -118,6 +118,10 @@ static const setting_def_t table[] = {
      "how long one Redis command may take before it counts as failed (a "
      "commit that timed out is retried without writing its batch twice)",
      0, F(redis_timeout_ms), NULL},
+    {"redis-wait-replicas", "TOKENWATCH_REDIS_WAIT_REPLICAS", TYPE_INT, 0, 16, NULL, "0", "N",
+     "a commit counts once this many replicas have it (Redis WAIT, up to half of "
+     "--redis-timeout), so a failover cannot take it back; 0: the master's word",
+     0, F(redis_wait_replicas), NULL},
     {"lease-ttl", "TOKENWATCH_LEASE_TTL", TYPE_DURATION, 0, DAY_MS, NULL, "10s", "DUR",
      "one writer per --name: the leader's lease in Redis lapses after this "
      "without renewal, and a standby takes over; 0: no lease",

@@ -59,8 +59,10 @@ typedef struct {
     const char *redis_url; /* secret */
     const char *redis_password;
     int64_t redis_timeout_ms;
+    int redis_wait_replicas; /* WAIT after each commit; 0: none */
     int64_t lease_ttl_ms; /* 0: no lease */
     int64_t lease_renew_ms;
+    const char *lease_owner; /* this process's id, the same for each follower it makes */
     bool accept_store_risk;
 
     tw_sink_kind_t sink;

@@ -41,8 +41,12 @@ typedef struct {
     int64_t holder_ttl_ms;           /* how long its lease has left; -1 unknown */
 } tw_lease_state_t;
 
-/* The keys for name, this process's owner id, the TTL. */
-void tw_lease_init(tw_lease_t *lease, const char *name, int64_t ttl_ms);
+/* The keys for name, the owner id (NULL: made from the host, the pid and a
+ * random part; one per process: see tw_lease_owner_id), the TTL. */
+void tw_lease_init(tw_lease_t *lease, const char *name, const char *owner, int64_t ttl_ms);
+
+/* An owner id for this process: host:pid:random. */
+void tw_lease_owner_id(char *out, size_t n);
 
 /* Takes the lease when it is free, renews it when this process holds it
  * (then the epoch is unchanged), else says who holds it. false with err on

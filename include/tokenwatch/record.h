@@ -46,6 +46,8 @@
 #define TW_CHECKPOINT_UNUSABLE 1002
 /* The commit of a writer whose lease was taken over (fencing). */
 #define TW_CHECKPOINT_FENCED 1003
+/* Fewer replicas than --redis-wait-replicas acknowledged a commit in time. */
+#define TW_CHECKPOINT_UNREPLICATED 1004
 
 typedef struct {
     bson_t token;
@@ -128,6 +130,10 @@ typedef struct {
     const char *gaps_key;
     const char *epoch_key; /* the lease's epoch counter (lease.h) */
     long long epoch;       /* the writer's lease epoch; 0: no lease, no fence */
+    /* WAIT for this many replicas after the script (0: none), up to
+     * wait_timeout_ms; fewer is a failed commit, sent again. */
+    int wait_replicas;
+    int wait_timeout_ms;
     const tw_checkpoint_t *record; /* its updated_ms is the time of the commit */
     /* The sink's part (tw_sink_commit_part): events appended to a stream by
      * the same script, after its checks; stream_key NULL: none. */

@@ -274,9 +274,8 @@ Test(lease, a_commit_from_an_older_epoch_is_fenced_and_writes_nothing)
     fx_start(&fx, "{\"rate\": 0}");
     c = th_redis_connect(&fx.redis);
     cr_assert(c);
-    tw_lease_init(&first, "default", 500);
-    tw_lease_init(&second, "default", 500);
-    snprintf(second.owner, sizeof second.owner, "another:1:0001");
+    tw_lease_init(&first, "default", NULL, 500);
+    tw_lease_init(&second, "default", "another:1:0001", 500);
     cr_assert(tw_lease_take(c, &first, &st, &err), "%s", err.message);
     cr_expect(st.held);
     cr_expect_eq(st.epoch, 1);
