@@ -124,7 +124,7 @@ static const setting_def_t table[] = {
      0, F(redis_wait_replicas), NULL},
     {"lease-ttl", "TOKENWATCH_LEASE_TTL", TYPE_DURATION, 0, DAY_MS, NULL, "10s", "DUR",
      "one writer per --name: the leader's lease in Redis lapses after this "
-     "without renewal, and a standby takes over; 0: no lease",
+     "without renewal, and a standby takes over; 0s: no lease",
      0, F(lease_ttl_ms), NULL},
     {"lease-renew", "TOKENWATCH_LEASE_RENEW", TYPE_DURATION, 50, DAY_MS, NULL, "2s", "DUR",
      "how often the leader renews its lease, and a standby looks for a free one "
@@ -993,7 +993,7 @@ static bool settle(tw_settings_t *s, tw_error_t *err)
     if (s->lease_ttl_ms > 0 &&
         (s->lease_ttl_ms < 500 || s->lease_renew_ms * 2 > s->lease_ttl_ms)) {
         tw_error_set(err, TW_ERR_USAGE, 0,
-                     "--lease-ttl must be 0 (no lease) or at least 500ms, and "
+                     "--lease-ttl must be 0s (no lease) or at least 500ms, and "
                      "--lease-renew at most half of it: a leader renews well before "
                      "its lease lapses");
         return false;

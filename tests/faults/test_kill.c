@@ -31,7 +31,7 @@ static long env_long(const char *name, long fallback)
 /* Without the lease: a run killed by -9 holds it until it lapses, and each
  * restart would stand by for that long, never reaching a commit to be
  * killed in. The lease has runs of its own (tests/integration/test_lease.c). */
-static const char *const no_lease[] = {"--lease-ttl", "0", NULL};
+static const char *const no_lease[] = {"--lease-ttl", "0s", NULL};
 
 /* Kills at 0..600 ms after exec: before the first connection, while the
  * stream opens, while a batch is read, while a commit runs. */
