@@ -150,6 +150,43 @@ static bool read_reply(redisContext *c, redisReply **out, tw_error_t *err)
     return true;
 }
 
+/* WAIT for the replicas a commit must reach (commit->wait_replicas > 0). */
+static bool send_wait(redisContext *c, const tw_commit_t *commit, tw_error_t *err)
+{
+    if (commit->wait_replicas <= 0)
+        return true;
+    if (redisAppendCommand(c, "WAIT %d %d", commit->wait_replicas,
+                           commit->wait_timeout_ms) != REDIS_OK) {
+        tw_error_set(err, TW_ERR_REDIS, 0, "redis: the WAIT could not be sent");
+        return false;
+    }
+    return true;
+}
+
+/* WAIT's answer: how many replicas have the commit. Read even when the
+ * script failed (the reply is on the wire); fails when too few have it. */
+static bool read_wait(redisContext *c, const tw_commit_t *commit, bool written,
+                      tw_error_t *err)
+{
+    redisReply *reply = NULL;
+    tw_error_t werr;
+    bool ok;
+
+    if (commit->wait_replicas <= 0)
+        return true;
+    if (!read_reply(c, &reply, written ? err : &werr))
+        return false;
+    ok = reply->type == REDIS_REPLY_INTEGER && reply->integer >= commit->wait_replicas;
+    if (!ok && written)
+        tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_UNREPLICATED,
+                     "the commit reached %lld of the %d replicas --redis-wait-replicas "
+                     "asks for within %d ms",
+                     reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0LL,
+                     commit->wait_replicas, commit->wait_timeout_ms);
+    freeReplyObject(reply);
+    return ok;
+}
+
 /* The reply's shape is checked here; what it says, by the record module. */
 static bool script_result(const redisReply *r, tw_commit_result_t *result,
                           tw_error_t *err)
@@ -187,10 +224,13 @@ bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
     memset(result, 0, sizeof *result);
     if (!tw_record_commit_command(commit, &cmd, err))
         return false;
-    /* One command, one round trip: the script appends the events too. */
-    if (send_command(c, &cmd, err) && read_reply(c, &reply, err)) {
+    /* One command, one round trip: the script appends the events too
+     * (and WAIT, when asked, goes in the same round trip). */
+    if (send_command(c, &cmd, err) && send_wait(c, commit, err) &&
+        read_reply(c, &reply, err)) {
         ok = script_result(reply, result, err);
         freeReplyObject(reply);
+        ok = read_wait(c, commit, ok, err) && ok;
     }
     tw_record_command_release(&cmd);
     return ok;

@@ -20,6 +20,7 @@
 #include "tokenwatch/redis.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/shards.h"
+#include "tokenwatch/lease.h"
 #include "tokenwatch/store.h"
 #include "tokenwatch/token.h"
 
@@ -90,6 +91,46 @@ static bool read_store(const tw_settings_t *s, const tw_redis_url_t *url,
     return ok;
 }
 
+/* Who leads this --name (lease.h); false when Redis cannot say. */
+static bool read_lease(const tw_settings_t *s, const tw_redis_url_t *url, tw_lease_state_t *out)
+{
+    tw_error_t err;
+    redisContext *c = tw_redis_connect(url, (int)s->redis_timeout_ms, &err);
+    bool ok = c && tw_lease_read(c, s->name, out, &err);
+
+    redisFree(c);
+    return ok;
+}
+
+static void append_lease_json(bson_t *doc, const tw_lease_state_t *lease)
+{
+    bson_t item;
+
+    if (!lease) {
+        BSON_APPEND_NULL(doc, "lease");
+        return;
+    }
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "lease", &item);
+    if (lease->holder[0])
+        BSON_APPEND_UTF8(&item, "leader", lease->holder);
+    else
+        BSON_APPEND_NULL(&item, "leader");
+    BSON_APPEND_INT64(&item, "epoch", lease->epoch);
+    BSON_APPEND_INT64(&item, "expires_in_ms", lease->holder[0] ? lease->holder_ttl_ms : 0);
+    bson_append_document_end(doc, &item);
+}
+
+static void print_lease_line(const tw_lease_state_t *lease)
+{
+    if (!lease)
+        return;
+    if (lease->holder[0])
+        printf("lease: led by %s (epoch %lld, lease lapses in %lld ms unless renewed)\n",
+               lease->holder, lease->epoch, (long long)lease->holder_ttl_ms);
+    else
+        printf("lease: no process leads (epoch %lld so far)\n", lease->epoch);
+}
+
 static void append_store_json(bson_t *doc, const tw_store_risks_t *store)
 {
     bson_t item, list;
@@ -126,7 +167,8 @@ static void print_store_line(const tw_store_risks_t *store)
                store->note[0] ? "; " : "", store->note);
 }
 
-static void print_status_json(const tw_monitor_t *m, int code, const tw_store_risks_t *store)
+static void print_status_json(const tw_monitor_t *m, int code, const tw_store_risks_t *store,
+                              const tw_lease_state_t *lease)
 {
     static const char *const codes[] = {"OK", "WARN", "CRIT", "UNKNOWN"};
     const tw_oplog_window_t *w = tw_monitor_window(m);
@@ -155,6 +197,7 @@ static void print_status_json(const tw_monitor_t *m, int code, const tw_store_ri
     append_clock_json(&doc, tw_monitor_clock(m));
     append_shards_json(&doc, tw_monitor_shards(m));
     append_store_json(&doc, store);
+    append_lease_json(&doc, lease);
     BSON_APPEND_ARRAY_BEGIN(&doc, "keys", &list);
     for (size_t k = 0; k < n; k++) {
         const tw_guarded_t *g = &keys[k];
@@ -223,7 +266,8 @@ static void print_clock_line(const tw_monitor_clock_t *c)
            c->skew_s >= 0 ? "ahead of" : "behind");
 }
 
-static void print_status_table(const tw_monitor_t *m, const tw_store_risks_t *store)
+static void print_status_table(const tw_monitor_t *m, const tw_store_risks_t *store,
+                               const tw_lease_state_t *lease)
 {
     const tw_oplog_window_t *w = tw_monitor_window(m);
     const tw_guarded_t *keys;
@@ -264,6 +308,7 @@ static void print_status_table(const tw_monitor_t *m, const tw_store_risks_t *st
     print_shards_table(tw_monitor_shards(m));
     print_clock_line(tw_monitor_clock(m));
     print_store_line(store);
+    print_lease_line(lease);
 }
 
 /* One round of the guard, for cron, Kubernetes CronJobs and Nagios/Icinga. */
@@ -277,6 +322,8 @@ int tw_cmd_status(const tw_settings_t *s)
     const tw_guarded_t *keys;
     tw_store_risks_t store;
     bool store_known;
+    tw_lease_state_t lease;
+    bool lease_known;
     tw_state_t *states;
     size_t n;
     int code;
@@ -313,10 +360,11 @@ int tw_cmd_status(const tw_settings_t *s)
         states[k] = keys[k].assessed ? keys[k].state : TW_STATE_UNKNOWN;
     code = tw_guard_exit_code(states, n);
     store_known = read_store(s, &url, &store);
+    lease_known = read_lease(s, &url, &lease);
     if (s->json)
-        print_status_json(m, code, store_known ? &store : NULL);
+        print_status_json(m, code, store_known ? &store : NULL, lease_known ? &lease : NULL);
     else
-        print_status_table(m, store_known ? &store : NULL);
+        print_status_table(m, store_known ? &store : NULL, lease_known ? &lease : NULL);
     free(states);
     tw_monitor_free(m);
     mongoc_client_pool_destroy(pool);

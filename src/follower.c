@@ -105,6 +105,11 @@ void tw__dependency_ok(tw_follower_t *r, dependency_t *d)
     tw_backoff_reset(&d->backoff);
     tw_metrics_set_ready(r->svc.metrics, d->part, true);
     if (tw_outage_ok(&d->outage, tw_clock_mono_ms(r->clock))) {
+        /* Redis is back, perhaps as another node (a failover to a replica
+         * that was behind): the position is committed again, which says
+         * what went missing and never lets the checkpoint stay behind. */
+        if (d == &r->redis_dep && r->committed.has_token)
+            r->dirty = true;
         tw_duration_words(d->outage.ended_after_ms, took);
         TW_INFO("%s available again after %s (%u failed attempts)", d->name, took, failures);
     }
@@ -386,6 +391,8 @@ static follow_outcome_t follow_stream(tw_follower_t *r, tw_follow_t *f, int *cod
             TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
             return FOLLOW_DONE;
         }
+        if ((*code = tw__lease_keep(r)) >= 0)
+            return FOLLOW_DONE;
         switch (stream_next(r, f, &doc, &failure, &err)) {
         case TW_FOLLOW_EVENT: next = on_event(r, f, doc, code); break;
         case TW_FOLLOW_IDLE: next = on_idle(r, f, code); break;
@@ -472,6 +479,8 @@ int tw_follower_follow(tw_follower_t *r)
                     r->events_this_run);
             return code_at_stop;
         }
+        if ((code = tw__lease_keep(r)) >= 0)
+            return code;
         tw_metrics_add(r->svc.metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = tw__stream_open(r, &start, &failure, &err);
         if (!f) {
@@ -501,7 +510,8 @@ int tw_follower_prepare(tw_follower_t *r)
     int code;
     tw_error_t err;
 
-    if ((code = tw__load_checkpoint(r)) >= 0 || (code = tw__check_store(r)) >= 0 ||
+    if ((!r->opts.dry_run && (code = tw__lead(r)) >= 0) ||
+        (code = tw__load_checkpoint(r)) >= 0 || (code = tw__check_store(r)) >= 0 ||
         (code = connect_mongo(r)) >= 0 || (code = check_scope(r)) >= 0)
         return code;
     if (r->until_now) {
@@ -550,6 +560,9 @@ void tw_follower_opts_from_settings(const tw_settings_t *s, tw_follower_opts_t *
     o->redis_url = s->redis_url;
     o->redis_password = s->redis_password;
     o->redis_timeout_ms = s->redis_timeout_ms;
+    o->redis_wait_replicas = (int)s->redis_wait_replicas;
+    o->lease_ttl_ms = s->lease_ttl_ms;
+    o->lease_renew_ms = s->lease_renew_ms;
     o->accept_store_risk = s->accept_store_risk;
     o->sink = (tw_sink_kind_t)s->sink;
     o->stream_key = s->stream_key;
@@ -613,6 +626,7 @@ tw_follower_t *tw_follower_new(const tw_follower_opts_t *opts, tw_clock_t *clock
     tw_checkpoint_key(opts->name, "checkpoint", r->checkpoint_key);
     tw_checkpoint_key(opts->name, "history", r->history_key);
     tw_checkpoint_key(opts->name, "gaps", r->gaps_key);
+    tw_lease_init(&r->lease, opts->name, opts->lease_owner, opts->lease_ttl_ms);
     r->follow_opts.db = opts->db;
     r->follow_opts.collection = opts->collection;
     r->follow_opts.pipeline = opts->pipeline;
@@ -655,6 +669,8 @@ int tw_follower_stop_now(tw_follower_t *r, int64_t grace_ms)
     int code = r->exit_code;
 
     tw__stop_requested(r);
+    if (code == TW_FOLLOWER_STANDBY)
+        code = TW_EXIT_OK; /* stopped while going back to standby */
     if (code >= 0) {
         TW_INFO("stopping: not waiting for the MongoDB calls still under way");
         return code;
@@ -664,6 +680,7 @@ int tw_follower_stop_now(tw_follower_t *r, int64_t grace_ms)
             (long long)grace_ms);
     code = tw__commit(r) ? TW_EXIT_OK : r->commit_code;
     TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
+    tw__lease_release(r);
     return code;
 }
 
@@ -675,6 +692,11 @@ void tw_follower_stream_slow(tw_follower_t *r, int64_t blocked_ms)
     tw_duration_words(blocked_ms, took);
     tw_error_set(&err, TW_ERR_MONGO, 0, "no answer to the change stream for %s", took);
     tw__dependency_failed(r, &r->mongo_dep, &err);
+}
+
+void tw_follower_release_lease(tw_follower_t *r)
+{
+    tw__lease_release(r);
 }
 
 void tw_follower_set_exit_code(tw_follower_t *r, int code)

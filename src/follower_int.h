@@ -13,6 +13,7 @@
 #include "tokenwatch/checkpoint.h"
 #include "tokenwatch/follow.h"
 #include "tokenwatch/follower.h"
+#include "tokenwatch/lease.h"
 #include "tokenwatch/oplog.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/retry.h"
@@ -52,6 +53,12 @@ struct tw_follower {
     char history_key[TW_KEY_MAX];
     char gaps_key[TW_KEY_MAX];
     int commit_code; /* the exit code when tw__commit failed */
+
+    /* The lease (follower_lease.c): epoch 0 while not leading. */
+    tw_lease_t lease;
+    long long epoch;
+    int64_t lease_renewed_mono;
+    bool told_standby;
 
     /* The stream (follower.c). */
     mongoc_client_pool_t *pool;
@@ -139,5 +146,14 @@ int tw__report_too_large(tw_follower_t *r, const char *why);
 int tw__precheck_lost(tw_follower_t *r);
 int tw__resume_from(tw_follower_t *r, FILE *out);
 int tw__missing_checkpoint(tw_follower_t *r);
+bool tw__redis_ready(tw_follower_t *r, tw_error_t *err);
+void tw__redis_failed(tw_follower_t *r, const tw_error_t *err);
+/* The lease: -1 once leading (or with no lease), else an exit code. */
+int tw__lead(tw_follower_t *r);
+/* Renews when due: -1, or TW_FOLLOWER_STANDBY when it was taken over. */
+int tw__lease_keep(tw_follower_t *r);
+/* Says why the lease was lost; TW_FOLLOWER_STANDBY. */
+int tw__lease_lost(tw_follower_t *r, const char *why);
+void tw__lease_release(tw_follower_t *r);
 
 #endif

@@ -15,14 +15,14 @@
 #include "tokenwatch/run.h"
 #include "tokenwatch/store.h"
 
-static void redis_failed(tw_follower_t *r, const tw_error_t *err)
+void tw__redis_failed(tw_follower_t *r, const tw_error_t *err)
 {
     redisFree(r->redis);
     r->redis = NULL;
     tw__dependency_failed(r, &r->redis_dep, err);
 }
 
-static bool redis_connected(tw_follower_t *r, tw_error_t *err)
+bool tw__redis_ready(tw_follower_t *r, tw_error_t *err)
 {
     if (r->redis)
         return true;
@@ -119,6 +119,10 @@ static void commit_request(tw_follower_t *r, tw_commit_t *c)
     c->checkpoint_key = r->checkpoint_key;
     c->history_key = r->history_key;
     c->gaps_key = r->gaps_key;
+    c->epoch_key = r->lease.epoch_key;
+    c->epoch = r->epoch;
+    c->wait_replicas = r->opts.redis_wait_replicas;
+    c->wait_timeout_ms = (int)(r->opts.redis_timeout_ms / 2);
     c->record = &r->position;
     if (r->recovering) {
         /* "invalidate" belongs to the token (resume it with startAfter),
@@ -145,8 +149,15 @@ static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result
     char at[96];
 
     for (;;) {
-        if (redis_connected(r, &err) && tw_checkpoint_commit(r->redis, c, result, &err))
+        if (tw__redis_ready(r, &err) && tw_checkpoint_commit(r->redis, c, result, &err))
             return true;
+        if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_FENCED) {
+            char why[TW_ERROR_MESSAGE_MAX + 64];
+
+            snprintf(why, sizeof why, "the checkpoint was not written: %s", err.message);
+            r->commit_code = tw__lease_lost(r, why);
+            return false;
+        }
         if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_WRONG_TYPE) {
             /* Not an outage: retrying cannot help, and nothing was written. */
             TW_ERROR("the checkpoint cannot be written: %s. Rename or delete that key "
@@ -155,7 +166,7 @@ static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result
             r->commit_code = TW_EXIT_USAGE;
             return false;
         }
-        redis_failed(r, &err);
+        tw__redis_failed(r, &err);
         if (try_again(r, &r->redis_dep, &final, "writing the last checkpoint"))
             continue;
         tw__describe_position(&r->committed, at, sizeof at);
@@ -305,7 +316,7 @@ int tw__load_checkpoint(tw_follower_t *r)
     bool found = false;
 
     for (;;) {
-        if (redis_connected(r, &err)) {
+        if (tw__redis_ready(r, &err)) {
             if (tw_checkpoint_load(r->redis, r->checkpoint_key, &r->committed,
                                    &found, &err))
                 break;
@@ -326,7 +337,7 @@ int tw__load_checkpoint(tw_follower_t *r)
                 return TW_EXIT_USAGE;
             }
         }
-        redis_failed(r, &err);
+        tw__redis_failed(r, &err);
         if (!backoff(r, &r->redis_dep, false))
             return TW_EXIT_OK;
     }

@@ -218,7 +218,10 @@ static enum MHD_Result serve_readyz(tw_http_t *h, struct MHD_Connection *conn)
     char body[READY_TEXT_MAX + 32];
     unsigned int status = MHD_HTTP_SERVICE_UNAVAILABLE;
 
-    if (!tw_metrics_readiness(h->metrics, missing, sizeof missing)) {
+    if (tw_metrics_standby(h->metrics)) {
+        snprintf(body, sizeof body, "ready: standby (another process holds the lease)\n");
+        status = MHD_HTTP_OK;
+    } else if (!tw_metrics_readiness(h->metrics, missing, sizeof missing)) {
         snprintf(body, sizeof body, "not ready: nothing reported yet\n");
     } else if (missing[0]) {
         snprintf(body, sizeof body, "not ready: %s\n", missing);

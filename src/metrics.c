@@ -44,6 +44,7 @@ struct tw_metrics {
     pthread_mutex_t lock;
     family_t *families; /* in declaration order */
     part_t *parts;
+    bool standby;
     bool has_beat;
     int64_t beat_ms;
 };
@@ -645,6 +646,27 @@ void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready)
     }
     p->ready = ready;
     pthread_mutex_unlock(&m->lock);
+}
+
+void tw_metrics_set_standby(tw_metrics_t *m, bool standby)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->standby = standby;
+    pthread_mutex_unlock(&m->lock);
+}
+
+bool tw_metrics_standby(tw_metrics_t *m)
+{
+    bool standby;
+
+    if (!m)
+        return false;
+    pthread_mutex_lock(&m->lock);
+    standby = m->standby;
+    pthread_mutex_unlock(&m->lock);
+    return standby;
 }
 
 bool tw_metrics_readiness(tw_metrics_t *m, char *out, size_t n)

@@ -88,6 +88,14 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
          "Fallback replays after a lost resume point."},
         {"tokenwatch_resume_attempts_total", TW_METRIC_COUNTER,
          "Change streams opened (aggregate commands), first start and resumes."},
+        {"tokenwatch_lease_leader", TW_METRIC_GAUGE,
+         "1 while this process holds its --name's lease and follows, 0 as a standby."},
+        {"tokenwatch_lease_epoch", TW_METRIC_GAUGE,
+         "The lease's epoch: takeovers of this --name so far."},
+        {"tokenwatch_lease_takeovers_total", TW_METRIC_COUNTER,
+         "Times this process took the lease (the first start included)."},
+        {"tokenwatch_lease_lost_total", TW_METRIC_COUNTER,
+         "Times this process lost the lease while leading (taken over, or fenced)."},
     };
 
     for (size_t k = 0; k < sizeof families / sizeof families[0]; k++) {

@@ -11,10 +11,16 @@
 
 /*
  * The commit script. KEYS: the checkpoint hash, its history list, its gaps
- * list, and (redis sink) the event stream. ARGV: token JSON, t, i, _data,
- * wall_ms, updated_ms, events, source, scope, mode, now_ms,
- * history_every_ms, history_reason, gap JSON ("" for none), layout,
- * time_source.
+ * list, the lease's epoch counter, and (redis sink) the event stream. ARGV:
+ * token JSON, t, i, _data, wall_ms, updated_ms, events, source, scope, mode,
+ * now_ms, history_every_ms, history_reason, gap JSON ("" for none), layout,
+ * time_source, the stream's MAXLEN, the number of events, the writer's
+ * epoch, then five values per event.
+ *
+ * Fencing: a writer holding the lease of epoch E (ARGV[19]) is refused
+ * (TWFENCED, with the current epoch) once the counter has moved past E: a
+ * leader paused past its lease, whose successor has taken over, cannot
+ * write. Epoch 0 is a writer without a lease (checked by nothing).
  *
  * mode "advance" writes only when the new position is not behind the
  * stored one: by cluster_time (a record from before that field has it in
@@ -36,8 +42,7 @@
  * already stored (a retry after a timeout whose first try did run) writes
  * nothing: its events went in with that first try. (Redis does not roll back a
  * MULTI/EXEC whose commands fail when they run, nor a script that fails
- * half way: checking first is what makes it one step.) ARGV[17] is the
- * stream's MAXLEN, ARGV[18] the number of events, then five values each.
+ * half way: checking first is what makes it one step.)
  *
  * A write returns {1, prior}: the cluster_time it replaced, "" when the hash
  * had none, "-" when there was no hash at all, so the caller can tell when
@@ -53,8 +58,14 @@ static const char commit_script[] =
     "  end\n"
     "end\n"
     "local bad = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list') or\n"
-    "            wrong(KEYS[3], 'list') or (KEYS[4] and wrong(KEYS[4], 'stream'))\n"
+    "            wrong(KEYS[3], 'list') or wrong(KEYS[4], 'string') or\n"
+    "            (KEYS[5] and wrong(KEYS[5], 'stream'))\n"
     "if bad then return bad end\n"
+    "local mine = tonumber(ARGV[19])\n"
+    "local epoch = tonumber(redis.call('GET', KEYS[4]) or '0') or 0\n"
+    "if mine > 0 and epoch > mine then\n"
+    "  return redis.error_reply('TWFENCED ' .. epoch)\n"
+    "end\n"
     "if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and\n"
     "   redis.call('HGET', KEYS[1], 'cluster_time') == ARGV[2] .. ':' .. ARGV[3] then\n"
     "  return {1}\n"
@@ -63,10 +74,10 @@ static const char commit_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
     "  prior = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
     "end\n"
-    "if KEYS[4] then\n"
+    "if KEYS[5] then\n"
     "  for k = 0, tonumber(ARGV[18]) - 1 do\n"
-    "    local b = 19 + k * 5\n"
-    "    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[17], '*', 'event', ARGV[b],\n"
+    "    local b = 20 + k * 5\n"
+    "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[17], '*', 'event', ARGV[b],\n"
     "               'token', ARGV[b + 1], 'cluster_time', ARGV[b + 2], 'op',\n"
     "               ARGV[b + 3], 'ns', ARGV[b + 4])\n"
     "  end\n"
@@ -401,6 +412,7 @@ static void format_numbers(const tw_commit_t *commit, size_t nevents,
     snprintf(cmd->every, sizeof cmd->every, "%d", TW_HISTORY_EVERY_MS);
     snprintf(cmd->maxlen, sizeof cmd->maxlen, "%lld", commit->sink.stream_maxlen);
     snprintf(cmd->count, sizeof cmd->count, "%zu", nevents);
+    snprintf(cmd->epoch, sizeof cmd->epoch, "%lld", commit->epoch);
 }
 
 bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *out,
@@ -410,8 +422,8 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     size_t nevents = events ? events->count : 0;
     const tw_record_fields_t *fields = &out->fields;
     const char *data = "";
-    /* EVAL, the script, the key count, 4 keys, then the values. */
-    const size_t fixed = 3 + 4 + TW_RECORD_COMMIT_VALUES;
+    /* EVAL, the script, the key count, 5 keys, then the values. */
+    const size_t fixed = 3 + 5 + TW_RECORD_COMMIT_VALUES;
     const char **argv;
     size_t k = 0;
 
@@ -425,10 +437,11 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     format_numbers(commit, nevents, out);
     argv[k++] = "EVAL";
     argv[k++] = commit_script;
-    argv[k++] = nevents ? "4" : "3";
+    argv[k++] = nevents ? "5" : "4";
     argv[k++] = commit->checkpoint_key;
     argv[k++] = commit->history_key;
     argv[k++] = commit->gaps_key;
+    argv[k++] = commit->epoch_key;
     if (nevents)
         argv[k++] = commit->sink.stream_key;
     argv[k++] = fields->values[0];
@@ -449,6 +462,7 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
     argv[k++] = fields->values[8];
     argv[k++] = out->maxlen;
     argv[k++] = out->count;
+    argv[k++] = out->epoch;
     if (k > fixed)
         tw_die("record: the commit command's table was not kept up to date");
     for (size_t e = 0; e < nevents; e++, k += TW_RECORD_EVENT_VALUES)
@@ -473,6 +487,11 @@ void tw_record_commit_error(const char *message, tw_error_t *err)
     if (strncmp(message, "TWTYPE ", 7) == 0)
         tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE,
                      "nothing was written: %s", message + 7);
+    else if (strncmp(message, "TWFENCED ", 9) == 0)
+        tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_FENCED,
+                     "nothing was written: another tokenwatch took the lease over "
+                     "(epoch %.20s)",
+                     message + 9);
     else
         tw_error_set(err, TW_ERR_REDIS, TW_REDIS_REPLY_ERROR, "checkpoint script: %s",
                      message);

@@ -21,6 +21,11 @@ void tw_redis_url_release(tw_redis_url_t *url)
     free(url->socket);
     free(url->user);
     tw_secret_free(url->password);
+    for (size_t k = 0; k < url->sentinel_count; k++)
+        free(url->sentinel_host[k]);
+    free(url->sentinel_host);
+    free(url->sentinel_port);
+    free(url->master_name);
     memset(url, 0, sizeof *url);
 }
 
@@ -149,6 +154,98 @@ out:
     return ok;
 }
 
+/* One sentinel, "host[:port]" or "[v6]:port" (len bytes of text). */
+static bool add_sentinel(tw_redis_url_t *out, const char *text, size_t len, tw_error_t *err)
+{
+    char item[300], *host = item, *port_text = NULL;
+    int port = 26379;
+
+    if (len == 0 || len >= sizeof item || out->sentinel_count == TW_REDIS_SENTINELS_MAX) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     len == 0 ? "a sentinel names no host (two commas, or one at an end)"
+                              : "too many sentinels, or a host name too long");
+        return false;
+    }
+    memcpy(item, text, len);
+    item[len] = '\0';
+    if (item[0] == '[') {
+        char *close = strchr(item, ']');
+
+        if (!close || (close[1] && close[1] != ':')) {
+            tw_error_set(err, TW_ERR_USAGE, 0, "a sentinel's IPv6 address is not [addr]:port");
+            return false;
+        }
+        *close = '\0';
+        host = item + 1;
+        port_text = close[1] ? close + 2 : NULL;
+    } else if ((port_text = strchr(item, ':')) != NULL) {
+        *port_text++ = '\0';
+    }
+    if (!host[0] || (port_text && (!parse_db(port_text, &port) || port < 1 || port > 65535))) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "a sentinel is not host[:port] with a port 1-65535");
+        return false;
+    }
+    out->sentinel_host[out->sentinel_count] = tw_strdup(host);
+    out->sentinel_port[out->sentinel_count] = port;
+    out->sentinel_count++;
+    return true;
+}
+
+/*
+ * redis-sentinel://[userinfo@]h1[:p1],h2[:p2][/db]#MASTER: the sentinels by
+ * hand (a URL parser takes one host), the rest as a redis:// URL with the
+ * first sentinel standing in for the host.
+ */
+static bool parse_sentinel(const char *text, tw_redis_url_t *out, tw_error_t *err)
+{
+    const char *rest = text + strlen("redis-sentinel://");
+    const char *hash = strchr(rest, '#');
+    size_t auth_len = strcspn(rest, "/?#");
+    const char *hosts = rest, *at;
+    tw_redis_url_t plain;
+    char *synthetic;
+    bool ok;
+
+    if (!hash || !hash[1] || strpbrk(hash + 1, "/?#@ ")) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "a Sentinel URL ends with the master's name: "
+                     "redis-sentinel://h1:26379,h2:26379/0#mymaster");
+        return false;
+    }
+    for (at = rest; at < rest + auth_len; at++)
+        if (*at == '@')
+            hosts = at + 1;
+    out->sentinel_host = tw_calloc(TW_REDIS_SENTINELS_MAX, sizeof *out->sentinel_host);
+    out->sentinel_port = tw_calloc(TW_REDIS_SENTINELS_MAX, sizeof *out->sentinel_port);
+    for (const char *h = hosts; h < rest + auth_len;) {
+        size_t len = strcspn(h, ",/?#");
+
+        if (!add_sentinel(out, h, len, err))
+            return false;
+        h += len + (h[len] == ',');
+    }
+    if (out->sentinel_count == 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0, "a Sentinel URL names no sentinel");
+        return false;
+    }
+    /* redis:// + userinfo@ + a host + the path, without the fragment. */
+    synthetic = tw_malloc(strlen(text) + 16);
+    snprintf(synthetic, strlen(text) + 16, "redis://%.*slocalhost%.*s",
+             (int)(hosts - rest), rest, (int)(hash - (rest + auth_len)), rest + auth_len);
+    ok = tw_redis_url_parse(synthetic, &plain, err);
+    explicit_bzero(synthetic, strlen(synthetic));
+    free(synthetic);
+    if (!ok)
+        return false;
+    out->user = plain.user;
+    out->password = plain.password;
+    out->db = plain.db;
+    plain.user = plain.password = NULL;
+    tw_redis_url_release(&plain);
+    out->master_name = tw_strdup(hash + 1);
+    return true;
+}
+
 bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                         tw_error_t *err)
 {
@@ -161,6 +258,10 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
         tw_die("out of memory (libcurl's URL handle)");
     if (strncasecmp(text, "unix://", 7) == 0) {
         ok = parse_unix(text + 7, out, err);
+        goto out;
+    }
+    if (strncasecmp(text, "redis-sentinel://", 17) == 0) {
+        ok = parse_sentinel(text, out, err);
         goto out;
     }
     if (strncasecmp(text, "rediss://", 9) == 0) {
@@ -252,8 +353,9 @@ redisReply *tw_redis_command(redisContext *c, tw_error_t *err,
     return reply;
 }
 
-redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
-                               tw_error_t *err)
+/* Connects to one node (host, or the URL's socket), logs in, selects. */
+static redisContext *connect_node(const tw_redis_url_t *url, const char *host, int port,
+                                  int timeout_ms, tw_error_t *err)
 {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     redisContext *c;
@@ -262,13 +364,13 @@ redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
     if (url->socket)
         c = redisConnectUnixWithTimeout(url->socket, tv);
     else
-        c = redisConnectWithTimeout(url->host, url->port, tv);
+        c = redisConnectWithTimeout(host, port, tv);
     if (!c || c->err) {
         if (url->socket)
             tw_redis_error_from_context(c, err, url->socket);
         else {
             char where[300];
-            snprintf(where, sizeof where, "redis %s:%d", url->host, url->port);
+            snprintf(where, sizeof where, "redis %s:%d", host, port);
             tw_redis_error_from_context(c, err, where);
         }
         goto fail;
@@ -299,4 +401,83 @@ redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
 fail:
     redisFree(c);
     return NULL;
+}
+
+/* Asks sentinel k where the master is: host (n bytes) and port. */
+static bool ask_sentinel(const tw_redis_url_t *url, size_t k, int timeout_ms, char *host,
+                         size_t n, int *port, tw_error_t *err)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *s = redisConnectWithTimeout(url->sentinel_host[k], url->sentinel_port[k], tv);
+    redisReply *r = NULL;
+    bool ok = false;
+    char where[300];
+
+    snprintf(where, sizeof where, "sentinel %s:%d", url->sentinel_host[k],
+             url->sentinel_port[k]);
+    if (!s || s->err || redisSetTimeout(s, tv) != REDIS_OK) {
+        tw_redis_error_from_context(s, err, where);
+        goto out;
+    }
+    r = tw_redis_command(s, err, "SENTINEL get-master-addr-by-name %s", url->master_name);
+    if (!r) {
+        tw_error_prefix(err, "%s", where);
+        goto out;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
+        tw_error_set(err, TW_ERR_REDIS, 0, "%s knows no master named %s", where,
+                     url->master_name);
+        goto out;
+    }
+    snprintf(host, n, "%s", r->element[0]->str);
+    ok = parse_db(r->element[1]->str, port);
+    if (!ok)
+        tw_error_set(err, TW_ERR_REDIS, 0, "%s answered a port that is not one", where);
+out:
+    freeReplyObject(r);
+    redisFree(s);
+    return ok;
+}
+
+/* Whether c is a master now (ROLE), not a replica mid-failover. */
+static bool is_master(redisContext *c, tw_error_t *err)
+{
+    redisReply *r = tw_redis_command(c, err, "ROLE");
+    bool master = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                  r->element[0]->type == REDIS_REPLY_STRING &&
+                  strcmp(r->element[0]->str, "master") == 0;
+
+    if (r && !master)
+        tw_error_set(err, TW_ERR_REDIS, 0, "not a master (a failover under way?)");
+    freeReplyObject(r);
+    return master;
+}
+
+static redisContext *connect_via_sentinels(const tw_redis_url_t *url, int timeout_ms,
+                                           tw_error_t *err)
+{
+    for (size_t k = 0; k < url->sentinel_count; k++) {
+        char host[256];
+        int port;
+        redisContext *c;
+
+        if (!ask_sentinel(url, k, timeout_ms, host, sizeof host, &port, err))
+            continue;
+        c = connect_node(url, host, port, timeout_ms, err);
+        if (c && is_master(c, err))
+            return c;
+        tw_error_prefix(err, "the master the sentinels name");
+        redisFree(c);
+    }
+    tw_error_prefix(err, "no sentinel led to the master");
+    return NULL;
+}
+
+redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
+                               tw_error_t *err)
+{
+    if (url->sentinel_count > 0)
+        return connect_via_sentinels(url, timeout_ms, err);
+    return connect_node(url, url->host, url->port, timeout_ms, err);
 }

@@ -12,6 +12,7 @@
 #include "tokenwatch/app.h"
 #include "tokenwatch/follower.h"
 #include "tokenwatch/guard.h"
+#include "tokenwatch/lease.h"
 #include "tokenwatch/log.h"
 #include "tokenwatch/metrics.h"
 #include "tokenwatch/redact.h"
@@ -33,6 +34,8 @@ typedef struct {
     tw_clock_t *clock;
     volatile sig_atomic_t *stop;
     tw_app_t app;
+    tw_follower_opts_t opts;
+    char lease_owner[TW_LEASE_OWNER_MAX];
     tw_follower_t *follower;
     /* Held by the main thread except inside MongoDB calls (stop.h). */
     tw_stop_watch_t *watch;
@@ -182,24 +185,57 @@ static void teardown(runner_t *r)
 
 static int run_follower(runner_t *r, FILE *out)
 {
-    char redacted[512];
     int code;
 
     attach(r, out);
+    if ((code = tw_follower_prepare(r->follower)) >= 0)
+        return code;
+    return tw_follower_follow(r->follower);
+}
+
+/*
+ * The lease was taken over (or a commit fenced): the guard and the stream
+ * stop, and a new follower stands by. The guard and the pool may wait on
+ * MongoDB, as in teardown.
+ */
+static bool back_to_standby(runner_t *r, tw_error_t *err)
+{
+    tw_follower_t *next = tw_follower_new(&r->opts, r->clock, err);
+
+    if (!next)
+        return false;
+    tw_stop_watch_enter(r->watch);
+    tw_app_stop_guard(&r->app);
+    tw_follower_close_mongo(r->follower);
+    tw_stop_watch_leave(r->watch);
+    tw_follower_free(r->follower);
+    r->follower = next;
+    return true;
+}
+
+static int follow_or_stand_by(runner_t *r, FILE *out)
+{
+    char redacted[512];
+    tw_error_t err;
+    int code;
+
     tw_redact_url(r->s->redis_url, redacted, sizeof redacted);
     TW_INFO("starting: checkpoints in %s at %s, sink %s", redacted,
             tw_follower_checkpoint_key(r->follower),
             tw_sink_kind_name((tw_sink_kind_t)r->s->sink));
-    if ((code = tw_follower_prepare(r->follower)) >= 0)
-        return code;
-    return tw_follower_follow(r->follower);
+    while ((code = run_follower(r, out)) == TW_FOLLOWER_STANDBY)
+        if (!back_to_standby(r, &err)) {
+            TW_ERROR("%s", err.message);
+            return TW_EXIT_FAILURE;
+        }
+    tw_follower_release_lease(r->follower);
+    return code;
 }
 
 int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
            volatile sig_atomic_t *stop, FILE *out)
 {
     runner_t r;
-    tw_follower_opts_t opts;
     tw_error_t err;
     int code = TW_EXIT_USAGE;
 
@@ -207,8 +243,10 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
     r.s = settings;
     r.clock = clock;
     r.stop = stop;
-    tw_follower_opts_from_settings(settings, &opts);
-    r.follower = tw_follower_new(&opts, clock, &err);
+    tw_follower_opts_from_settings(settings, &r.opts);
+    tw_lease_owner_id(r.lease_owner, sizeof r.lease_owner);
+    r.opts.lease_owner = r.lease_owner;
+    r.follower = tw_follower_new(&r.opts, clock, &err);
     if (!r.follower) {
         TW_ERROR("%s", err.message);
         goto out;
@@ -229,7 +267,7 @@ int tw_run(const tw_settings_t *settings, tw_clock_t *clock,
     }
     if (settings->dry_run)
         tw_app_init_dry(&r.app);
-    code = run_follower(&r, out);
+    code = follow_or_stand_by(&r, out);
 out:
     if (r.follower)
         tw_follower_set_exit_code(r.follower, code);

@@ -122,6 +122,18 @@ static const setting_def_t table[] = {
      "how long one Redis command may take before it counts as failed (a "
      "commit that timed out is retried without writing its batch twice)",
      0, F(redis_timeout_ms), NULL},
+    {"redis-wait-replicas", "TOKENWATCH_REDIS_WAIT_REPLICAS", TYPE_INT, 0, 16, NULL, "0", "N",
+     "a commit counts once this many replicas have it (Redis WAIT, up to half of "
+     "--redis-timeout), so a failover cannot take it back; 0: the master's word",
+     0, F(redis_wait_replicas), NULL},
+    {"lease-ttl", "TOKENWATCH_LEASE_TTL", TYPE_DURATION, 0, DAY_MS, NULL, "10s", "DUR",
+     "one writer per --name: the leader's lease in Redis lapses after this "
+     "without renewal, and a standby takes over; 0s: no lease",
+     0, F(lease_ttl_ms), NULL},
+    {"lease-renew", "TOKENWATCH_LEASE_RENEW", TYPE_DURATION, 50, DAY_MS, NULL, "2s", "DUR",
+     "how often the leader renews its lease, and a standby looks for a free one "
+     "(at most half of --lease-ttl)",
+     0, F(lease_renew_ms), NULL},
     {"redis-password-file", "TOKENWATCH_REDIS_PASSWORD_FILE", TYPE_STRING, 0,
      0, NULL, NULL, "FILE",
      "read the Redis password from this file (overrides one in the URL)", 0,
@@ -1051,6 +1063,14 @@ static bool settle(tw_settings_t *s, tw_error_t *err)
     s->digest_at_minute = -1;
     if (s->digest_at && !tw_digest_parse_at(s->digest_at, &s->digest_at_minute, err))
         return false;
+    if (s->lease_ttl_ms > 0 &&
+        (s->lease_ttl_ms < 500 || s->lease_renew_ms * 2 > s->lease_ttl_ms)) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "--lease-ttl must be 0s (no lease) or at least 500ms, and "
+                     "--lease-renew at most half of it: a leader renews well before "
+                     "its lease lapses");
+        return false;
+    }
     if (!s->stream_key) {
         size_t n = strlen(s->name) + sizeof "tokenwatch:{}:events";
 

@@ -14,9 +14,14 @@
  *                     a missing checkpoint;
  *   follower_lost.c   a lost or unknown resume point: alerts, fallback.
  *
+ * One writer per --name: prepare first takes the lease (lease.h), standing
+ * by while another process holds it; following renews it, and a follower
+ * that loses it returns TW_FOLLOWER_STANDBY.
+ *
  * Lifecycle: tw_follower_new (checks the options), tw_follower_attach,
  * tw_follower_prepare, tw_follower_follow; on the way out
- * tw_follower_close_mongo (it may wait on MongoDB), tw_follower_free.
+ * tw_follower_release_lease (a clean stop), tw_follower_close_mongo (it may
+ * wait on MongoDB), tw_follower_free.
  */
 #ifndef TOKENWATCH_FOLLOWER_H
 #define TOKENWATCH_FOLLOWER_H
@@ -53,6 +58,10 @@ typedef struct {
     const char *redis_url; /* secret */
     const char *redis_password;
     int64_t redis_timeout_ms;
+    int redis_wait_replicas; /* WAIT after each commit; 0: none */
+    int64_t lease_ttl_ms; /* 0: no lease */
+    int64_t lease_renew_ms;
+    const char *lease_owner; /* this process's id, the same for each follower it makes */
     bool accept_store_risk;
 
     tw_sink_kind_t sink;
@@ -92,6 +101,10 @@ typedef struct {
 
 typedef struct tw_follower tw_follower_t;
 
+/* Not an exit code: the lease was taken over (or a commit fenced), and the
+ * run goes back to standby with a new follower. */
+#define TW_FOLLOWER_STANDBY 100
+
 /* Checks what can be checked without a server (--until, the Redis URL).
  * NULL with err (TW_ERR_USAGE) on bad options. */
 tw_follower_t *tw_follower_new(const tw_follower_opts_t *opts, tw_clock_t *clock,
@@ -120,6 +133,9 @@ void tw_follower_stream_slow(tw_follower_t *f, int64_t blocked_ms);
 
 /* The run's exit code is decided: a stop watcher will not commit again. */
 void tw_follower_set_exit_code(tw_follower_t *f, int code);
+
+/* Gives the lease up, if held: a standby takes over at its next look. */
+void tw_follower_release_lease(tw_follower_t *f);
 
 /* Gives back the client and closes the pool (after the guard stopped). */
 void tw_follower_close_mongo(tw_follower_t *f);

@@ -120,4 +120,9 @@ void tw_metrics_set_ready(tw_metrics_t *m, const char *part, bool ready);
  */
 bool tw_metrics_readiness(tw_metrics_t *m, char *out, size_t n);
 
+/* A standby (lease.h) is ready as it is: it follows nothing, and stands in
+ * when the leader goes. /readyz then answers "ready: standby". */
+void tw_metrics_set_standby(tw_metrics_t *m, bool standby);
+bool tw_metrics_standby(tw_metrics_t *m);
+
 #endif

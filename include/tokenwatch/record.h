@@ -44,6 +44,10 @@
 #define TW_CHECKPOINT_WRONG_TYPE 1001
 /* err->code when a stored checkpoint cannot be decoded. */
 #define TW_CHECKPOINT_UNUSABLE 1002
+/* The commit of a writer whose lease was taken over (fencing). */
+#define TW_CHECKPOINT_FENCED 1003
+/* Fewer replicas than --redis-wait-replicas acknowledged a commit in time. */
+#define TW_CHECKPOINT_UNREPLICATED 1004
 
 typedef struct {
     bson_t token;
@@ -124,6 +128,12 @@ typedef struct {
     const char *checkpoint_key;
     const char *history_key;
     const char *gaps_key;
+    const char *epoch_key; /* the lease's epoch counter (lease.h) */
+    long long epoch;       /* the writer's lease epoch; 0: no lease, no fence */
+    /* WAIT for this many replicas after the script (0: none), up to
+     * wait_timeout_ms; fewer is a failed commit, sent again. */
+    int wait_replicas;
+    int wait_timeout_ms;
     const tw_checkpoint_t *record; /* its updated_ms is the time of the commit */
     /* The sink's part (tw_sink_commit_part): events appended to a stream by
      * the same script, after its checks; stream_key NULL: none. */
@@ -155,19 +165,20 @@ typedef struct {
     size_t argc;
     const char **argv;
     tw_record_fields_t fields;
-    char t[16], i[16], now[24], every[24], maxlen[24], count[24];
+    char t[16], i[16], now[24], every[24], maxlen[24], count[24], epoch[24];
     char (*times)[TW_CTIME_TEXT_MAX];
 } tw_record_command_t;
 
-/* The values before the events (ARGV[1..18]), five per event after them. */
-#define TW_RECORD_COMMIT_VALUES 18
+/* The values before the events (ARGV[1..19]), five per event after them. */
+#define TW_RECORD_COMMIT_VALUES 19
 #define TW_RECORD_EVENT_VALUES 5
 
 /*
- * The EVAL of the commit script: 3 keys (checkpoint, history, gaps), 4 with
- * events (and the stream), then the record, the mode, the history and gap
- * values, the stream's MAXLEN, the number of events and five values each
- * (its JSON, token JSON, cluster time, op, ns). Fails (and out is empty)
+ * The EVAL of the commit script: 4 keys (checkpoint, history, gaps, the
+ * lease's epoch counter), 5 with events (and the stream), then the record,
+ * the mode, the history and gap values, the stream's MAXLEN, the number of
+ * events, the writer's epoch and five values per event (its JSON, token
+ * JSON, cluster time, op, ns). Fails (and out is empty)
  * when the record cannot be encoded.
  */
 bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *out,
@@ -175,8 +186,9 @@ bool tw_record_commit_command(const tw_commit_t *commit, tw_record_command_t *ou
 void tw_record_command_release(tw_record_command_t *cmd);
 
 /* The commit script's error reply (message): a key of the wrong type
- * ("TWTYPE ...", nothing written) is TW_CHECKPOINT_WRONG_TYPE, any other
- * TW_REDIS_REPLY_ERROR; both in TW_ERR_REDIS. */
+ * ("TWTYPE ...", nothing written) is TW_CHECKPOINT_WRONG_TYPE, a writer
+ * fenced off ("TWFENCED epoch", nothing written) TW_CHECKPOINT_FENCED, any
+ * other TW_REDIS_REPLY_ERROR; all in TW_ERR_REDIS. */
 void tw_record_commit_error(const char *message, tw_error_t *err);
 
 /* The commit script's reply {flag, text}: flag 1 wrote, text the cluster

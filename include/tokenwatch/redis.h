@@ -19,11 +19,21 @@ typedef struct {
     char *user;      /* Redis 6 ACL user, or NULL */
     char *password;  /* or NULL; zeroed before it is freed */
     int db;
+    /* Sentinel: the master is asked of these, by name (host is NULL). */
+    char **sentinel_host;
+    int *sentinel_port;
+    size_t sentinel_count;
+    char *master_name;
 } tw_redis_url_t;
+
+#define TW_REDIS_SENTINELS_MAX 16
 
 /*
  * redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]
- * (a socket's password comes from the password file).
+ * (a socket's password comes from the password file), or Redis Sentinel as
+ * Lettuce writes it: redis-sentinel://[[user]:password@]h1[:26379],h2[:26379]
+ * [/db]#MASTER (up to TW_REDIS_SENTINELS_MAX sentinels; the password is the
+ * master's, the sentinels are asked without one).
  * rediss:// is refused: hiredis 0.14 has no TLS. Errors never quote the
  * password. out is always safe to release.
  */
@@ -40,8 +50,10 @@ bool tw_redis_url_load(const char *text, const char *password,
 
 /*
  * Connects, authenticates and selects the database, with timeout_ms for the
- * connect and for every command after. Returns NULL and fills err on
- * failure.
+ * connect and for every command after. Through Sentinel: asks each sentinel
+ * in turn for the master's address and connects there, refusing a node
+ * whose ROLE is not master (a failover under way): every reconnect after a
+ * failover finds the new master. Returns NULL and fills err on failure.
  */
 redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
                                tw_error_t *err);

@@ -49,6 +49,9 @@ typedef struct {
     char *redis_password; /* secret: read from redis_password_file at load */
     int64_t redis_timeout_ms;
     bool accept_store_risk; /* start in a protected environment anyway */
+    int64_t redis_wait_replicas; /* WAIT for this many after each commit */
+    int64_t lease_ttl_ms;   /* 0: no lease */
+    int64_t lease_renew_ms;
     int sink; /* tw_sink_kind_t */
     char *stream_key;
     int64_t stream_maxlen;

@@ -26,7 +26,7 @@ What it checks, one line per check:
     consumer reads, both waiting for the init service to complete, secrets
     as files under /run/secrets (TOKENWATCH_SLACK_WEBHOOK_FILE), each with a
     committed *.example and the real file git-ignored;
-  - Kubernetes: the Deployment (1 replica, Recreate, no service links, the
+  - Kubernetes: the Deployment (2 replicas, RollingUpdate, no service links, the
     consumer and the tokenwatch sidecar, /healthz liveness and /readyz
     readiness on 9470, settings from a ConfigMap, the webhook as a file from
     a Secret, non-root, read-only root, all capabilities dropped, resources,
@@ -698,9 +698,14 @@ def check_k8s(k8s_dir, image_env, table, binary):
         where = f"Deployment {d['metadata']['name']}"
         spec = d.get("spec") or {}
         ps = pod_spec(d)
-        R.check(spec.get("replicas") == 1, f"{where}: replicas 1", f"{spec.get('replicas')}")
-        R.check((spec.get("strategy") or {}).get("type") == "Recreate",
-                f"{where}: strategy Recreate (two watchers never write one checkpoint)")
+        # One writer per --name is the lease's job (issue 11): two replicas and
+        # a rolling update are safe, and a second replica is a standby.
+        R.check(spec.get("replicas") == 2, f"{where}: replicas 2 (a leader and a standby)",
+                f"{spec.get('replicas')}")
+        strategy = spec.get("strategy") or {}
+        R.check(strategy.get("type") == "RollingUpdate" and
+                (strategy.get("rollingUpdate") or {}).get("maxUnavailable") == 0,
+                f"{where}: strategy RollingUpdate, maxUnavailable 0 (a standby is always there)")
         R.check(ps.get("enableServiceLinks") is False, f"{where}: enableServiceLinks false")
         grace = ps.get("terminationGracePeriodSeconds", 30)
         R.check(isinstance(grace, int) and grace >= MIN_GRACE_S,

@@ -28,6 +28,11 @@ static long env_long(const char *name, long fallback)
     return v && *v ? strtol(v, NULL, 10) : fallback;
 }
 
+/* Without the lease: a run killed by -9 holds it until it lapses, and each
+ * restart would stand by for that long, never reaching a commit to be
+ * killed in. The lease has runs of its own (tests/integration/test_lease.c). */
+static const char *const no_lease[] = {"--lease-ttl", "0s", NULL};
+
 /* Kills at 0..600 ms after exec: before the first connection, while the
  * stream opens, while a batch is read, while a commit runs. */
 static int kill_delay_ms(unsigned *seed)
@@ -52,12 +57,12 @@ Test(kill, kill_9_at_random_points_of_a_long_stream)
     fprintf(stderr, "faults: kill -9: %ld kills, TW_FAULT_SEED=%u\n", kills, seed);
     fx_start(&fx, "{\"batch_size\": 50}");
     /* The first start writes the first checkpoint, from now. */
-    ft_spawn(&fx, &p, NULL);
+    ft_spawn(&fx, &p, no_lease);
     th_assert_dump(fx_wait_checkpoint(&fx, 10000), p.err_path, "a first checkpoint");
     th_proc_kill(&p);
     ft_writer_start(&writer, &fx, 5, 10);
     for (long k = 0; k < kills; k++) {
-        ft_spawn(&fx, &p, NULL);
+        ft_spawn(&fx, &p, no_lease);
         th_sleep_ms(kill_delay_ms(&seed));
         th_proc_kill(&p);
         marks[k] = th_redis_xlen(&fx.redis, FX_STREAM);
@@ -66,7 +71,7 @@ Test(kill, kill_9_at_random_points_of_a_long_stream)
     }
     last = ft_writer_stop(&writer);
     cr_assert_gt(last, 1000, "a long stream: %lld events", (long long)last);
-    ft_spawn(&fx, &p, NULL);
+    ft_spawn(&fx, &p, no_lease);
     t = ft_finish(&fx, &p, last, marks, (size_t)kills);
     snprintf(more, sizeof more, "%ld kills (%ld after the run had written), %lld events, %.1f s",
              kills, wrote, (long long)last, (double)(th_now_ms() - started) / 1000.0);

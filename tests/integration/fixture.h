@@ -99,7 +99,7 @@ char *fx_http(int port, const char *method, const char *path, const char *body,
               long *status);
 
 /* Every tokenwatch:* key and its content, sorted, as text (free): two
- * snapshots are equal when nothing changed. */
+ * snapshots are equal when nothing changed. The lease's keys are left out. */
 char *fx_redis_state(fx_t *fx);
 
 /* The tokenwatch binary against the fixture with the given arguments only

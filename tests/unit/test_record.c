@@ -382,6 +382,7 @@ Test(record, a_history_entry_without_its_extras)
                "7", "8265536F00000000072B022C0100296E5A1004", "1699966720000", \
                "1699966724123", "42", "event", \
                "rs=rs0 db=shop coll=orders pipeline=sha256:44136fa355b3"
+#define EPOCH_KEY "tokenwatch:{orders}:epoch"
 #define GAP "{ \"from\" : \"1699966000:1\", \"to\" : \"1699966720:7\" }"
 
 typedef struct {
@@ -395,22 +396,22 @@ typedef struct {
 
 static const command_case_t command_cases[] = {
     {"advance, no events", 0, false, NULL, NULL, 0,
-     {"EVAL", SCRIPT, "3", KEYS, RECORD, "advance", "1699966724123", "300000", "", "",
-      "mongodb", "token", "0", "0", NULL}},
+     {"EVAL", SCRIPT, "4", KEYS, EPOCH_KEY, RECORD, "advance", "1699966724123", "300000", "", "",
+      "mongodb", "token", "0", "0", "0", NULL}},
     {"advance, two events", 2, false, NULL, NULL, 10000,
-     {"EVAL", SCRIPT, "4", KEYS, "tokenwatch:{orders}:events", RECORD, "advance",
-      "1699966724123", "300000", "", "", "mongodb", "token", "10000", "2",
+     {"EVAL", SCRIPT, "5", KEYS, EPOCH_KEY, "tokenwatch:{orders}:events", RECORD, "advance",
+      "1699966724123", "300000", "", "", "mongodb", "token", "10000", "2", "7",
       "{\"n\": 1}", "{\"_data\": \"01\"}", "1699966719:1", "insert", "shop.orders",
       "{\"n\": 2}", "{\"_data\": \"02\"}", "1699966720:7", "delete", "", NULL}},
     {"force, a reason and a gap", 0, true, "fallback", GAP, 0,
-     {"EVAL", SCRIPT, "3", KEYS, RECORD, "force", "1699966724123", "300000", "fallback",
-      GAP, "mongodb", "token", "0", "0", NULL}},
+     {"EVAL", SCRIPT, "4", KEYS, EPOCH_KEY, RECORD, "force", "1699966724123", "300000", "fallback",
+      GAP, "mongodb", "token", "0", "0", "0", NULL}},
     {"force, neither reason nor gap", 0, true, NULL, NULL, 0,
-     {"EVAL", SCRIPT, "3", KEYS, RECORD, "force", "1699966724123", "300000", "", "",
-      "mongodb", "token", "0", "0", NULL}},
+     {"EVAL", SCRIPT, "4", KEYS, EPOCH_KEY, RECORD, "force", "1699966724123", "300000", "", "",
+      "mongodb", "token", "0", "0", "0", NULL}},
     {"force, with events", 1, true, "resume-from", NULL, 5,
-     {"EVAL", SCRIPT, "4", KEYS, "tokenwatch:{orders}:events", RECORD, "force",
-      "1699966724123", "300000", "resume-from", "", "mongodb", "token", "5", "1",
+     {"EVAL", SCRIPT, "5", KEYS, EPOCH_KEY, "tokenwatch:{orders}:events", RECORD, "force",
+      "1699966724123", "300000", "resume-from", "", "mongodb", "token", "5", "1", "0",
       "{\"n\": 1}", "{\"_data\": \"01\"}", "1699966719:1", "insert", "shop.orders", NULL}},
 };
 
@@ -442,6 +443,8 @@ static void make_commit(tw_commit_t *c, const tw_checkpoint_t *cp, const command
     c->checkpoint_key = "tokenwatch:{orders}:checkpoint";
     c->history_key = "tokenwatch:{orders}:history";
     c->gaps_key = "tokenwatch:{orders}:gaps";
+    c->epoch_key = EPOCH_KEY;
+    c->epoch = k->nevents == 2 ? 7 : 0;
     c->record = cp;
     make_events(items, batch, k->nevents);
     c->sink.events = batch;
@@ -481,8 +484,9 @@ Test(record, builds_the_commit_command)
     }
 }
 
-/* The script finds MAXLEN at ARGV[17], the count at ARGV[18] and the
- * events from ARGV[19], five values each: where the builder puts them. */
+/* The script finds MAXLEN at ARGV[17], the count at ARGV[18], the epoch at
+ * ARGV[19] and the events from ARGV[20], five values each: where the
+ * builder puts them. */
 Test(record, the_command_puts_values_where_the_script_reads_them)
 {
     for (size_t k = 0; k < sizeof command_cases / sizeof command_cases[0]; k++) {
@@ -492,7 +496,7 @@ Test(record, the_command_puts_values_where_the_script_reads_them)
         tw_event_batch_t batch;
         tw_commit_t commit;
         tw_record_command_t cmd;
-        size_t keys = c->nevents ? 4 : 3, values = 3 + keys; /* ARGV[1] */
+        size_t keys = c->nevents ? 5 : 4, values = 3 + keys; /* ARGV[1] */
         char n[24];
 
         make_record(&cp);
@@ -501,15 +505,18 @@ Test(record, the_command_puts_values_where_the_script_reads_them)
         cr_expect_eq(cmd.argc, 3 + keys + TW_RECORD_COMMIT_VALUES +
                                    TW_RECORD_EVENT_VALUES * c->nevents, "%s", c->name);
         cr_expect(strstr(cmd.argv[1], "ARGV[17]") && strstr(cmd.argv[1], "ARGV[18]") &&
-                  strstr(cmd.argv[1], "local b = 19 + k * 5"));
-        cr_expect_eq(TW_RECORD_COMMIT_VALUES, 18);
+                  strstr(cmd.argv[1], "ARGV[19]") &&
+                  strstr(cmd.argv[1], "local b = 20 + k * 5"));
+        cr_expect_eq(TW_RECORD_COMMIT_VALUES, 19);
         cr_expect_eq(TW_RECORD_EVENT_VALUES, 5);
         snprintf(n, sizeof n, "%lld", c->maxlen);
         cr_expect_str_eq(cmd.argv[values + 16], n, "%s: ARGV[17]", c->name);
         snprintf(n, sizeof n, "%zu", c->nevents);
         cr_expect_str_eq(cmd.argv[values + 17], n, "%s: ARGV[18]", c->name);
+        snprintf(n, sizeof n, "%lld", commit.epoch);
+        cr_expect_str_eq(cmd.argv[values + 18], n, "%s: ARGV[19]", c->name);
         for (size_t e = 0; e < c->nevents; e++)
-            cr_expect_str_eq(cmd.argv[values + 18 + 5 * e], items[e].json, "%s", c->name);
+            cr_expect_str_eq(cmd.argv[values + 19 + 5 * e], items[e].json, "%s", c->name);
         tw_record_command_release(&cmd);
         tw_checkpoint_release(&cp);
     }
@@ -539,9 +546,9 @@ Test(record, the_command_of_any_token)
         bson_destroy(&token);
         make_commit(&commit, &cp, &command_cases[0], items, &batch);
         cr_assert(tw_record_commit_command(&commit, &cmd, NULL), "case %zu", k);
-        cr_expect_str_eq(cmd.argv[9], cases[k].data, "case %zu: ARGV[4], _data", k);
-        cr_expect_str_eq(cmd.argv[20], cases[k].layout, "case %zu: ARGV[15]", k);
-        cr_expect_str_eq(cmd.argv[21], "event", "case %zu: ARGV[16]", k);
+        cr_expect_str_eq(cmd.argv[10], cases[k].data, "case %zu: ARGV[4], _data", k);
+        cr_expect_str_eq(cmd.argv[21], cases[k].layout, "case %zu: ARGV[15]", k);
+        cr_expect_str_eq(cmd.argv[22], "event", "case %zu: ARGV[16]", k);
         tw_record_command_release(&cmd);
         tw_checkpoint_release(&cp);
     }
@@ -611,6 +618,8 @@ Test(record, reads_the_commit_error)
         {"ERR user_script:1: Script attempted to access nonexistent global variable",
          TW_REDIS_REPLY_ERROR, "checkpoint script: ERR user_script:1: Script attempted"},
         {"TWTYPEX", TW_REDIS_REPLY_ERROR, "checkpoint script: TWTYPEX"},
+        {"TWFENCED 8", TW_CHECKPOINT_FENCED,
+         "nothing was written: another tokenwatch took the lease over (epoch 8)"},
         {"OOM command not allowed", TW_REDIS_REPLY_ERROR,
          "checkpoint script: OOM command not allowed"},
     };

@@ -157,3 +157,61 @@ Test(redis_url, a_user_without_a_password_is_refused)
     cr_expect(strstr(err.message, "app") != NULL, "%s", err.message);
     cr_expect(strstr(err.message, "password") != NULL, "%s", err.message);
 }
+
+typedef struct {
+    const char *url;
+    bool ok;
+    size_t count;
+    const char *first_host;
+    int first_port;
+    const char *last_host;
+    int last_port;
+    const char *master;
+    const char *password;
+    int db;
+} sentinel_case_t;
+
+static const sentinel_case_t sentinel_cases[] = {
+    {"redis-sentinel://h1:26379,h2:26380/0#mymaster", true, 2, "h1", 26379, "h2", 26380,
+     "mymaster", NULL, 0},
+    {"redis-sentinel://:s3cr%40t@h1,h2,h3/2#orders", true, 3, "h1", 26379, "h3", 26379,
+     "orders", "s3cr@t", 2},
+    {"redis-sentinel://[::1]:26379,10.0.0.2#m", true, 2, "::1", 26379, "10.0.0.2", 26379, "m",
+     NULL, 0},
+    {"redis-sentinel://h1:26379/0", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+    {"redis-sentinel://h1:26379/0#", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+    {"redis-sentinel://h1,,h2/0#m", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+    {"redis-sentinel://h1:0/0#m", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+    {"redis-sentinel://h1:x/0#m", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+    {"redis-sentinel:///0#m", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+    {"redis-sentinel://h1/x#m", false, 0, NULL, 0, NULL, 0, NULL, NULL, 0},
+};
+
+Test(redis_url, parses_sentinel_urls)
+{
+    for (size_t k = 0; k < sizeof sentinel_cases / sizeof sentinel_cases[0]; k++) {
+        const sentinel_case_t *c = &sentinel_cases[k];
+        tw_redis_url_t url;
+        tw_error_t err;
+        bool ok = tw_redis_url_parse(c->url, &url, &err);
+
+        cr_expect_eq(ok, c->ok, "%s: %s", c->url, ok ? "parsed" : err.message);
+        if (ok && c->ok) {
+            cr_expect_eq(url.sentinel_count, c->count, "%s", c->url);
+            cr_expect_str_eq(url.sentinel_host[0], c->first_host, "%s", c->url);
+            cr_expect_eq(url.sentinel_port[0], c->first_port, "%s", c->url);
+            cr_expect_str_eq(url.sentinel_host[c->count - 1], c->last_host, "%s", c->url);
+            cr_expect_eq(url.sentinel_port[c->count - 1], c->last_port, "%s", c->url);
+            cr_expect_str_eq(url.master_name, c->master, "%s", c->url);
+            cr_expect_null(url.host, "%s: the master is asked for", c->url);
+            if (c->password)
+                cr_expect_str_eq(url.password, c->password, "%s", c->url);
+            else
+                cr_expect_null(url.password, "%s", c->url);
+            cr_expect_eq(url.db, c->db, "%s", c->url);
+        }
+        if (!ok)
+            cr_expect_null(strstr(err.message, "s3cr"), "%s: %s", c->url, err.message);
+        tw_redis_url_release(&url);
+    }
+}
