@@ -277,3 +277,27 @@ Test(cluster, the_slot_resharded_mid_stream_loses_nothing)
         freeReplyObject(r);
     free(err);
 }
+
+/* A stream key outside the name's hash tag cannot go in one commit with the
+ * checkpoint on a cluster: a clear error, exit 2, nothing written. */
+Test(cluster, a_stream_key_outside_the_hash_tag_is_exit_2)
+{
+    char url[64];
+    const char *extra[] = {"--sink", "redis", "--stream-key", "events", "--redis-url", url,
+                           "--checkpoint-every", "1", NULL};
+    th_proc_t p;
+    char *err;
+
+    fx_start(&fx, "{\"rate\": 0}");
+    start_nodes();
+    cr_assert(th_wait_until(cluster_ok, NULL, 20000), "the cluster is up");
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port[0]);
+    fx_spawn(&fx, &p, extra);
+    th_sleep_ms(1000);
+    bson_free(fx_post_events(&fx, 3));
+    th_assert_dump(th_proc_wait(&p, 15000), p.err_path, "stops");
+    err = th_proc_stderr(&p);
+    cr_expect_eq(th_proc_exit_code(&p), 2, "%s", err);
+    cr_expect(strstr(err, "share one hash tag"), "%s", err);
+    free(err);
+}
