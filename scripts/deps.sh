@@ -9,7 +9,7 @@ set -eu
 PACKAGES="gcc make pkg-config libmongoc-dev libbson-dev libhiredis-dev \
 libcurl4-openssl-dev libssl-dev libcriterion-dev libmicrohttpd-dev redis-server \
 python3-mockupdb python3-pymongo python3-yaml shellcheck procps \
-clang libclang-rt-dev"
+clang libclang-rt-dev stunnel4 openssl"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -23,13 +23,15 @@ static redisContext *connect_redis(const tw_settings_t *s, int *code)
     tw_redis_url_t url;
     tw_error_t err;
     redisContext *c;
+    char key[TW_KEY_MAX];
 
     if (!tw_redis_url_load(s->redis_url, s->redis_password, &url, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         *code = TW_EXIT_USAGE;
         return NULL;
     }
-    c = tw_redis_connect(&url, (int)s->redis_timeout_ms, &err);
+    tw_checkpoint_key(s->name, "checkpoint", key);
+    c = tw_redis_connect_for(&url, key, (int)s->redis_timeout_ms, &err);
     tw_redis_url_release(&url);
     if (!c) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
@@ -213,7 +215,7 @@ int tw_cmd_checkpoint_show(const tw_settings_t *s, tw_clock_t *clock)
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         return TW_EXIT_USAGE;
     }
-    c = tw_redis_connect(&url, (int)s->redis_timeout_ms, &err);
+    c = tw_redis_connect_for(&url, key, (int)s->redis_timeout_ms, &err);
     if (!c || !tw_checkpoint_load(c, key, &cp, &found, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         /* A record that cannot be read is malformed (2), not an outage (1). */

@@ -82,7 +82,11 @@ static bool read_store(const tw_settings_t *s, const tw_redis_url_t *url,
 {
     tw_store_facts_t facts;
     tw_error_t err;
-    redisContext *c = tw_redis_connect(url, (int)s->redis_timeout_ms, &err);
+    char key[TW_KEY_MAX];
+    redisContext *c;
+
+    tw_checkpoint_key(s->name, "checkpoint", key);
+    c = tw_redis_connect_for(url, key, (int)s->redis_timeout_ms, &err);
     bool ok = c && tw_store_probe(c, &facts, &err);
 
     if (ok)
@@ -95,7 +99,11 @@ static bool read_store(const tw_settings_t *s, const tw_redis_url_t *url,
 static bool read_lease(const tw_settings_t *s, const tw_redis_url_t *url, tw_lease_state_t *out)
 {
     tw_error_t err;
-    redisContext *c = tw_redis_connect(url, (int)s->redis_timeout_ms, &err);
+    char key[TW_KEY_MAX];
+    redisContext *c;
+
+    tw_checkpoint_key(s->name, "checkpoint", key);
+    c = tw_redis_connect_for(url, key, (int)s->redis_timeout_ms, &err);
     bool ok = c && tw_lease_read(c, s->name, out, &err);
 
     redisFree(c);

@@ -26,7 +26,8 @@ bool tw__redis_ready(tw_follower_t *r, tw_error_t *err)
 {
     if (r->redis)
         return true;
-    r->redis = tw_redis_connect(&r->redis_url, (int)r->opts.redis_timeout_ms, err);
+    r->redis = tw_redis_connect_for(&r->redis_url, r->checkpoint_key,
+                                    (int)r->opts.redis_timeout_ms, err);
     return r->redis != NULL;
 }
 
@@ -160,9 +161,11 @@ static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result
         }
         if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_WRONG_TYPE) {
             /* Not an outage: retrying cannot help, and nothing was written. */
-            TW_ERROR("the checkpoint cannot be written: %s. Rename or delete that key "
-                     "(is another program using tokenwatch's names?), then start again",
-                     err.message);
+            TW_ERROR("the checkpoint cannot be written: %s%s", err.message,
+                     strstr(err.message, "Redis Cluster")
+                         ? ""
+                         : ". Rename or delete that key (is another program using "
+                           "tokenwatch's names?), then start again");
             r->commit_code = TW_EXIT_USAGE;
             return false;
         }

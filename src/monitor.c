@@ -268,6 +268,14 @@ static bool read_position(tw_monitor_t *m, const tw_guarded_t *g, tw_ctime_t *po
     return ok;
 }
 
+/* Redis Cluster: key is served by another node; connect there instead. */
+static bool follow_slot(tw_monitor_t *m, const char *key, tw_error_t *err)
+{
+    redisFree(m->redis);
+    m->redis = tw_redis_connect_for(m->opts.redis_url, key, (int)m->opts.redis_timeout_ms, err);
+    return m->redis != NULL;
+}
+
 /* Reads every guarded key; false when Redis itself failed. */
 static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
                       bool *found, tw_ctime_t *positions)
@@ -275,14 +283,21 @@ static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
     tw_error_t err;
 
     if (!m->redis)
-        m->redis = tw_redis_connect(m->opts.redis_url, (int)m->opts.redis_timeout_ms, &err);
+        m->redis = tw_redis_connect_for(m->opts.redis_url, m->keys[0].key,
+                                        (int)m->opts.redis_timeout_ms, &err);
     if (!m->redis)
         goto failed;
     for (size_t k = 0; k < m->key_count; k++) {
         tw_error_clear(&results[k]);
-        /* A record at fault is that key's UNKNOWN; anything else is Redis's. */
         if (!read_position(m, &m->keys[k], &positions[k], &found[k], &results[k]) &&
-            !tw_checkpoint_unusable(&results[k])) {
+            tw_redis_moved(&results[k])) {
+            if (!follow_slot(m, m->keys[k].key, &err))
+                goto failed;
+            tw_error_clear(&results[k]);
+            read_position(m, &m->keys[k], &positions[k], &found[k], &results[k]);
+        }
+        /* A record at fault is that key's UNKNOWN; anything else is Redis's. */
+        if (results[k].domain != TW_ERR_NONE && !tw_checkpoint_unusable(&results[k])) {
             err = results[k];
             redisFree(m->redis);
             m->redis = NULL;

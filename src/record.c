@@ -487,6 +487,11 @@ void tw_record_commit_error(const char *message, tw_error_t *err)
     if (strncmp(message, "TWTYPE ", 7) == 0)
         tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE,
                      "nothing was written: %s", message + 7);
+    else if (strncmp(message, "CROSSSLOT", 9) == 0)
+        tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE,
+                     "nothing was written: on Redis Cluster every key of a commit must "
+                     "share one hash tag, and --stream-key does not share the name's "
+                     "{NAME} (write it as tokenwatch:{NAME}:events or with that {NAME})");
     else if (strncmp(message, "TWFENCED ", 9) == 0)
         tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_FENCED,
                      "nothing was written: another tokenwatch took the lease over "

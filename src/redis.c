@@ -481,3 +481,66 @@ redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
         return connect_via_sentinels(url, timeout_ms, err);
     return connect_node(url, url->host, url->port, timeout_ms, err);
 }
+
+/* On a cluster node: the node that serves key's slot now (host, port), from
+ * CLUSTER KEYSLOT and CLUSTER SLOTS. false with *clustered false on a node
+ * that is not in cluster mode. */
+static bool slot_owner(redisContext *c, const char *key, bool *clustered, char *host,
+                       size_t n, int *port, tw_error_t *err)
+{
+    redisReply *slot = redisCommand(c, "CLUSTER KEYSLOT %s", key);
+    redisReply *slots = NULL;
+    bool found = false;
+
+    *clustered = slot && slot->type == REDIS_REPLY_INTEGER;
+    if (!*clustered)
+        goto out;
+    slots = tw_redis_command(c, err, "CLUSTER SLOTS");
+    for (size_t k = 0; slots && slots->type == REDIS_REPLY_ARRAY && k < slots->elements; k++) {
+        const redisReply *range = slots->element[k];
+
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
+            range->element[2]->type != REDIS_REPLY_ARRAY ||
+            range->element[2]->elements < 2 ||
+            slot->integer < range->element[0]->integer ||
+            slot->integer > range->element[1]->integer)
+            continue;
+        snprintf(host, n, "%s", range->element[2]->element[0]->str);
+        *port = (int)range->element[2]->element[1]->integer;
+        found = true;
+    }
+    if (slots && !found)
+        tw_error_set(err, TW_ERR_REDIS, 0, "no cluster node serves the slot of %s", key);
+out:
+    freeReplyObject(slot);
+    freeReplyObject(slots);
+    return found;
+}
+
+redisContext *tw_redis_connect_for(const tw_redis_url_t *url, const char *key, int timeout_ms,
+                                   tw_error_t *err)
+{
+    redisContext *c = tw_redis_connect(url, timeout_ms, err);
+    char host[256];
+    int port;
+    bool clustered;
+
+    if (!c || !key || url->socket)
+        return c;
+    if (!slot_owner(c, key, &clustered, host, sizeof host, &port, err)) {
+        if (!clustered)
+            return c;
+        redisFree(c);
+        return NULL;
+    }
+    if (c->tcp.port == port && c->tcp.host && strcmp(c->tcp.host, host) == 0)
+        return c;
+    redisFree(c);
+    return connect_node(url, host, port, timeout_ms, err);
+}
+
+bool tw_redis_moved(const tw_error_t *err)
+{
+    return err->domain == TW_ERR_REDIS &&
+           (strstr(err->message, ": MOVED ") != NULL || strstr(err->message, ": ASK ") != NULL);
+}

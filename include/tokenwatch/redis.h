@@ -58,6 +58,21 @@ bool tw_redis_url_load(const char *text, const char *password,
 redisContext *tw_redis_connect(const tw_redis_url_t *url, int timeout_ms,
                                tw_error_t *err);
 
+/*
+ * The same, for the node that serves key: on Redis Cluster (a node that
+ * answers CLUSTER KEYSLOT) the connection goes to the owner of key's slot,
+ * as CLUSTER SLOTS says now; elsewhere it is tw_redis_connect's. A name's
+ * keys share its {NAME} hash tag, so one slot, one node, serves them all;
+ * after a reshard a command answers MOVED (or ASK while the slot moves),
+ * which fails it, and the reconnect finds the new owner.
+ */
+redisContext *tw_redis_connect_for(const tw_redis_url_t *url, const char *key, int timeout_ms,
+                                   tw_error_t *err);
+
+/* Whether a command failed because its key's slot is served elsewhere
+ * (Redis Cluster's MOVED, or ASK while the slot moves). */
+bool tw_redis_moved(const tw_error_t *err);
+
 /* err->code of an error reply from Redis (others are hiredis I/O codes). */
 #define TW_REDIS_REPLY_ERROR 1000
 

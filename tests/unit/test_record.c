@@ -618,6 +618,8 @@ Test(record, reads_the_commit_error)
         {"ERR user_script:1: Script attempted to access nonexistent global variable",
          TW_REDIS_REPLY_ERROR, "checkpoint script: ERR user_script:1: Script attempted"},
         {"TWTYPEX", TW_REDIS_REPLY_ERROR, "checkpoint script: TWTYPEX"},
+        {"CROSSSLOT Keys in request don't hash to the same slot", TW_CHECKPOINT_WRONG_TYPE,
+         "nothing was written: on Redis Cluster every key of a commit must share"},
         {"TWFENCED 8", TW_CHECKPOINT_FENCED,
          "nothing was written: another tokenwatch took the lease over (epoch 8)"},
         {"OOM command not allowed", TW_REDIS_REPLY_ERROR,
