@@ -13,8 +13,8 @@ DIR=$(mktemp -d /tmp/tokenwatch-bench-XXXXXX)
 REDIS_PID=
 SIM_PID=
 cleanup() {
-    [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null || true
-    [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
+    if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi
+    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
     rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
