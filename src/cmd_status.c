@@ -216,6 +216,9 @@ static void print_status_json(const tw_monitor_t *m, int code, const tw_store_ri
         snprintf(index, sizeof index, "%zu", k);
         BSON_APPEND_DOCUMENT_BEGIN(&list, index, &item);
         BSON_APPEND_UTF8(&item, "key", g->key);
+        if (g->position[0])
+            BSON_APPEND_UTF8(&item, "position", g->position);
+        BSON_APPEND_UTF8(&item, "consumer", tw_consumer_name(g->consumer));
         BSON_APPEND_BOOL(&item, "own", g->own);
         BSON_APPEND_UTF8(&item, "state", tw_state_name(g->state));
         if (g->has_token) {
@@ -230,6 +233,8 @@ static void print_status_json(const tw_monitor_t *m, int code, const tw_store_ri
         append_seconds(&item, "share", measured, g->measure.share);
         if (g->reason[0])
             BSON_APPEND_UTF8(&item, "reason", g->reason);
+        if (g->note[0])
+            BSON_APPEND_UTF8(&item, "note", g->note);
         bson_append_document_end(&list, &item);
     }
     bson_append_array_end(&doc, &list);
@@ -301,8 +306,8 @@ static void print_status_table(const tw_monitor_t *m, const tw_store_risks_t *st
             else
                 tw_duration_words((int64_t)(g->measure.time_left_s * 1000.0), left);
         }
-        printf("%-40s %-8s %-21s %-10s %-12s %s\n", g->key, tw_state_name(g->state), date,
-               headroom, left, g->reason);
+        printf("%-40s %-8s %-21s %-10s %-12s %s\n", g->display, tw_state_name(g->state), date,
+               headroom, left, g->reason[0] ? g->reason : g->note);
     }
     if (w) {
         char window[TW_DURATION_TEXT_MAX], oldest[TW_UTC_TEXT_MAX], newest[TW_UTC_TEXT_MAX];

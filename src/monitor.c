@@ -1,6 +1,8 @@
 #include "tokenwatch/monitor.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +16,18 @@
 #include "tokenwatch/mem.h"
 #include "tokenwatch/notify.h"
 #include "tokenwatch/retry.h"
+#include "tokenwatch/sources.h"
 #include "tokenwatch/utf8.h"
 #include "tokenwatch/window.h"
+
+/* A --guard value's store read at the last round (HTTP and MongoDB ones;
+ * Redis ones share the monitor's Redis counters). */
+typedef struct {
+    unsigned failures;
+    tw_error_t error;
+    tw_outage_t outage;
+    bool parse_failed; /* the value names nothing: error says why, every round */
+} source_state_t;
 
 struct tw_monitor {
     tw_monitor_opts_t opts;
@@ -25,6 +37,9 @@ struct tw_monitor {
     redisContext *redis;
     tw_guarded_t *keys;
     size_t key_count;
+    tw_source_t *sources;    /* the --guard values, parsed */
+    source_state_t *source_state; /* 1 + source_count: [0] is the own checkpoint */
+    size_t source_count;
 
     tw_tail_t tail;
     tw_oplog_window_t window;
@@ -107,15 +122,51 @@ void tw_monitor_declare_metrics(tw_metrics_t *metrics)
     tw_notify_declare_metrics(metrics);
 }
 
-static void add_key(tw_monitor_t *m, const char *key, bool own)
-{
-    tw_guarded_t *grown = tw_realloc(m->keys, (m->key_count + 1) * sizeof *grown);
+#define LABELS_ROOM (3 * TW_METRICS_LABELS_MAX)
 
-    m->keys = grown;
-    memset(&grown[m->key_count], 0, sizeof grown[0]);
-    grown[m->key_count].key = tw_strdup(key);
-    grown[m->key_count].own = own;
-    m->key_count++;
+/* key="..." as always for tokenwatch's own forms; position and consumer too for the others. */
+static char *build_labels(const tw_guarded_t *g)
+{
+    char labels[LABELS_ROOM];
+
+    if (!tw_metrics_label(labels, TW_METRICS_LABELS_MAX, "key", g->key))
+        return NULL;
+    if (g->consumer != TW_CONSUMER_TOKENWATCH || g->position[0]) {
+        if (g->position[0] && !tw_metrics_label_append(labels, sizeof labels, "position",
+                                                       g->position))
+            return NULL;
+        if (!tw_metrics_label_append(labels, sizeof labels, "consumer",
+                                     tw_consumer_name(g->consumer)))
+            return NULL;
+    }
+    return tw_strdup(labels);
+}
+
+static char *build_display(const tw_guarded_t *g)
+{
+    size_t size = strlen(g->key) + strlen(g->position) + 32;
+    char *text = tw_malloc(size);
+
+    if (g->consumer == TW_CONSUMER_TOKENWATCH && !g->position[0])
+        snprintf(text, size, "%s", g->key);
+    else if (g->position[0])
+        snprintf(text, size, "%s %s (%s)", g->key, g->position, tw_consumer_name(g->consumer));
+    else
+        snprintf(text, size, "%s (%s)", g->key, tw_consumer_name(g->consumer));
+    return text;
+}
+
+static void init_key(tw_monitor_t *m, tw_guarded_t *g, size_t source, const char *key,
+                     const char *position, tw_consumer_t consumer)
+{
+    memset(g, 0, sizeof *g);
+    g->key = tw_strdup(key);
+    g->position = tw_strdup(position);
+    g->consumer = consumer;
+    g->own = source == 0;
+    g->source = source;
+    g->display = build_display(g);
+    g->labels = build_labels(g);
     if (m->opts.metrics && tw_metrics_label_shortened(key)) {
         char labels[TW_METRICS_LABELS_MAX];
 
@@ -124,6 +175,56 @@ static void add_key(tw_monitor_t *m, const char *key, bool own)
             TW_INFO("guard: a key of %zu bytes is too long for a metric label: its "
                     "series are labelled %s",
                     strlen(key), labels);
+    }
+}
+
+static void release_key(tw_guarded_t *g)
+{
+    free(g->key);
+    free(g->position);
+    free(g->display);
+    free(g->labels);
+}
+
+/* A position no longer there: its series go with it. */
+static void drop_key(tw_monitor_t *m, tw_guarded_t *g)
+{
+    static const char *const families[] = {"tokenwatch_token_headroom_seconds",
+                                           "tokenwatch_token_time_left_seconds"};
+
+    for (size_t k = 0; m->opts.metrics && g->labels && k < 2; k++)
+        tw_metrics_remove(m->opts.metrics, families[k], g->labels);
+    for (int s = 0; m->opts.metrics && g->labels && s < TW_STATE_COUNT; s++) {
+        char with_state[LABELS_ROOM + 64];
+
+        snprintf(with_state, sizeof with_state, "%s", g->labels);
+        if (tw_metrics_label_append(with_state, sizeof with_state, "state",
+                                    tw_state_name((tw_state_t)s)))
+            tw_metrics_remove(m->opts.metrics, "tokenwatch_token_state", with_state);
+    }
+    release_key(g);
+}
+
+static void add_sources(tw_monitor_t *m, const char *own)
+{
+    const tw_monitor_opts_t *o = &m->opts;
+
+    m->sources = tw_calloc(o->guard_count + 1, sizeof *m->sources);
+    m->source_state = tw_calloc(o->guard_count + 2, sizeof *m->source_state);
+    for (size_t k = 0; k < o->guard_count; k++) {
+        tw_source_t *s = &m->sources[m->source_count];
+        source_state_t *st = &m->source_state[m->source_count + 1];
+
+        if (strcmp(o->guard[k], own) == 0)
+            continue;
+        if (!tw_source_parse(o->guard[k], s, &st->error)) {
+            TW_ERROR("guard: %s", st->error.message);
+            st->parse_failed = true;
+            s->kind = TW_SOURCE_KEY;
+            s->spec = tw_strdup("");
+            s->shown = tw_strdup("--guard (a value that names nothing)");
+        }
+        m->source_count++;
     }
 }
 
@@ -177,10 +278,10 @@ tw_monitor_t *tw_monitor_new(const tw_monitor_opts_t *opts)
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->wake, NULL);
     tw_checkpoint_key(opts->name, "checkpoint", own);
-    add_key(m, own, true);
-    for (size_t k = 0; k < opts->guard_count; k++)
-        if (strcmp(opts->guard[k], own) != 0)
-            add_key(m, opts->guard[k], false);
+    m->keys = tw_calloc(1, sizeof *m->keys);
+    init_key(m, &m->keys[0], 0, own, "", TW_CONSUMER_TOKENWATCH);
+    m->key_count = 1;
+    add_sources(m, own);
     return m;
 }
 
@@ -250,36 +351,44 @@ static void probe_window(tw_monitor_t *m, int64_t now_wall, int64_t now_mono)
     m->told_unreadable = false;
 }
 
-/* A guarded key's position. The own checkpoint is read as `run` reads it
- * (a hash, decoded whole), so status never calls OK what run refuses;
- * another consumer's key may hold a hash, a token or a time. */
-static bool read_position(tw_monitor_t *m, const tw_guarded_t *g, tw_ctime_t *pos,
-                          bool *found, tw_error_t *err)
+/* The own checkpoint, read as `run` reads it (a hash, decoded whole), so
+ * status never calls OK what run refuses. */
+static bool read_own(tw_monitor_t *m, const char *key, tw_positions_t *out, tw_error_t *err)
 {
     tw_checkpoint_t cp;
-    bool ok;
+    bool found = false;
+    tw_error_t e;
+    tw_position_t *p;
 
-    if (!g->own)
-        return tw_checkpoint_read_position(m->redis, g->key, pos, found, err);
-    ok = tw_checkpoint_load(m->redis, g->key, &cp, found, err);
-    if (ok && *found)
-        *pos = cp.cluster_time;
+    tw_error_clear(&e);
+    if (!tw_checkpoint_load(m->redis, key, &cp, &found, &e) && !tw_checkpoint_unusable(&e)) {
+        tw_checkpoint_release(&cp);
+        *err = e;
+        return false;
+    }
+    p = tw_positions_add(out, key, "", TW_CONSUMER_TOKENWATCH);
+    if (e.domain != TW_ERR_NONE) {
+        p->kind = TW_POSITION_BAD;
+        snprintf(p->reason, sizeof p->reason, "%s", e.message);
+    } else {
+        p->kind = found ? TW_POSITION_TIME : TW_POSITION_MISSING;
+        p->time = cp.cluster_time;
+    }
     tw_checkpoint_release(&cp);
-    return ok;
+    return true;
 }
 
-/* Redis Cluster: key is served by another node; connect there instead. */
-static bool follow_slot(tw_monitor_t *m, const char *key, tw_error_t *err)
-{
-    redisFree(m->redis);
-    m->redis = tw_redis_connect_for(m->opts.redis_url, key, (int)m->opts.redis_timeout_ms, err);
-    return m->redis != NULL;
-}
+/* Where each source's positions are in the round's readings. */
+typedef struct {
+    size_t first;
+    size_t count;
+    bool ok;
+} range_t;
 
-/* Reads every guarded key; false when Redis itself failed. */
-static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
-                      bool *found, tw_ctime_t *positions)
+/* The own checkpoint and every Redis source; false when Redis itself failed. */
+static bool read_redis(tw_monitor_t *m, int64_t now_mono, tw_positions_t *out, range_t *ranges)
 {
+    tw_source_io_t io = {NULL, NULL, m->opts.redis_timeout_ms};
     tw_error_t err;
 
     if (!m->redis)
@@ -287,27 +396,31 @@ static bool read_keys(tw_monitor_t *m, int64_t now_mono, tw_error_t *results,
                                         (int)m->opts.redis_timeout_ms, &err);
     if (!m->redis)
         goto failed;
-    for (size_t k = 0; k < m->key_count; k++) {
-        tw_error_clear(&results[k]);
-        if (!read_position(m, &m->keys[k], &positions[k], &found[k], &results[k]) &&
-            tw_redis_moved(&results[k])) {
-            if (!follow_slot(m, m->keys[k].key, &err))
-                goto failed;
-            tw_error_clear(&results[k]);
-            read_position(m, &m->keys[k], &positions[k], &found[k], &results[k]);
-        }
-        /* A record at fault is that key's UNKNOWN; anything else is Redis's. */
-        if (results[k].domain != TW_ERR_NONE && !tw_checkpoint_unusable(&results[k])) {
-            err = results[k];
-            redisFree(m->redis);
-            m->redis = NULL;
-            goto failed;
-        }
+    io.redis = m->redis;
+    ranges[0].first = out->count;
+    if (!read_own(m, m->keys[0].key, out, &err))
+        goto failed_drop;
+    ranges[0].count = out->count - ranges[0].first;
+    for (size_t k = 0; k < m->source_count; k++) {
+        range_t *r = &ranges[k + 1];
+
+        if (!tw_source_in_redis(&m->sources[k]) || m->source_state[k + 1].parse_failed)
+            continue;
+        r->first = out->count;
+        if (!tw_source_read(&m->sources[k], &io, out, &err))
+            goto failed_drop;
+        r->count = out->count - r->first;
     }
+    for (size_t k = 0; k <= m->source_count; k++)
+        ranges[k].ok = k == 0 || (tw_source_in_redis(&m->sources[k - 1]) &&
+                                  !m->source_state[k].parse_failed);
     m->redis_failures = 0;
     if (tw_outage_ok(&m->redis_outage, now_mono))
         TW_INFO("guard: Redis can be read again");
     return true;
+failed_drop:
+    redisFree(m->redis);
+    m->redis = NULL;
 failed:
     m->redis_failures++;
     m->redis_error = err;
@@ -316,12 +429,164 @@ failed:
     return false;
 }
 
+/* Kafka Connect and Monstache: each its own store, its own failures. */
+static void read_elsewhere(tw_monitor_t *m, int64_t now_mono, tw_positions_t *out,
+                           range_t *ranges)
+{
+    tw_source_io_t io = {NULL, NULL, m->opts.redis_timeout_ms};
+
+    for (size_t k = 0; k < m->source_count; k++) {
+        tw_source_t *s = &m->sources[k];
+        source_state_t *st = &m->source_state[k + 1];
+        range_t *r = &ranges[k + 1];
+        tw_error_t err;
+
+        if (tw_source_in_redis(s) || st->parse_failed)
+            continue;
+        if (s->kind == TW_SOURCE_MONSTACHE && !m->client)
+            m->client = mongoc_client_pool_pop(m->opts.pool);
+        io.mongo = m->client;
+        r->first = out->count;
+        r->ok = tw_source_read(s, &io, out, &err);
+        r->count = out->count - r->first;
+        if (r->ok) {
+            st->failures = 0;
+            if (tw_outage_ok(&st->outage, now_mono))
+                TW_INFO("guard: %s can be read again", s->shown);
+            continue;
+        }
+        st->failures++;
+        st->error = err;
+        if (tw_outage_fail(&st->outage, now_mono))
+            TW_WARN("guard: cannot read %s", err.message);
+    }
+}
+
+/* A value that names nothing: one position at fault, every round. */
+static void read_unparsed(tw_monitor_t *m, tw_positions_t *out, range_t *ranges)
+{
+    for (size_t k = 0; k < m->source_count; k++) {
+        const source_state_t *st = &m->source_state[k + 1];
+        tw_position_t *p;
+
+        if (!st->parse_failed)
+            continue;
+        ranges[k + 1].first = out->count;
+        p = tw_positions_add(out, m->sources[k].shown, "", TW_CONSUMER_TOKENWATCH);
+        p->kind = TW_POSITION_BAD;
+        snprintf(p->reason, sizeof p->reason, "%s", st->error.message);
+        ranges[k + 1].count = 1;
+        ranges[k + 1].ok = true;
+    }
+}
+
+/* The failures in a row of the store a guarded position is read from. */
+static unsigned store_failures(const tw_monitor_t *m, const tw_guarded_t *g,
+                               const tw_error_t **err, const char **what)
+{
+    const tw_source_t *s = g->source > 0 ? &m->sources[g->source - 1] : NULL;
+
+    if (!s || tw_source_in_redis(s)) {
+        *err = &m->redis_error;
+        *what = "Redis";
+        return m->redis_failures;
+    }
+    *err = &m->source_state[g->source].error;
+    *what = s->kind == TW_SOURCE_CONNECT ? "Kafka Connect" : "MongoDB";
+    return m->source_state[g->source].failures;
+}
+
+/* The position of source src called key/name/consumer among the last
+ * round's, starting at *hint (rounds read in the same order); SIZE_MAX. */
+static size_t find_key(const tw_monitor_t *m, size_t src, const tw_position_t *p,
+                       const bool *taken, size_t *hint)
+{
+    for (size_t n = 0; n < m->key_count; n++) {
+        size_t k = (*hint + n) % m->key_count;
+        const tw_guarded_t *g = &m->keys[k];
+
+        if (!taken[k] && g->source == src && g->consumer == p->consumer &&
+            strcmp(g->position, p->name) == 0 && strcmp(g->key, p->key) == 0) {
+            *hint = k + 1;
+            return k;
+        }
+    }
+    return SIZE_MAX;
+}
+
+typedef struct {
+    tw_guarded_t *keys;
+    const tw_position_t **read; /* NULL: kept from the last round, not read */
+    size_t count;
+} next_t;
+
+static void keep_unread(tw_monitor_t *m, size_t src, bool *taken, next_t *next)
+{
+    const tw_error_t *err;
+    const char *what;
+    size_t before = next->count;
+
+    for (size_t k = 0; k < m->key_count; k++) {
+        if (taken[k] || m->keys[k].source != src)
+            continue;
+        taken[k] = true;
+        next->read[next->count] = NULL;
+        next->keys[next->count++] = m->keys[k];
+    }
+    /* Never read at all and failing for long: one row says so. */
+    if (next->count == before && src > 0 &&
+        store_failures(m, &(tw_guarded_t){.source = src}, &err, &what) >= m->opts.unknown_after) {
+        init_key(m, &next->keys[next->count], src, m->sources[src - 1].shown, "",
+                 TW_CONSUMER_TOKENWATCH);
+        next->read[next->count++] = NULL;
+    }
+}
+
+/* The round's positions become the guarded ones: those seen before keep
+ * their state and alert memory, new ones start afresh, gone ones go (with
+ * their series); a source that could not be read keeps its last ones. */
+static void reconcile(tw_monitor_t *m, const tw_positions_t *readings, const range_t *ranges,
+                      next_t *next)
+{
+    bool *taken = tw_calloc(m->key_count + 1, sizeof *taken);
+    size_t cap = readings->count + m->key_count + m->source_count + 1, hint = 0;
+
+    next->keys = tw_calloc(cap, sizeof *next->keys);
+    next->read = tw_calloc(cap, sizeof *next->read);
+    next->count = 0;
+    for (size_t src = 0; src <= m->source_count; src++) {
+        if (!ranges[src].ok) {
+            keep_unread(m, src, taken, next);
+            continue;
+        }
+        for (size_t r = ranges[src].first; r < ranges[src].first + ranges[src].count; r++) {
+            const tw_position_t *p = &readings->items[r];
+            size_t k = find_key(m, src, p, taken, &hint);
+
+            if (k != SIZE_MAX) {
+                taken[k] = true;
+                next->keys[next->count] = m->keys[k];
+            } else {
+                init_key(m, &next->keys[next->count], src, p->key, p->name, p->consumer);
+            }
+            next->read[next->count++] = p;
+        }
+    }
+    for (size_t k = 0; k < m->key_count; k++)
+        if (!taken[k])
+            drop_key(m, &m->keys[k]);
+    free(taken);
+    free(m->keys);
+    m->keys = next->keys;
+    m->key_count = next->count;
+}
+
 static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g)
 {
-    char labels[TW_METRICS_LABELS_MAX];
+    const char *labels = g->labels;
 
     /* Never the series without the key: it would mix keys. */
-    if (!m->opts.metrics || !tw_metrics_label(labels, sizeof labels, "key", g->key))
+    if (!m->opts.metrics || !labels)
         return;
     if (g->has_measure && g->state != TW_STATE_UNKNOWN) {
         tw_metrics_set(m->opts.metrics, "tokenwatch_token_headroom_seconds", labels,
@@ -330,9 +595,9 @@ static void update_metrics(tw_monitor_t *m, const tw_guarded_t *g)
                        g->measure.unbounded ? INFINITY : g->measure.time_left_s);
     }
     for (int s = 0; s < TW_STATE_COUNT; s++) {
-        char with_state[TW_METRICS_LABELS_MAX];
+        char with_state[LABELS_ROOM + 64];
 
-        memcpy(with_state, labels, sizeof labels);
+        snprintf(with_state, sizeof with_state, "%s", labels);
         if (!tw_metrics_label_append(with_state, sizeof with_state, "state",
                                      tw_state_name((tw_state_t)s)))
             continue;
@@ -390,7 +655,7 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
     memset(&a, 0, sizeof a);
     a.environment = m->opts.environment;
     a.name = m->opts.name;
-    a.key = g->key;
+    a.key = g->display;
     a.own = g->own;
     a.state = g->state;
     a.previous = g->tracker.previous;
@@ -415,55 +680,76 @@ static void alert(tw_monitor_t *m, const tw_guarded_t *g, tw_notify_t notify)
     if (tw_notify_any(m->opts.notifiers)) {
         char summary[TW_KEY_MAX + 32];
 
-        tw_utf8_format(summary, sizeof summary, "%s %s", g->key, tw_state_name(g->state));
+        tw_utf8_format(summary, sizeof summary, "%s %s", g->display, tw_state_name(g->state));
         tw_notify(m->opts.notifiers, &a, summary);
     }
     bson_free(text);
 }
 
-static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_error_t *read_err,
-                   bool read_ok, bool found, tw_ctime_t position)
+static void assess_unknown(tw_guarded_t *g, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void assess_unknown(tw_guarded_t *g, const char *fmt, ...)
+{
+    va_list ap;
+
+    g->state = TW_STATE_UNKNOWN;
+    g->has_token = false;
+    va_start(ap, fmt);
+    vsnprintf(g->reason, sizeof g->reason, fmt, ap);
+    va_end(ap);
+    tw_utf8_fix(g->reason);
+    g->assessed = true;
+}
+
+/* A position read this round (p, NULL when its store was not read). */
+static void assess(tw_monitor_t *m, tw_guarded_t *g, const tw_position_t *p)
 {
     double rate = tw_monitor_tail_rate(m);
     tw_state_t previous = g->assessed ? g->state : TW_STATE_OK;
     unsigned after = m->opts.unknown_after;
+    const tw_error_t *store_err;
+    const char *what;
+    unsigned failures = store_failures(m, g, &store_err, &what);
 
     g->reason[0] = '\0';
-    if (m->mongo_failures >= after || m->redis_failures >= after) {
-        const tw_error_t *e = m->mongo_failures >= after ? &m->mongo_error : &m->redis_error;
+    if (m->mongo_failures >= after || failures >= after) {
+        bool mongo = m->mongo_failures >= after;
 
         g->state = TW_STATE_UNKNOWN;
         tw_utf8_format(g->reason, sizeof g->reason, "%s unreadable for %u rounds: %s",
-                 m->mongo_failures >= after ? "MongoDB" : "Redis",
-                 m->mongo_failures >= after ? m->mongo_failures : m->redis_failures,
-                 e->message);
+                       mongo ? "MongoDB" : what, mongo ? m->mongo_failures : failures,
+                       mongo ? m->mongo_error.message : store_err->message);
         g->assessed = true;
         return;
     }
-    if (m->mongo_failures > 0 || m->redis_failures > 0 || !m->has_window)
+    if (m->mongo_failures > 0 || failures > 0 || !m->has_window || !p)
         return; /* a blip: keep the last state until it lasts */
-    if (!read_ok) {
-        g->state = TW_STATE_UNKNOWN;
-        g->has_token = false;
-        tw_utf8_format(g->reason, sizeof g->reason, "%s", read_err->message);
-        g->assessed = true;
+    snprintf(g->note, sizeof g->note, "%s", p->note);
+    switch (p->kind) {
+    case TW_POSITION_BAD:
+        assess_unknown(g, "%s", p->reason);
         return;
-    }
-    if (!found) {
+    case TW_POSITION_MISSING:
         if (g->own && !m->opts.own_missing_is_unknown)
             return;
-        g->state = TW_STATE_UNKNOWN;
+        assess_unknown(g, "%s does not exist%s", g->key, g->own ? " (no checkpoint yet)" : "");
+        return;
+    case TW_POSITION_NONE:
+        /* Nothing the oplog can take: said in the note, never alerted. */
+        g->state = TW_STATE_OK;
         g->has_token = false;
-        tw_utf8_format(g->reason, sizeof g->reason, "%s does not exist%s", g->key,
-                 g->own ? " (no checkpoint yet)" : "");
+        g->has_measure = false;
         g->assessed = true;
         return;
+    case TW_POSITION_TIME:
+        break;
     }
     g->has_token = true;
-    g->token = position;
+    g->token = p->time;
     g->has_measure = true;
-    tw_guard_measure(&m->window, position, rate, &g->measure);
-    g->state = tw_guard_state(position, &m->window, &g->measure, &m->opts.warn_at,
+    tw_guard_measure(&m->window, p->time, rate, &g->measure);
+    g->state = tw_guard_state(p->time, &m->window, &g->measure, &m->opts.warn_at,
                               &m->opts.crit_at, previous);
     g->assessed = true;
 }
@@ -472,20 +758,21 @@ void tw_monitor_tick(tw_monitor_t *m)
 {
     int64_t now_wall = tw_clock_wall_ms(m->clock);
     int64_t now_mono = tw_clock_mono_ms(m->clock);
-    size_t n = m->key_count;
-    tw_error_t *errors = tw_calloc(n, sizeof *errors);
-    bool *found = tw_calloc(n, sizeof *found);
-    tw_ctime_t *positions = tw_calloc(n, sizeof *positions);
-    bool redis_ok;
+    range_t *ranges = tw_calloc(m->source_count + 1, sizeof *ranges);
+    tw_positions_t readings;
+    next_t next;
 
+    tw_positions_init(&readings);
     probe_window(m, now_wall, now_mono);
-    redis_ok = read_keys(m, now_mono, errors, found, positions);
+    read_redis(m, now_mono, &readings, ranges);
+    read_elsewhere(m, now_mono, &readings, ranges);
+    read_unparsed(m, &readings, ranges);
     window_metrics(m);
-    for (size_t k = 0; k < n; k++) {
+    reconcile(m, &readings, ranges, &next);
+    for (size_t k = 0; k < m->key_count; k++) {
         tw_guarded_t *g = &m->keys[k];
-        bool read_ok = redis_ok && errors[k].domain == TW_ERR_NONE;
 
-        assess(m, g, &errors[k], read_ok, found[k], positions[k]);
+        assess(m, g, next.read[k]);
         if (!g->assessed)
             continue;
         if (m->opts.alerts) {
@@ -499,11 +786,9 @@ void tw_monitor_tick(tw_monitor_t *m)
         }
         update_metrics(m, g);
     }
-    free(errors);
-    free(found);
-    free(positions);
-    if (m->opts.after_round)
-        m->opts.after_round(m->opts.after_round_ctx, m);
+    free(next.read);
+    tw_positions_clear(&readings);
+    free(ranges);
 }
 
 size_t tw_monitor_keys(const tw_monitor_t *m, const tw_guarded_t **keys)
@@ -597,8 +882,12 @@ void tw_monitor_free(tw_monitor_t *m)
         mongoc_client_pool_push(m->opts.pool, m->client);
     redisFree(m->redis);
     for (size_t k = 0; k < m->key_count; k++)
-        free(m->keys[k].key);
+        release_key(&m->keys[k]);
     free(m->keys);
+    for (size_t k = 0; k < m->source_count; k++)
+        tw_source_release(&m->sources[k]);
+    free(m->sources);
+    free(m->source_state);
     pthread_cond_destroy(&m->wake);
     pthread_mutex_destroy(&m->lock);
     free(m);

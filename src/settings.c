@@ -160,8 +160,9 @@ static const setting_def_t table[] = {
      "stop cleanly once the stream passes this cluster time", 0,
      F(until), check_until},
     {"guard", "TOKENWATCH_GUARD", TYPE_LIST, 0, 0, NULL, NULL, "KEY",
-     "another consumer's checkpoint in Redis to guard (repeatable; the "
-     "environment takes a comma-separated list)",
+     "another consumer's position to guard: a Redis key or pattern, a Kafka "
+     "Connect connector's URL, monstache:NAME (repeatable; the environment "
+     "takes a comma-separated list)",
      0, F(guard), check_not_empty},
     {"warn-at", "TOKENWATCH_WARN_AT", TYPE_LIMIT, 0, 0, NULL, "50%", "LIMIT",
      "warn when a token's time left falls under this: a share of the oplog "

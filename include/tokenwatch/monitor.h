@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "tokenwatch/clock.h"
+#include "tokenwatch/consumers.h"
 #include "tokenwatch/error.h"
 #include "tokenwatch/guard.h"
 #include "tokenwatch/metrics.h"
@@ -26,9 +27,18 @@
 
 typedef struct tw_monitor tw_monitor_t;
 
-/* One guarded token as last measured. */
+/* One guarded token as last measured. A --guard value may expand into
+ * several (a hash field per connector, the keys a pattern matches, a
+ * connector's partitions): each is one of these, found again by key,
+ * position and consumer from round to round. */
 typedef struct {
-    char *key;
+    char *key;      /* the Redis key (or the connector's URL redacted, monstache:NAME) */
+    char *position; /* within it: a connector, partition or stream; "" for the key itself */
+    tw_consumer_t consumer;
+    char *display;  /* the key, or "key position (consumer)": status rows and alerts */
+    char *labels;   /* its metric labels, without state; NULL: too long to label */
+    size_t source;  /* 0: the own checkpoint; k: the k-th --guard value */
+    char note[TW_POSITION_NOTE_MAX]; /* "heartbeat", "snapshot ...": shown in status */
     bool own; /* the watcher's own checkpoint */
     bool assessed;
     tw_state_t state;

@@ -1016,6 +1016,19 @@ class Simulator:
                     docs.append(project(doc, projection))
             return docs, Timestamp(*self._cluster_ts())
 
+    # ---- documents outside the oplog (POST /documents) ------------------------
+
+    def put_documents(self, db, coll, docs):
+        with self.lock:
+            store = self.__dict__.setdefault('documents', {})
+            store[(db, coll)] = list(docs)
+            return len(docs)
+
+    def find_documents(self, db, coll, query, limit):
+        with self.lock:
+            docs = self.__dict__.get('documents', {}).get((db, coll), [])
+            return [d for d in docs if matches_query(d, query)][:limit]
+
     # ---- control operations ------------------------------------------------
 
     def append_events(self, count, ns, shard=None, size=0):
@@ -1462,7 +1475,9 @@ class WireFrontend:
             raise CommandError(13, 'not authorized on local to execute command '
                                    '{ find: "%s" }' % coll)
         if (db, coll) != ('local', 'oplog.rs'):
-            return {'cursor': {'id': Int64(0), 'ns': ns, 'firstBatch': []}, 'ok': 1}
+            limit = abs(int(doc.get('limit') or 0)) or 101
+            docs = self.sim.find_documents(db, coll, doc.get('filter') or {}, limit)
+            return {'cursor': {'id': Int64(0), 'ns': ns, 'firstBatch': docs}, 'ok': 1}
         direction = 1
         sort = doc.get('sort') or {}
         if sort:
@@ -1648,6 +1663,13 @@ def _route_down(sim, body, query):
     return {'down_for': seconds}
 
 
+def _route_documents(sim, body, query):
+    db, coll, docs = body.get('db'), body.get('coll'), body.get('docs')
+    if not isinstance(db, str) or not isinstance(coll, str) or not isinstance(docs, list):
+        raise BadRequest('give {"db": D, "coll": C, "docs": [extended JSON documents]}')
+    return {'stored': sim.put_documents(db, coll, json_util.loads(json.dumps(docs)))}
+
+
 def _route_stop(sim, body, query):
     return {'stopping': True}
 
@@ -1663,6 +1685,7 @@ ROUTES = {
     ('POST', '/fault'): _route_fault,
     ('DELETE', '/fault'): _route_clear_faults,
     ('POST', '/down'): _route_down,
+    ('POST', '/documents'): _route_documents,
     ('POST', '/stop'): _route_stop,
 }
 
