@@ -13,6 +13,7 @@
 #include "tokenwatch/redact.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/shards.h"
+#include "tokenwatch/sources.h"
 #include "tokenwatch/webhook.h"
 
 bool tw_check_mongo_uri(const char *value, tw_error_t *err)
@@ -89,4 +90,14 @@ bool tw_check_metrics_addr(const char *value, tw_error_t *err)
 bool tw_check_webhook_url(const char *value, tw_error_t *err)
 {
     return tw_webhook_check_url(value, err);
+}
+
+bool tw_check_guard(const char *value, tw_error_t *err)
+{
+    tw_source_t source;
+    bool ok = tw_source_parse(value, &source, err);
+
+    if (ok)
+        tw_source_release(&source);
+    return ok;
 }

@@ -163,7 +163,7 @@ static const setting_def_t table[] = {
      "another consumer's position to guard: a Redis key or pattern, a Kafka "
      "Connect connector's URL, monstache:NAME (repeatable; the environment "
      "takes a comma-separated list)",
-     0, F(guard), check_not_empty},
+     0, F(guard), tw_check_guard},
     {"warn-at", "TOKENWATCH_WARN_AT", TYPE_LIMIT, 0, 0, NULL, "50%", "LIMIT",
      "warn when a token's time left falls under this: a share of the oplog "
      "window or a duration",

@@ -28,4 +28,8 @@ bool tw_check_metrics_addr(const char *value, tw_error_t *err);
 /* A webhook URL (Slack, generic, PagerDuty, heartbeat): the sender's own check. */
 bool tw_check_webhook_url(const char *value, tw_error_t *err);
 
+/* A --guard value: a key, a pattern, a Kafka Connect connector's URL
+ * (naming /connectors/NAME), monstache:NAME (sources.h). */
+bool tw_check_guard(const char *value, tw_error_t *err);
+
 #endif

@@ -112,7 +112,7 @@ Test(settings, config_file_from_environment, .fini = remove_config)
 typedef struct {
     const char *file;     /* config file text, or NULL */
     const char *env;      /* one K=V, or NULL */
-    const char *flags[4]; /* NULL-terminated */
+    const char *flags[6]; /* NULL-terminated */
     const char *must_name; /* the message must name this */
 } bad_case_t;
 
@@ -139,6 +139,10 @@ static const bad_case_t bad_cases[] = {
     {NULL, NULL, {"--collection", "orders", NULL}, "--db"},
     {NULL, NULL, {"--max-events", "-3", NULL}, "--max-events"},
     {NULL, NULL, {"--log-level", "loud", NULL}, "--log-level"},
+    {NULL, NULL, {"--guard", "http://connect:8083/", NULL}, "/connectors/NAME"},
+    {NULL, NULL, {"--guard", "monstache:", NULL}, "--guard"},
+    {NULL, NULL, {"--lease-ttl", "300ms", NULL}, "--lease-ttl"},
+    {NULL, NULL, {"--lease-ttl", "2s", "--lease-renew", "1500ms", NULL}, "--lease-renew"},
 };
 
 Test(settings, bad_values_name_the_setting, .fini = remove_config)
