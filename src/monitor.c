@@ -789,6 +789,8 @@ void tw_monitor_tick(tw_monitor_t *m)
     free(next.read);
     tw_positions_clear(&readings);
     free(ranges);
+    if (m->opts.after_round)
+        m->opts.after_round(m->opts.after_round_ctx, m);
 }
 
 size_t tw_monitor_keys(const tw_monitor_t *m, const tw_guarded_t **keys)
