@@ -67,7 +67,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 
-.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check test-faults asan fuzz fuzz-build clean
+.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check test-faults asan fuzz fuzz-build bench-json clean
 
 all: $(BINARY)
 
@@ -155,6 +155,16 @@ fuzz-build: $(FUZZ_BIN)
 # Each target from its seeds (tests/fuzz/corpus/<target>/) for FUZZ_SECONDS.
 fuzz: $(FUZZ_BIN)
 	sh scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# CPU time of libbson's relaxed JSON against tw_json_relaxed (bench/json_bench.c).
+BENCH_JSON := $(BUILD)/bench/json_bench
+
+$(BENCH_JSON): bench/json_bench.c $(BUILD)/obj/json.o $(BUILD)/obj/utf8.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $^ $(PKG_LIBS) -o $@
+
+bench-json: $(BENCH_JSON)
+	$(BENCH_JSON)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -236,7 +236,7 @@ static follow_outcome_t on_event(tw_follower_t *r, tw_follow_t *f, const bson_t 
     bool invalidate;
 
     tw__dependency_ok(r, &r->mongo_dep);
-    if (!tw_event_from_bson(doc, tw_sink_wants_json(r->sink), reply_time(f, &op),
+    if (!tw_event_from_bson(doc, tw_sink_event_json(r->sink), reply_time(f, &op),
                             tw_clock_wall_ms(r->clock), &event, &err)) {
         TW_ERROR("%s", err.message);
         *code = TW_EXIT_FAILURE;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenwatch/json.h"
 #include "tokenwatch/mem.h"
 
 static char *dup_utf8(const bson_t *doc, const char *dotted)
@@ -16,7 +17,7 @@ static char *dup_utf8(const bson_t *doc, const char *dotted)
     return NULL;
 }
 
-bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_time,
+bool tw_event_from_bson(const bson_t *doc, unsigned json, const tw_ctime_t *op_time,
                         int64_t local_ms, tw_event_t *out, tw_error_t *err)
 {
     bson_iter_t it;
@@ -24,6 +25,7 @@ bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_
     const uint8_t *data;
     uint32_t len;
     char *db, *coll;
+    bool token_ok;
 
     memset(out, 0, sizeof *out);
     if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_DOCUMENT(&it)) {
@@ -40,9 +42,14 @@ bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_
     /* Own a copy: libmongoc reuses the event document. */
     out->token = bson_copy(&borrowed);
     out->time_source = tw_position_time(doc, out->token, op_time, local_ms, &out->cluster_time);
-    if (with_json)
-        out->json = bson_as_relaxed_extended_json(doc, NULL);
-    out->token_json = tw_token_to_json(out->token);
+    if (json & TW_EVENT_JSON)
+        out->json = tw_json_relaxed(doc, &out->json_len);
+    if (json & TW_EVENT_TOKEN_JSON) {
+        out->token_json = tw_json_relaxed(out->token, &out->token_json_len);
+        token_ok = out->token_json != NULL;
+    } else {
+        token_ok = tw_json_relaxed_size(out->token, &out->token_json_len);
+    }
     out->op = dup_utf8(doc, "operationType");
     if (!out->op)
         out->op = bson_strdup("");
@@ -55,7 +62,7 @@ bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_
         out->ns = bson_strdup(db ? db : "");
     bson_free(db);
     bson_free(coll);
-    if ((with_json && !out->json) || !out->token_json) {
+    if (((json & TW_EVENT_JSON) && !out->json) || !token_ok) {
         tw_event_release(out);
         tw_error_set(err, TW_ERR_MONGO, 0, "a change event cannot be written as JSON");
         return false;
@@ -76,6 +83,13 @@ void tw_event_release(tw_event_t *event)
     memset(event, 0, sizeof *event);
 }
 
+/* A text's length as a batch counts it: the recorded length, else strlen
+ * (an event built by hand), else 0. */
+static size_t counted(const char *text, size_t len)
+{
+    return len || !text ? len : strlen(text);
+}
+
 void tw_event_batch_push(tw_event_batch_t *batch, tw_event_t *event)
 {
     if (batch->count == batch->capacity) {
@@ -85,8 +99,8 @@ void tw_event_batch_push(tw_event_batch_t *batch, tw_event_t *event)
         batch->items = items;
         batch->capacity = grown;
     }
-    batch->bytes += (event->json ? strlen(event->json) : 0) +
-                    (event->token_json ? strlen(event->token_json) : 0);
+    batch->bytes += counted(event->json, event->json_len) +
+                    counted(event->token_json, event->token_json_len);
     batch->items[batch->count++] = *event;
     memset(event, 0, sizeof *event);
 }
@@ -123,7 +137,8 @@ void tw_event_batch_release(tw_event_batch_t *batch)
 typedef struct {
     tw_sink_kind_t kind;
     const char *name;
-    bool holds; /* keeps the events until committed */
+    bool holds;    /* keeps the events until committed */
+    unsigned json; /* TW_EVENT_JSON, TW_EVENT_TOKEN_JSON */
     void (*wrote)(tw_sink_t *sink, tw_event_t *event); /* at put, may be NULL */
     bool (*flush)(tw_sink_t *sink, tw_error_t *err);   /* may be NULL */
     void (*part)(const tw_sink_t *sink, tw_sink_part_t *part); /* may be NULL */
@@ -187,9 +202,10 @@ static void redis_part(const tw_sink_t *sink, tw_sink_part_t *part)
 }
 
 static const sink_ops_t sink_ops[] = {
-    {TW_SINK_NONE, "none", false, NULL, NULL, NULL},
-    {TW_SINK_STDOUT, "stdout", true, stdout_wrote, stdout_flush, NULL},
-    {TW_SINK_REDIS, "redis", true, NULL, NULL, redis_part},
+    {TW_SINK_NONE, "none", false, 0, NULL, NULL, NULL},
+    {TW_SINK_STDOUT, "stdout", true, TW_EVENT_JSON, stdout_wrote, stdout_flush, NULL},
+    {TW_SINK_REDIS, "redis", true, TW_EVENT_JSON | TW_EVENT_TOKEN_JSON, NULL, NULL,
+     redis_part},
 };
 
 tw_sink_t *tw_sink_new(const tw_sink_opts_t *opts)
@@ -212,9 +228,14 @@ void tw_sink_free(tw_sink_t *sink)
     free(sink);
 }
 
+unsigned tw_sink_event_json(const tw_sink_t *sink)
+{
+    return sink->ops->json;
+}
+
 bool tw_sink_wants_json(const tw_sink_t *sink)
 {
-    return sink->ops->kind != TW_SINK_NONE;
+    return (sink->ops->json & TW_EVENT_JSON) != 0;
 }
 
 bool tw_sink_in_redis(const tw_sink_t *sink)

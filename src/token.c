@@ -9,6 +9,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "tokenwatch/json.h"
+
 /* "82" + 8 hex digits of seconds + 8 of increment. */
 #define TOKEN_TIME_HEX_LEN 18
 
@@ -370,7 +372,7 @@ bool tw_token_parse(const char *text, bson_t *out, tw_error_t *err)
 
 char *tw_token_to_json(const bson_t *token)
 {
-    return bson_as_relaxed_extended_json(token, NULL);
+    return tw_json_relaxed(token, NULL);
 }
 
 static bool event_cluster_time(const bson_t *event, tw_ctime_t *out)

@@ -18,7 +18,11 @@
 
 typedef struct {
     char *json;       /* the whole event, relaxed extended JSON, or NULL */
-    char *token_json; /* its _id */
+    char *token_json; /* its _id, or NULL */
+    /* Their lengths, counted in a batch's bytes; token_json_len also when
+     * token_json is not made. 0: not known (strlen is used). */
+    size_t json_len;
+    size_t token_json_len;
     /* On the heap: a bson_t points into itself and must not be moved, and
      * events are moved into batches. */
     bson_t *token;
@@ -29,19 +33,27 @@ typedef struct {
     bool invalidate;
 } tw_event_t;
 
+/* The JSON an event is given (tw_event_from_bson's json), by the sinks
+ * that use it (tw_sink_event_json). */
+#define TW_EVENT_JSON 1u       /* the whole event: stdout, redis */
+#define TW_EVENT_TOKEN_JSON 2u /* its _id, for the stream entry: redis */
+
 /*
- * Copies what it needs from doc (which libmongoc may reuse). The event's
- * JSON is made only with_json: the none sink has no use for it, and it is
- * the costliest step per event. Its cluster time is the event's
- * clusterTime, else its token's, else op_time (the reply's operationTime,
- * may be NULL), else local_ms.
+ * Copies what it needs from doc (which libmongoc may reuse). The JSON named
+ * in json is made (tw_json_relaxed, the same text as libbson's): it is the
+ * costliest step per event, and the none sink needs none. Without
+ * TW_EVENT_TOKEN_JSON the token is still checked to be writable and its
+ * JSON's length counted (no text kept), so an event fails, and a batch
+ * fills, as when it is made. Its cluster time is the event's clusterTime,
+ * else its token's, else op_time (the reply's operationTime, may be NULL),
+ * else local_ms.
  */
-bool tw_event_from_bson(const bson_t *doc, bool with_json, const tw_ctime_t *op_time,
+bool tw_event_from_bson(const bson_t *doc, unsigned json, const tw_ctime_t *op_time,
                         int64_t local_ms, tw_event_t *out, tw_error_t *err);
 void tw_event_release(tw_event_t *event);
 
 /* A batch is committed once it holds this many bytes of events (their JSON
- * and tokens), whatever --checkpoint-every says: memory stays bounded when
+ * and their tokens' JSON, made or not), whatever --checkpoint-every says: memory stays bounded when
  * events are large. One event larger than this is a batch of its own. */
 #define TW_BATCH_BYTES_MAX ((size_t)4 * 1024 * 1024)
 
@@ -94,7 +106,10 @@ typedef struct tw_sink tw_sink_t;
 tw_sink_t *tw_sink_new(const tw_sink_opts_t *opts);
 void tw_sink_free(tw_sink_t *sink); /* NULL ok */
 
-/* Whether events need their JSON (tw_event_from_bson's with_json). */
+/* The JSON its events need (tw_event_from_bson's json). */
+unsigned tw_sink_event_json(const tw_sink_t *sink);
+
+/* Whether events need their JSON (TW_EVENT_JSON). */
 bool tw_sink_wants_json(const tw_sink_t *sink);
 
 /* Whether the events live in the Redis that holds the checkpoints. */

@@ -90,7 +90,8 @@ bool tw_token_cluster_time(const bson_t *token, tw_ctime_t *out,
  */
 bool tw_token_parse(const char *text, bson_t *out, tw_error_t *err);
 
-/* The token as relaxed extended JSON; free with bson_free. */
+/* The token as relaxed extended JSON (tw_json_relaxed: libbson's text);
+ * free with bson_free. */
 char *tw_token_to_json(const bson_t *token);
 
 /*

@@ -129,3 +129,96 @@ Test(sink, stdout_writes_at_once_and_again_after_a_failed_write)
     tw_sink_free(s);
     fclose(out);
 }
+
+/* An insert event, as a server sends it. */
+static bson_t *insert_event(void)
+{
+    return BCON_NEW("_id", "{", "_data", BCON_UTF8("8265A1B2C3000000012B022C0100296E5A1004"), "}",
+                    "operationType", BCON_UTF8("insert"), "clusterTime",
+                    BCON_TIMESTAMP(1705095875, 1), "fullDocument", "{", "name",
+                    BCON_UTF8("Caf\xc3\xa9 \"mug\"\n"), "qty", BCON_INT32(3), "}", "ns", "{",
+                    "db", BCON_UTF8("shop"), "coll", BCON_UTF8("orders"), "}");
+}
+
+Test(sink, each_kind_gets_the_json_it_uses_as_libbson_writes_it)
+{
+    static const struct {
+        tw_sink_kind_t kind;
+        bool json, token_json;
+    } cases[] = {
+        {TW_SINK_NONE, false, false},
+        {TW_SINK_STDOUT, true, false},
+        {TW_SINK_REDIS, true, true},
+    };
+    bson_t *doc = insert_event();
+    bson_iter_t it, id;
+    char *whole = bson_as_relaxed_extended_json(doc, NULL), *token;
+    bson_t token_doc;
+    const uint8_t *data;
+    uint32_t len;
+
+    cr_assert(bson_iter_init_find(&it, doc, "_id") && bson_iter_recurse(&it, &id));
+    bson_iter_document(&it, &len, &data);
+    cr_assert(bson_init_static(&token_doc, data, len));
+    token = bson_as_relaxed_extended_json(&token_doc, NULL);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        tw_sink_opts_t o = {cases[k].kind, NULL, NULL, 0};
+        tw_sink_t *s = tw_sink_new(&o);
+        tw_event_t e;
+        tw_error_t err;
+
+        cr_assert(tw_event_from_bson(doc, tw_sink_event_json(s), NULL, 0, &e, &err), "%s",
+                  err.message);
+        cr_expect_eq(tw_sink_wants_json(s), cases[k].json);
+        if (cases[k].json)
+            cr_expect_str_eq(e.json, whole);
+        else
+            cr_expect_null(e.json);
+        if (cases[k].token_json)
+            cr_expect_str_eq(e.token_json, token);
+        else
+            cr_expect_null(e.token_json);
+        cr_expect_eq(e.token_json_len, strlen(token), "counted even when not made");
+        cr_expect_str_eq(e.op, "insert");
+        cr_expect_str_eq(e.ns, "shop.orders");
+        tw_event_release(&e);
+        tw_sink_free(s);
+    }
+    bson_free(whole);
+    bson_free(token);
+    bson_destroy(doc);
+}
+
+/* The stdout sink's batch fills at the same bytes as when every event's
+ * token JSON was made. */
+Test(sink, batch_bytes_count_the_token_json_made_or_not)
+{
+    bson_t *doc = insert_event();
+    char *whole = bson_as_relaxed_extended_json(doc, NULL);
+    tw_event_batch_t batch = {NULL, 0, 0, 0};
+    tw_event_t e;
+
+    cr_assert(tw_event_from_bson(doc, TW_EVENT_JSON, NULL, 0, &e, NULL));
+    tw_event_batch_push(&batch, &e);
+    cr_expect_eq(batch.bytes, strlen(whole) + strlen("{ \"_data\" : "
+                                                     "\"8265A1B2C3000000012B022C0100296E5A1004\" }"));
+    tw_event_batch_release(&batch);
+    bson_free(whole);
+    bson_destroy(doc);
+}
+
+Test(sink, an_id_libbson_cannot_write_fails_the_event_for_every_kind)
+{
+    bson_t *doc = BCON_NEW("_id", "{", "_data", BCON_UTF8("\xff"), "}", "operationType",
+                           BCON_UTF8("insert"));
+    static const unsigned json[] = {0, TW_EVENT_JSON, TW_EVENT_JSON | TW_EVENT_TOKEN_JSON};
+
+    for (size_t k = 0; k < sizeof json / sizeof json[0]; k++) {
+        tw_event_t e;
+        tw_error_t err;
+
+        cr_expect_not(tw_event_from_bson(doc, json[k], NULL, 0, &e, &err), "json %u", json[k]);
+        cr_expect(strstr(err.message, "cannot be written as JSON"), "%s", err.message);
+    }
+    bson_destroy(doc);
+}
