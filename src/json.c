@@ -277,21 +277,36 @@ static bool put_decimal(jbuf_t *b, const bson_iter_t *it)
 }
 
 /* A rare type (regex, code, symbol, DBPointer, a far date): libbson writes it alone,
- * as { "" : VALUE }, and VALUE is spliced in. */
+ * as { "" : VALUE }, and VALUE is spliced in. The one-element document is
+ * made of the element's own bytes (bson_append_iter would cut a code or a
+ * symbol at an embedded NUL, and libbson would then write what it refuses
+ * in the whole document: fuzz_json found it). */
 static bool put_by_libbson(jbuf_t *b, const bson_iter_t *it)
 {
     static const char head[] = "{ \"\" : ";
-    bson_t one = BSON_INITIALIZER;
+    const uint8_t *value = it->raw + it->off + 1 + bson_iter_key_len(it) + 1;
+    size_t vlen = (size_t)(it->raw + it->next_off - value);
+    size_t total = 4 + 1 + 1 + vlen + 1;
+    uint8_t *raw = bson_malloc(total);
+    bson_t one;
     char *json = NULL;
     size_t n = 0;
     bool ok = false;
 
-    if (bson_append_iter(&one, "", 0, it))
+    raw[0] = (uint8_t)(total & 0xff);
+    raw[1] = (uint8_t)((total >> 8) & 0xff);
+    raw[2] = (uint8_t)((total >> 16) & 0xff);
+    raw[3] = (uint8_t)((total >> 24) & 0xff);
+    raw[4] = (uint8_t)bson_iter_type(it);
+    raw[5] = '\0'; /* the empty key */
+    memcpy(raw + 6, value, vlen);
+    raw[total - 1] = '\0';
+    if (bson_init_static(&one, raw, total))
         json = bson_as_relaxed_extended_json(&one, &n);
     if (json && n >= sizeof head + 1 && memcmp(json, head, sizeof head - 1) == 0)
         ok = put(b, json + sizeof head - 1, n - (sizeof head - 1) - 2);
     bson_free(json);
-    bson_destroy(&one);
+    bson_free(raw);
     return ok;
 }
 

@@ -486,3 +486,29 @@ Test(json, corrupt_documents)
     cr_expect_gt(seen.nulls, 100, "%zu", seen.nulls);
     bson_destroy(event);
 }
+
+/* Found by fuzz_json: a code value with an embedded NUL and bytes that are
+ * not UTF-8. libbson refuses the document (NULL); the writer once copied
+ * the value with bson_append_iter, which cut it at the NUL, and wrote the
+ * valid rest. The rare types are now copied byte for byte. */
+Test(json, a_rare_value_is_copied_whole_not_cut_at_a_nul)
+{
+    /* The fuzzer's 40 bytes, the length prefix fixed as fuzz_json fixes it. */
+    static const uint8_t found[] = {
+        0x28, 0x00, 0x00, 0x00, 0x0d, 0x61, 0x61, 0x00, 0x1b, 0x00, 0x00, 0x00, 0x10, 0x30,
+        0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x7f, 0xff, 0x2c, 0x00, 0xd0, 0x54, 0x1f, 0x04,
+        0xc5, 0xff, 0xff, 0xff, 0xff, 0x65, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00};
+    /* { "c" : code "a\0b" } and the same as a symbol. */
+    static const uint8_t code[] = {0x10, 0x00, 0x00, 0x00, 0x0d, 0x63, 0x00, 0x04,
+                                   0x00, 0x00, 0x00, 0x61, 0x00, 0x62, 0x00, 0x00};
+    static const uint8_t symbol[] = {0x10, 0x00, 0x00, 0x00, 0x0e, 0x63, 0x00, 0x04,
+                                     0x00, 0x00, 0x00, 0x61, 0x00, 0x62, 0x00, 0x00};
+    bson_t doc;
+
+    cr_assert(bson_init_static(&doc, found, sizeof found));
+    expect_same(&doc, "the fuzzer's document", NULL);
+    cr_assert(bson_init_static(&doc, code, sizeof code));
+    expect_same(&doc, "a code with a NUL inside", NULL);
+    cr_assert(bson_init_static(&doc, symbol, sizeof symbol));
+    expect_same(&doc, "a symbol with a NUL inside", NULL);
+}
