@@ -562,3 +562,32 @@ int fx_cli(fx_t *fx, const char *const args[], char **out, char **err)
     argv[n] = NULL;
     return th_run(fx->dir, argv, NULL, 30000, out, err);
 }
+
+bool fx_stream_complete_at(int port, int64_t last)
+{
+    th_redis_t at;
+    redisReply *r;
+    unsigned char *seen = calloc((size_t)last + 1, 1);
+    bool all;
+
+    memset(&at, 0, sizeof at);
+    at.port = port;
+    r = th_redis_cmd(&at, "XRANGE %s - +", "tokenwatch:{default}:events");
+    all = seen && r && r->type == REDIS_REPLY_ARRAY;
+    for (size_t k = 0; all && k < r->elements; k++) {
+        redisReply *fields = r->element[k]->element[1];
+        for (size_t f = 0; f + 1 < fields->elements; f += 2)
+            if (strcmp(fields->element[f]->str, "event") == 0) {
+                const char *p = strstr(fields->element[f + 1]->str, "\"seq\" : ");
+                long long seq = p ? atoll(p + 8) : 0;
+                if (seq >= 1 && seq <= last)
+                    seen[seq] = 1;
+            }
+    }
+    for (int64_t s = 1; all && s <= last; s++)
+        all = seen[s];
+    free(seen);
+    if (r)
+        freeReplyObject(r);
+    return all;
+}

@@ -61,6 +61,10 @@ char *fx_checkpoint_data(fx_t *fx);
 /* fullDocument.seq of every entry in the event stream, in order (free). */
 size_t fx_stream_seqs(fx_t *fx, int64_t **seqs);
 
+/* Whether every seq 1..last is in the event stream on the Redis at port
+ * (another node than the fixture's: a promoted replica, a cluster master). */
+bool fx_stream_complete_at(int port, int64_t last);
+
 /* The newest aggregate the simulator received, and the database it ran on. */
 bool fx_last_aggregate(fx_t *fx, bson_t *command, char *db, size_t db_size);
 

@@ -161,26 +161,8 @@ typedef struct {
 static bool complete_on(void *ctx)
 {
     seq_wait_t *w = ctx;
-    redisReply *r = on(w->at, "XRANGE %s - +", STREAM);
-    unsigned char *seen = calloc((size_t)w->last + 1, 1);
-    bool all = r && r->type == REDIS_REPLY_ARRAY;
 
-    for (size_t k = 0; all && k < r->elements; k++) {
-        redisReply *fields = r->element[k]->element[1];
-        for (size_t f = 0; f + 1 < fields->elements; f += 2)
-            if (strcmp(fields->element[f]->str, "event") == 0) {
-                const char *at = strstr(fields->element[f + 1]->str, "\"seq\" : ");
-                long long seq = at ? atoll(at + 8) : 0;
-                if (seq >= 1 && seq <= w->last)
-                    seen[seq] = 1;
-            }
-    }
-    for (int64_t s = 1; all && s <= w->last; s++)
-        all = seen[s];
-    free(seen);
-    if (r)
-        freeReplyObject(r);
-    return all;
+    return fx_stream_complete_at(port[w->at], w->last);
 }
 
 static bool has_checkpoint(void *ctx)
