@@ -67,7 +67,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 
-.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check test-faults asan fuzz fuzz-build bench-json clean
+.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check test-faults asan fuzz fuzz-build bench bench-json clean
 
 all: $(BINARY)
 
@@ -165,6 +165,17 @@ $(BENCH_JSON): bench/json_bench.c $(BUILD)/obj/json.o $(BUILD)/obj/utf8.o
 
 bench-json: $(BENCH_JSON)
 	$(BENCH_JSON)
+
+# The change-stream source and the bare libmongoc reader make bench runs
+# tokenwatch against (bench/README.md).
+BENCH_TOOLS := $(BUILD)/bench/bench_source $(BUILD)/bench/bench_bare
+
+$(BUILD)/bench/bench_%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(PKG_LIBS) -o $@
+
+bench: $(BINARY) $(BENCH_TOOLS) $(BENCH_JSON)
+	/usr/bin/python3 bench/bench.py --build $(BUILD) $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -181,7 +181,7 @@ static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result
 }
 
 /* Says what a commit that landed did. */
-static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
+static void commit_report(tw_follower_t *r, const tw_commit_result_t *result, int64_t took_us)
 {
     char at[96];
 
@@ -198,8 +198,9 @@ static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
                 at, r->checkpoint_key, stored, r->opts.name);
     } else if (tw_log_enabled(TW_LOG_DEBUG)) {
         tw__describe_position(&r->position, at, sizeof at);
-        TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
-                 r->position.source, r->position.events, tw_sink_held(r->sink));
+        TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu committed in %.3f ms",
+                 at, r->position.source, r->position.events, tw_sink_held(r->sink),
+                 (double)took_us / 1000.0);
     }
     if (!r->recovering)
         return;
@@ -253,6 +254,7 @@ bool tw__commit(tw_follower_t *r)
 {
     tw_commit_result_t result;
     tw_commit_t c;
+    int64_t started_us;
 
     r->commit_code = TW_EXIT_FAILURE;
     if (!r->dirty)
@@ -261,10 +263,11 @@ bool tw__commit(tw_follower_t *r)
         return false;
     r->position.updated_ms = tw_clock_wall_ms(r->clock);
     commit_request(r, &c);
+    started_us = tw_mono_us();
     if (!commit_send(r, &c, &result))
         return false;
     tw__dependency_ok(r, &r->redis_dep);
-    commit_report(r, &result);
+    commit_report(r, &result, tw_mono_us() - started_us);
     tw_sink_committed(r->sink);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_init(&r->committed);
