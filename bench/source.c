@@ -75,6 +75,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t g_seq;
 static uint32_t g_t, g_i;
 static size_t g_event_bytes;
+static int g_batch_events;
 
 static void die(const char *what)
 {
@@ -230,6 +231,7 @@ static void batch_build(batch_t *b, const source_opts_t *opts)
     b->events = (int)(opts->batch_bytes / g_event_bytes);
     if (b->events < 1)
         b->events = 1;
+    g_batch_events = b->events;
     reply_doc(&doc, b->events, pad);
     wrap_msg(&doc, &b->msg, &b->len);
     bson_destroy(&doc);
@@ -590,10 +592,10 @@ static void report_cpu(void)
     struct rusage ru;
 
     getrusage(RUSAGE_SELF, &ru);
-    fprintf(stderr, "bench_source: cpu %.3f s, events %llu, event %zu bytes\n",
+    fprintf(stderr, "bench_source: cpu %.3f s, events %llu, event %zu bytes, %d a batch\n",
             (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
-            (unsigned long long)g_seq, g_event_bytes);
+            (unsigned long long)g_seq, g_event_bytes, g_batch_events);
 }
 
 static void parse_args(int argc, char **argv, const char **port_file)
