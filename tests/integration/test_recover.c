@@ -778,6 +778,7 @@ Test(recover, a_stop_while_the_lost_alert_hangs_is_prompt)
     cr_expect_eq(th_proc_exit_code(&p), 3, "the token is still lost:\n%s", err);
     cr_expect(strstr(err, "stopping") != NULL, "says so:\n%s", err);
     /* 1 s for the stop, the 3 s alert grace, and some slack. */
+    cr_log_info("stopped in %lld ms", took);
     cr_expect_lt(took, 5000, "stopped in %lld ms:\n%s", took, err);
     cr_expect(th_redis_get(&fx.redis, "tokenwatch:{default}:lost-alerted") == NULL,
               "not remembered as sent");
