@@ -59,6 +59,7 @@ struct tw_follower {
     long long epoch;
     int64_t lease_renewed_mono;
     bool told_standby;
+    bool store_checked; /* tw__check_store has said what it found */
 
     /* The stream (follower.c). */
     mongoc_client_pool_t *pool;
@@ -126,6 +127,7 @@ void tw__dependency_failed(tw_follower_t *r, dependency_t *d, const tw_error_t *
 void tw__dependency_ok(tw_follower_t *r, dependency_t *d);
 bool tw__commit(tw_follower_t *r);
 int tw__check_store(tw_follower_t *r);
+int tw__check_store_early(tw_follower_t *r);
 int tw__load_checkpoint(tw_follower_t *r);
 bool tw__lost_already_told(tw_follower_t *r);
 void tw__lost_told(tw_follower_t *r);
