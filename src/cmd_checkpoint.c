@@ -53,7 +53,7 @@ int tw_cmd_checkpoint_history(const tw_settings_t *s)
     if (!tw_history_list(c, s->name, &entries, &count, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
         redisFree(c);
-        return TW_EXIT_FAILURE;
+        return err.code == TW_CHECKPOINT_WRONG_TYPE ? TW_EXIT_USAGE : TW_EXIT_FAILURE;
     }
     printf("%-4s %-24s %-21s %-12s %-12s %-21s %s\n", "N", "CLUSTER TIME", "DATE (UTC)",
            "SOURCE", "KEPT FOR", "KEPT AT (UTC)", "EVENTS");
@@ -150,6 +150,8 @@ int tw_cmd_checkpoint_rollback(const tw_settings_t *s, tw_clock_t *clock)
     tw_checkpoint_key(s->name, "checkpoint", key);
     if (!tw_history_list(c, s->name, &entries, &count, &err)) {
         fprintf(stderr, "tokenwatch: %s\n", err.message);
+        if (err.code == TW_CHECKPOINT_WRONG_TYPE)
+            code = TW_EXIT_USAGE;
         goto out;
     }
     if (!tw_checkpoint_load(c, key, &current, &found, &err)) {

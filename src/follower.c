@@ -578,7 +578,8 @@ int tw_follower_prepare(tw_follower_t *r)
     int code;
     tw_error_t err;
 
-    if ((!r->opts.dry_run && (code = tw__lead(r)) >= 0) ||
+    if ((code = tw__check_store_early(r)) >= 0 ||
+        (!r->opts.dry_run && (code = tw__lead(r)) >= 0) ||
         (code = tw__load_checkpoint(r)) >= 0 || (code = tw__check_store(r)) >= 0 ||
         (code = connect_mongo(r)) >= 0 || (code = check_scope(r)) >= 0)
         return code;

@@ -65,6 +65,7 @@ struct tw_follower {
     long long epoch;
     int64_t lease_renewed_mono;
     bool told_standby;
+    bool store_checked; /* tw__check_store has said what it found */
 
     /* The stream (follower.c). */
     mongoc_client_pool_t *pool;
@@ -149,6 +150,7 @@ bool tw__commit(tw_follower_t *r);
 bool tw__commit_pipelined(tw_follower_t *r);
 bool tw__commit_finish(tw_follower_t *r);
 int tw__check_store(tw_follower_t *r);
+int tw__check_store_early(tw_follower_t *r);
 int tw__load_checkpoint(tw_follower_t *r);
 bool tw__lost_already_told(tw_follower_t *r);
 void tw__lost_told(tw_follower_t *r);

@@ -61,6 +61,31 @@ static bool enqueue_alert(tw_follower_t *r, const tw_alert_t *a, const char *sum
     return tw_notify(r->svc.notifiers, a, summary) > 0;
 }
 
+/* Waits up to TW__LOST_ALERT_WAIT_MS for the channels to take what is
+ * queued; a stop request ends the wait (the alert grace of the way out
+ * still gives the alert its chance). */
+static bool flush_unless_stopped(tw_follower_t *r)
+{
+    int64_t until = tw_clock_mono_ms(r->clock) + TW__LOST_ALERT_WAIT_MS;
+
+    for (;;) {
+        int64_t left = until - tw_clock_mono_ms(r->clock);
+
+        if (tw_notify_flush(r->svc.notifiers, left < 100 ? left : 100))
+            return true;
+        if (tw__stop_requested(r)) {
+            TW_WARN("stopping: not waiting for the LOST alert to be delivered; it is "
+                    "sent again at the next start");
+            return false;
+        }
+        if (left <= 100) {
+            TW_WARN("the LOST alert could not be delivered within %d s",
+                    TW__LOST_ALERT_WAIT_MS / 1000);
+            return false;
+        }
+    }
+}
+
 /* Sends the LOST alert and waits for the channels' answers; true when they took it
  * (no message failed or was dropped meanwhile). */
 static bool deliver_lost(tw_follower_t *r, const tw_alert_t *a)
@@ -70,11 +95,8 @@ static bool deliver_lost(tw_follower_t *r, const tw_alert_t *a)
     tw_notify_stats(r->svc.notifiers, &before);
     if (!enqueue_alert(r, a, "own checkpoint LOST"))
         return false;
-    if (!tw_notify_flush(r->svc.notifiers, TW__LOST_ALERT_WAIT_MS)) {
-        TW_WARN("the LOST alert could not be delivered within %d s",
-                TW__LOST_ALERT_WAIT_MS / 1000);
+    if (!flush_unless_stopped(r))
         return false;
-    }
     tw_notify_stats(r->svc.notifiers, &after);
     return after.sent > before.sent && after.failed == before.failed &&
            after.dropped == before.dropped;

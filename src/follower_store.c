@@ -364,8 +364,8 @@ bool tw__commit_pipelined(tw_follower_t *r)
 }
 
 /*
- * Can the Redis that holds the checkpoints lose them? Said at every start;
- * in a protected environment it stops the start unless accepted.
+ * Can the Redis that holds the checkpoints lose them? Said at every start
+ * (once); in a protected environment it stops the start unless accepted.
  */
 int tw__check_store(tw_follower_t *r)
 {
@@ -375,6 +375,9 @@ int tw__check_store(tw_follower_t *r)
     char text[3 * 170];
     bool protected_env = tw_env_protected(r->opts.environment, r->opts.protect, r->opts.protect_count);
 
+    if (r->store_checked)
+        return -1;
+    r->store_checked = true;
     if (!r->redis || !tw_store_probe(r->redis, &facts, &err)) {
         TW_WARN("cannot tell whether Redis keeps its data: %s",
                 r->redis ? err.message : "not connected");
@@ -396,6 +399,21 @@ int tw__check_store(tw_follower_t *r)
     TW_WARN("the Redis that holds the checkpoints can lose them: %s%s", text,
             r->opts.accept_store_risk ? " (accepted: --accept-store-risk)" : "");
     return -1;
+}
+
+/*
+ * The same, before the lease is taken when Redis answers already: a
+ * read-only replica refuses the lease's writes, which would otherwise be
+ * ridden out as an outage for ever, the replica never named. When Redis
+ * does not answer yet, the check comes once the checkpoint is loaded.
+ */
+int tw__check_store_early(tw_follower_t *r)
+{
+    tw_error_t err;
+
+    if (!tw__redis_ready(r, &err))
+        return -1;
+    return tw__check_store(r);
 }
 
 /* Loads the stored checkpoint, waiting out a Redis outage. */

@@ -30,7 +30,8 @@
  * checkpoint it replaces in the history.
  *
  * mode "force" (resume-from, fallback) always writes: the checkpoint it
- * replaces goes to the history first (once: a recovery tried again does not
+ * replaces goes to the history first (a key that is not a hash at all as
+ * {"type", "raw"}, then deleted; once: a recovery tried again does not
  * push the same checkpoint twice and crowd out what a rollback needs), and
  * the gap, when there is one, to the gaps list, unless the newest gap
  * already starts there (a recovery that had to be tried twice).
@@ -57,7 +58,10 @@ static const char commit_script[] =
     "                             ', not a ' .. want)\n"
     "  end\n"
     "end\n"
-    "local bad = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list') or\n"
+    "local ckind = redis.call('TYPE', KEYS[1])['ok']\n"
+    "local set_aside = ckind ~= 'hash' and ckind ~= 'none' and ARGV[10] == 'force'\n"
+    "local bad = (not set_aside and wrong(KEYS[1], 'hash')) or\n"
+    "            wrong(KEYS[2], 'list') or\n"
     "            wrong(KEYS[3], 'list') or wrong(KEYS[4], 'string') or\n"
     "            (KEYS[5] and wrong(KEYS[5], 'stream'))\n"
     "if bad then return bad end\n"
@@ -66,13 +70,15 @@ static const char commit_script[] =
     "if mine > 0 and epoch > mine then\n"
     "  return redis.error_reply('TWFENCED ' .. epoch)\n"
     "end\n"
-    "if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and\n"
+    "if ckind == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] and\n"
     "   redis.call('HGET', KEYS[1], 'cluster_time') == ARGV[2] .. ':' .. ARGV[3] then\n"
     "  return {1}\n"
     "end\n"
     "local prior = '-'\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "if ckind == 'hash' then\n"
     "  prior = redis.call('HGET', KEYS[1], 'cluster_time') or ''\n"
+    "elseif set_aside then\n"
+    "  prior = ''\n"
     "end\n"
     "if KEYS[5] then\n"
     "  for k = 0, tonumber(ARGV[18]) - 1 do\n"
@@ -83,15 +89,21 @@ static const char commit_script[] =
     "  end\n"
     "end\n"
     "local function snapshot(reason)\n"
-    "  local h = redis.call('HGETALL', KEYS[1])\n"
-    "  if #h == 0 then return nil end\n"
     "  local t = {}\n"
-    "  for k = 1, #h, 2 do t[h[k]] = h[k + 1] end\n"
+    "  if set_aside then\n"
+    "    t['type'] = ckind\n"
+    "    if ckind == 'string' then t['raw'] = redis.call('GET', KEYS[1]) end\n"
+    "  else\n"
+    "    local h = redis.call('HGETALL', KEYS[1])\n"
+    "    if #h == 0 then return nil end\n"
+    "    for k = 1, #h, 2 do t[h[k]] = h[k + 1] end\n"
+    "  end\n"
     "  t['pushed_ms'] = ARGV[11]\n"
     "  t['reason'] = reason\n"
     "  return cjson.encode(t)\n"
     "end\n"
     "local function kept_already()\n"
+    "  if set_aside then return false end\n"
     "  local newest = redis.call('LINDEX', KEYS[2], 0)\n"
     "  if not newest then return false end\n"
     "  local ok, e = pcall(cjson.decode, newest)\n"
@@ -158,6 +170,7 @@ static const char commit_script[] =
     "  end\n"
     "  if due then keep('periodic') end\n"
     "end\n"
+    "if set_aside then redis.call('DEL', KEYS[1]) end\n"
     "redis.call('HSET', KEYS[1], 'token', ARGV[1], 'cluster_time',\n"
     "           ARGV[2] .. ':' .. ARGV[3], 'wall_ms', ARGV[5], 'updated_ms',\n"
     "           ARGV[6], 'events', ARGV[7], 'source', ARGV[8], 'scope', ARGV[9],\n"

@@ -7,6 +7,7 @@
 
 #include "tokenwatch/duration.h"
 #include "tokenwatch/mem.h"
+#include "tokenwatch/record.h"
 #include "tokenwatch/redis.h"
 #include "tokenwatch/utf8.h"
 
@@ -181,6 +182,21 @@ bool tw_recover_confirmed(const char *environment, char *const *protect,
     return true;
 }
 
+/* After a WRONGTYPE reply: the key named, with what it holds. */
+static void name_wrong_type(redisContext *c, const char *key, const char *want,
+                            tw_error_t *err)
+{
+    redisReply *type;
+
+    if (!err || err->code != TW_REDIS_REPLY_ERROR || !strstr(err->message, "WRONGTYPE"))
+        return;
+    type = redisCommand(c, "TYPE %s", key);
+    tw_error_set(err, TW_ERR_REDIS, TW_CHECKPOINT_WRONG_TYPE, "%s holds a %s, not %s", key,
+                 type && type->type == REDIS_REPLY_STATUS ? type->str : "value of another type",
+                 want);
+    freeReplyObject(type);
+}
+
 bool tw_history_list(redisContext *c, const char *name,
                      tw_history_entry_t **entries, size_t *count,
                      tw_error_t *err)
@@ -193,8 +209,10 @@ bool tw_history_list(redisContext *c, const char *name,
     *count = 0;
     tw_checkpoint_key(name, "history", key);
     reply = tw_redis_command(c, err, "LRANGE %s 0 -1", key);
-    if (!reply)
+    if (!reply) {
+        name_wrong_type(c, key, "a list", err);
         return false;
+    }
     if (reply->elements > 0)
         *entries = tw_calloc(reply->elements, sizeof **entries);
     for (size_t k = 0; k < reply->elements; k++) {
@@ -227,7 +245,8 @@ void tw_history_free(tw_history_entry_t *entries, size_t count)
 
 /* KEYS: checkpoint, history. ARGV: n, now_ms. An invalidate's token keeps
  * source=invalidate (it must be resumed with startAfter); any other is
- * marked rollback. */
+ * marked rollback. A checkpoint key that is not a hash at all is kept in
+ * the history as {"type", "raw"} and replaced. */
 static const char rollback_script[] =
     "local entry = redis.call('LINDEX', KEYS[2], tonumber(ARGV[1]) - 1)\n"
     "if not entry then\n"
@@ -237,10 +256,17 @@ static const char rollback_script[] =
     "if type(e['token']) ~= 'string' then\n"
     "  return redis.error_reply('history entry ' .. ARGV[1] .. ' has no token')\n"
     "end\n"
-    "local h = redis.call('HGETALL', KEYS[1])\n"
-    "if #h > 0 then\n"
-    "  local t = {}\n"
+    "local kind = redis.call('TYPE', KEYS[1])['ok']\n"
+    "local t = nil\n"
+    "if kind == 'hash' then\n"
+    "  local h = redis.call('HGETALL', KEYS[1])\n"
+    "  if #h > 0 then t = {} end\n"
     "  for k = 1, #h, 2 do t[h[k]] = h[k + 1] end\n"
+    "elseif kind ~= 'none' then\n"
+    "  t = {type = kind}\n"
+    "  if kind == 'string' then t['raw'] = redis.call('GET', KEYS[1]) end\n"
+    "end\n"
+    "if t then\n"
     "  t['pushed_ms'] = ARGV[2]\n"
     "  t['reason'] = 'rollback'\n"
     "  redis.call('LPUSH', KEYS[2], cjson.encode(t))\n"

@@ -153,6 +153,38 @@ Test(missing, a_redis_without_persistence_is_said_and_stops_a_protected_start)
     bson_free(data);
 }
 
+/* A read-only replica refuses the lease's first write (READONLY): that was
+ * ridden out as an outage for ever, and the replica never named. The store
+ * is checked before the lease is taken. */
+Test(missing, a_read_only_replica_stops_a_protected_start_before_the_lease)
+{
+    static const char *const prod[] = {"--environment", "prod", NULL};
+    static const char *const dev[] = {NULL};
+    char *data, *err = NULL;
+    th_proc_t p;
+    int code;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    data = fx_hwm_data(1700000000u, 1);
+    fx_seed_checkpoint(&fx, data, NULL);
+    bson_free(data);
+    /* The replica of a master that never answers keeps its data, read only. */
+    freeReplyObject(th_redis_cmd(&fx.redis, "REPLICAOF 127.0.0.1 1"));
+    code = fx_run(&fx, prod, 10000, &err);
+    cr_expect_eq(code, 2, "exit 2, not an outage ridden out: %d\n%s", code, err);
+    cr_expect(strstr(err, "can lose them: a replica") != NULL, "%s", err);
+    cr_expect(strstr(err, "--accept-store-risk") != NULL, "%s", err);
+    free(err);
+
+    fx_spawn(&fx, &p, dev);
+    th_sleep_ms(1000);
+    th_proc_stop(&p, 10000);
+    err = th_proc_stderr(&p);
+    cr_expect(strstr(err, "warn") != NULL && strstr(err, "can lose them: a replica") != NULL,
+              "elsewhere it is said: %s", err);
+    free(err);
+}
+
 Test(missing, status_says_it_even_where_config_is_refused)
 {
     char url[160], *out, *err;

@@ -121,3 +121,65 @@ Test(records, a_garbage_checkpoint_can_be_shown_replaced_and_recovered_from)
     free(data);
     bson_free(want);
 }
+
+/* A checkpoint key that is not a hash at all (a string): rollback said it
+ * kept it in the history and then failed on WRONGTYPE (exit 1), and
+ * --resume-from said it replaced it and then exited 2 on the commit's type
+ * check. Both replace it; the history keeps what it held. */
+Test(records, a_string_checkpoint_is_replaced_by_rollback_and_by_resume_from)
+{
+    static const char *const history[] = {"checkpoint", "history", NULL};
+    static const char *const rollback[] = {"checkpoint", "rollback", "1", NULL};
+    static const char *const resume[] = {"--resume-from", "now", NULL};
+    char *out, *err, *data, *want = fx_hwm_data(T0 - 600, 1);
+    th_proc_t p;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    push_entry(T0 - 600);
+    freeReplyObject(th_redis_cmd(&fx.redis, "SET " FX_CHECKPOINT " 1700000000:1"));
+    cr_expect_eq(fx_cli(&fx, rollback, &out, &err), 0, "rollback replaces it: %s", err);
+    free(out);
+    free(err);
+    data = fx_checkpoint_data(&fx);
+    cr_expect(data && strcmp(data, want) == 0, "the entry's token: %s", data ? data : "(none)");
+    free(data);
+    cr_expect_eq(fx_cli(&fx, history, &out, &err), 0, "%s", err);
+    cr_expect(strstr(out, "1    (unreadable:") != NULL, "what it held is kept, named: %s", out);
+    cr_expect(strstr(out, "2    1699999400:1") != NULL, "the entry rolled back to: %s", out);
+    free(out);
+    free(err);
+
+    freeReplyObject(th_redis_cmd(&fx.redis, "DEL " FX_CHECKPOINT));
+    freeReplyObject(th_redis_cmd(&fx.redis, "SET " FX_CHECKPOINT " 1700000000:1"));
+    fx_spawn(&fx, &p, resume);
+    th_assert_dump(fx_wait_checkpoint(&fx, 10000), p.err_path, "started");
+    th_sleep_ms(500);
+    th_proc_stop(&p, 10000);
+    cr_expect_eq(th_proc_exit_code(&p), 0, "--resume-from replaces a string checkpoint");
+    data = fx_checkpoint_data(&fx);
+    cr_expect(data != NULL, "a checkpoint hash again");
+    free(data);
+    bson_free(want);
+}
+
+/* A history key of the wrong type: named, exit 2, by every command that
+ * reads it (it was Redis's bare WRONGTYPE and exit 1). */
+Test(records, a_history_key_of_the_wrong_type_is_named)
+{
+    static const char *const history[] = {"checkpoint", "history", NULL};
+    static const char *const rollback[] = {"checkpoint", "rollback", "1", "--dry-run", NULL};
+    const char *const *commands[] = {history, rollback};
+    char *out, *err, *current = fx_hwm_data(T0 - 60, 1);
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_seed_checkpoint(&fx, current, NULL);
+    freeReplyObject(th_redis_cmd(&fx.redis, "SET %s junk", HISTORY));
+    for (size_t k = 0; k < 2; k++) {
+        cr_expect_eq(fx_cli(&fx, commands[k], &out, &err), 2, "%s %s: %s", commands[k][0],
+                     commands[k][1], err);
+        cr_expect(strstr(err, HISTORY " holds a string") != NULL, "%s", err);
+        free(out);
+        free(err);
+    }
+    bson_free(current);
+}

@@ -746,3 +746,42 @@ Test(recover, a_long_non_ascii_server_message_still_records_the_gap_and_alerts)
     bson_string_free(fault, true);
     bson_free(inside);
 }
+
+/*
+ * A stop request while the LOST alert waits for a channel that hangs: the
+ * wait (up to 10 s) did not look at the stop, so the process took it and
+ * then the 3 s alert grace. Now the stop ends the wait: the alert is not
+ * remembered as sent, and goes out again at the next start.
+ */
+Test(recover, a_stop_while_the_lost_alert_hangs_is_prompt)
+{
+    char *lost = fx_hwm_data(T0 - 24 * HOUR, 1);
+    const char *extra[] = {"--slack-webhook", NULL, NULL};
+    long long t0, took;
+    th_proc_t p;
+    char *err;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    fx_webhook_start(&fx, &hook);
+    fx_webhook_script(&hook, "{\"responses\": [], \"then_hang\": 60}");
+    fx_seed_checkpoint(&fx, lost, NULL);
+    extra[1] = hook.url;
+    fx_spawn(&fx, &p, extra);
+    th_assert_dump(th_wait_until(hook_received, NULL, 10000), p.err_path,
+                   "the LOST alert is on its way");
+    th_sleep_ms(200);
+    t0 = th_now_ms();
+    th_proc_signal(&p, SIGTERM);
+    th_assert_dump(th_proc_wait(&p, 20000), p.err_path, "exits");
+    took = th_now_ms() - t0;
+    err = th_proc_stderr(&p);
+    cr_expect_eq(th_proc_exit_code(&p), 3, "the token is still lost:\n%s", err);
+    cr_expect(strstr(err, "stopping") != NULL, "says so:\n%s", err);
+    /* 1 s for the stop, the 3 s alert grace, and some slack. */
+    cr_log_info("stopped in %lld ms", took);
+    cr_expect_lt(took, 5000, "stopped in %lld ms:\n%s", took, err);
+    cr_expect(th_redis_get(&fx.redis, "tokenwatch:{default}:lost-alerted") == NULL,
+              "not remembered as sent");
+    free(err);
+    bson_free(lost);
+}

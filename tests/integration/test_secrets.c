@@ -2,8 +2,10 @@
  * Secrets never reach any output: a MongoDB password, a Redis password (in
  * the URL, then in --redis-password-file), the Slack webhook's path, the
  * generic JSON webhook's path, the PagerDuty routing key and the heartbeat
- * URL's token are searched for in every log line (text and JSON, at
- * debug), the alerts the Slack and JSON webhooks received, /metrics,
+ * URL's token (and a Kafka Connect guard's login) are searched for in every
+ * log line (text and JSON, at debug), every body the Slack, JSON webhook,
+ * PagerDuty (its routing key field aside) and heartbeat (GET, then POST)
+ * stand-ins received, /metrics,
  * --help, a dry-run plan, `status` and `status --json`, and the messages of
  * refused values (including refused files).
  */
@@ -152,11 +154,47 @@ static bool an_alert_arrived(void *ctx)
     return n > 0;
 }
 
+/* Every body w received, in one kept output called label; returns how
+ * many there were and, in *failed, how many went to a /fail path.
+ * PagerDuty's bodies carry the routing key by design: that one value is
+ * blanked, and every other secret searched for. */
+static size_t keep_bodies(fx_webhook_t *w, const char *label, bool blank_routing_key,
+                          size_t *failed)
+{
+    bson_string_t *all = bson_string_new(NULL);
+    bson_iter_t it, list, field;
+    bson_t got;
+    size_t k = 0;
+
+    *failed = 0;
+    fx_webhook_received(w, &got);
+    cr_assert(bson_iter_init_find(&it, &got, "a") && bson_iter_recurse(&it, &list));
+    while (bson_iter_next(&list)) {
+        char *body;
+        char *at;
+
+        bson_iter_recurse(&list, &field);
+        if (bson_iter_find(&field, "path") && strstr(bson_iter_utf8(&field, NULL), "/fail"))
+            (*failed)++;
+        bson_iter_recurse(&list, &field);
+        cr_assert(bson_iter_find(&field, "raw"));
+        body = strdup(bson_iter_utf8(&field, NULL));
+        while (blank_routing_key && (at = strstr(body, ROUTING_KEY)) != NULL)
+            memset(at, '-', strlen(ROUTING_KEY));
+        bson_string_append_printf(all, "%s\n", body);
+        free(body);
+        k++;
+    }
+    bson_destroy(&got);
+    keep(label, strdup(all->str));
+    bson_string_free(all, true);
+    return k;
+}
+
 static void keep_alerts(void)
 {
     char **texts;
-    size_t n = fx_webhook_texts(&hook, &texts);
-    bson_t got;
+    size_t n = fx_webhook_texts(&hook, &texts), failed;
 
     for (size_t k = 0; k < n; k++) {
         char label[64];
@@ -165,25 +203,13 @@ static void keep_alerts(void)
         keep(label, texts[k]);
     }
     free(texts);
-    /* Every body the JSON webhook received (their path is the URL itself;
-     * PagerDuty's bodies carry the routing key by design). */
-    fx_webhook_received(&json_hook, &got);
-    {
-        bson_iter_t it, list, raw;
-        size_t k = 0;
-
-        cr_assert(bson_iter_init_find(&it, &got, "a") && bson_iter_recurse(&it, &list));
-        while (bson_iter_next(&list)) {
-            char label[64];
-
-            snprintf(label, sizeof label, "JSON webhook body %zu", k++);
-            bson_iter_recurse(&list, &raw);
-            cr_assert(bson_iter_find(&raw, "raw"));
-            keep(label, strdup(bson_iter_utf8(&raw, NULL)));
-        }
-        cr_expect_gt(k, 0, "the JSON webhook received alerts");
-    }
-    bson_destroy(&got);
+    /* The JSON webhook's bodies (its path is the URL itself), PagerDuty's
+     * and the heartbeat's. */
+    cr_expect_gt(keep_bodies(&json_hook, "JSON webhook bodies", false, &failed), 0,
+                 "the JSON webhook received alerts");
+    cr_expect_gt(keep_bodies(&pd_hook, "PagerDuty bodies", true, &failed), 0,
+                 "PagerDuty received events");
+    keep_bodies(&beat_hook, "heartbeat bodies", false, &failed);
 }
 
 /* Redis that wants REDIS_PASSWORD, a guarded key close to lost (so an alert
@@ -309,10 +335,23 @@ Test(secrets, none_in_logs_alerts_metrics_status_or_plans)
     cr_assert(th_write_file(pw_file, REDIS_PASSWORD "\n", strlen(REDIS_PASSWORD) + 1));
     set_redis_url(false);
     {
-        const char *more[] = {json[0], json[1], "--redis-password-file", pw_file, NULL};
+        /* The heartbeat POSTs each round's outcome; a Kafka Connect guard
+         * with a login on a closed port is an UNKNOWN position with a reason,
+         * in the alerts, the log and /metrics. */
+        char connect_url[160];
+        const char *more[] = {json[0], json[1], "--redis-password-file", pw_file,
+                              "--heartbeat-method", "post", "--guard", connect_url, NULL};
         const char *st[] = {"status", "--json", "--redis-password-file", pw_file, NULL};
+        size_t beats, failed;
 
+        snprintf(connect_url, sizeof connect_url,
+                 "http://cdc:M0ngoS3crConnect@127.0.0.1:%d/connectors/orders", th_free_port());
         run_following("run, JSON log, password file", more);
+        beats = keep_bodies(&beat_hook, "heartbeat bodies, POST", false, &failed);
+        cr_expect_gt(beats, 0, "the heartbeat POSTed");
+        cr_log_info("%zu heartbeat bodies searched, %zu of failed rounds", beats, failed);
+        cr_expect(strstr(kept("run, JSON log, password file stderr"), "cdc:***@127.0.0.1") != NULL,
+                  "the Connect guard was read and named redacted");
         cr_expect_eq(cli("status --json, password file", st), 0);
     }
     /* What was searched says what it should, redacted. */
