@@ -124,10 +124,14 @@ demo-check: $(BINARY)
 
 # The image and the manifests, checked without Docker (tests/deploy/README.md):
 # the runtime stage provides every library the binary links, the manifests
-# parse and name only real settings, the shell scripts pass shellcheck.
+# parse and name only real settings, Compose itself accepts the compose file,
+# the alert rules load and pass their tests, the shell scripts pass shellcheck.
 deploy-check: $(BINARY)
 	sh tests/deploy/check_libs.sh $(BINARY) docker/Dockerfile
 	/usr/bin/python3 tests/deploy/check_manifests.py $(CURDIR)/$(BINARY)
+	docker-compose -f docker/compose.yaml config --quiet
+	promtool check rules config/prometheus-rules.yml
+	promtool test rules config/prometheus-rules.test.yml
 	shellcheck scripts/*.sh docker/*.sh tests/deploy/*.sh tests/*.sh .ci/run
 
 # The standing evidence of tests/faults/README.md: kill -9 at random points,
