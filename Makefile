@@ -67,7 +67,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 
-.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check test-faults asan fuzz fuzz-build bench bench-json clean
+.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check image-test test-faults asan fuzz fuzz-build bench bench-json clean
 
 all: $(BINARY)
 
@@ -124,11 +124,21 @@ demo-check: $(BINARY)
 
 # The image and the manifests, checked without Docker (tests/deploy/README.md):
 # the runtime stage provides every library the binary links, the manifests
-# parse and name only real settings, the shell scripts pass shellcheck.
+# parse and name only real settings, Compose itself accepts the compose file,
+# the alert rules load and pass their tests, the shell scripts pass shellcheck.
 deploy-check: $(BINARY)
 	sh tests/deploy/check_libs.sh $(BINARY) docker/Dockerfile
 	/usr/bin/python3 tests/deploy/check_manifests.py $(CURDIR)/$(BINARY)
+	docker-compose -f docker/compose.yaml config --quiet
+	promtool check rules config/prometheus-rules.yml
+	promtool test rules config/prometheus-rules.test.yml
 	shellcheck scripts/*.sh docker/*.sh tests/deploy/*.sh tests/*.sh .ci/run
+
+# docker/Dockerfile built and run for real, with a Docker daemon it starts
+# when none answers (tests/deploy/image_test.sh: installs docker.io and
+# debootstrap as root, makes debian:12 and debian:12-slim when missing).
+image-test:
+	bash tests/deploy/image_test.sh
 
 # The standing evidence of tests/faults/README.md: kill -9 at random points,
 # Redis, MongoDB and the webhook broken in every way listed there, and a stop

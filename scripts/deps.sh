@@ -4,12 +4,15 @@
 # exact command and fails, so a missing package never surfaces later as a
 # confusing compile error. clang and its runtime (libFuzzer and the
 # sanitizers, only recommended by clang) build the `make fuzz` targets.
+# prometheus (for its promtool) and docker-compose (1.29: `config` needs no
+# Docker engine) are for `make deploy-check`. Docker itself is not here:
+# `make image-test` installs docker.io and debootstrap when it runs.
 set -eu
 
 PACKAGES="gcc make pkg-config libmongoc-dev libbson-dev libhiredis-dev \
 libcurl4-openssl-dev libssl-dev libcriterion-dev libmicrohttpd-dev redis-server \
 python3-mockupdb python3-pymongo python3-yaml shellcheck procps \
-clang libclang-rt-dev stunnel4 openssl"
+clang libclang-rt-dev stunnel4 openssl prometheus docker-compose"
 
 missing=""
 for pkg in $PACKAGES; do
