@@ -115,7 +115,8 @@ static const setting_def_t table[] = {
      SECRET, F(redis_url), tw_check_redis_url},
     {"accept-store-risk", "TOKENWATCH_ACCEPT_STORE_RISK", TYPE_BOOL, 0, 0, NULL, "false", "",
      "start in a protected environment even though the Redis can lose "
-     "checkpoints (no persistence, allkeys-* eviction, a replica)",
+     "checkpoints (no persistence, allkeys-* eviction, a replica) or cannot "
+     "be asked (CONFIG GET and INFO both refused)",
      0, F(accept_store_risk), NULL},
     {"redis-timeout", "TOKENWATCH_REDIS_TIMEOUT", TYPE_DURATION, 100, 60000, NULL, "5s",
      "DUR",
