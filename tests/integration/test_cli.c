@@ -253,6 +253,21 @@ Test(cli, bad_settings_files_exit_2_naming_them)
         free(out);
         free(err);
     }
+    f = fopen(empty, "w");
+    cr_assert(f);
+    fputs("\xEF\xBB\xBFTOKENWATCH_NAME=bom\n", f);
+    fclose(f);
+    {
+        const char *argv[] = {th_binary(), "run", "--config", empty, "--metrics-addr", "off",
+                              NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "--config with a BOM: %s", err);
+        cr_expect(strstr(err, empty) != NULL && strstr(err, "byte order mark") != NULL, "%s",
+                  err);
+        free(out);
+        free(err);
+    }
     th_rmtree(dir);
 }
 
