@@ -274,7 +274,8 @@ Test(cli, bad_settings_files_exit_2_naming_them)
 Test(cli, a_redis_url_without_a_host_or_with_options_exits_2)
 {
     static const char *const urls[] = {"redis:///0", "redis://127.0.0.1:1/0?db=1",
-                                       "redis://127.0.0.1:1/0#x"};
+                                       "redis://127.0.0.1:1/0#x", "unix:///",
+                                       "unix:///tmp/"};
 
     for (size_t k = 0; k < sizeof urls / sizeof urls[0]; k++) {
         const char *argv[] = {th_binary(), "checkpoint", "show", "--redis-url", urls[k], NULL};

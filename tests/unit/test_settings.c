@@ -571,6 +571,7 @@ static const struct {
     {"--redis-url", "redis:///0", {"--redis-url", "host"}},
     {"--redis-url", "redis://h:6379/0?db=1", {"--redis-url", "?db=N"}},
     {"--redis-url", "redis://h:6379/0#frag", {"--redis-url", "fragment"}},
+    {"--redis-url", "unix:///", {"--redis-url", "names a directory"}},
     {"--resume-from", "2026-11-21T05:00:00+99:99", {"--resume-from", "offset"}},
     {"--slack-webhook-file", "/nonexistent/webhook", {"--slack-webhook-file", "/nonexistent/webhook"}},
     {"--slack-webhook-file", "/tmp", {"--slack-webhook-file", "/tmp"}},
