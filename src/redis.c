@@ -305,6 +305,14 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                      "(stunnel, a service mesh) with redis://");
         goto out;
     }
+    /* curl also takes "redis:/host" (one slash), which would pass by the
+     * form check: only redis:// is a Redis URL. */
+    if (strncasecmp(text, "redis:", 6) == 0 && strncasecmp(text, "redis://", 8) != 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "a Redis URL starts with redis:// (two slashes): "
+                     "redis://[user:password@]host:port/db");
+        goto out;
+    }
     if (strncasecmp(text, "redis://", 8) == 0 && !check_redis_form(text, err))
         goto out;
     if (curl_url_set(u, CURLUPART_URL, text, CURLU_NON_SUPPORT_SCHEME) !=

@@ -275,7 +275,7 @@ Test(cli, a_redis_url_without_a_host_or_with_options_exits_2)
 {
     static const char *const urls[] = {"redis:///0", "redis://127.0.0.1:1/0?db=1",
                                        "redis://127.0.0.1:1/0#x", "unix:///",
-                                       "unix:///tmp/"};
+                                       "unix:///tmp/", "redis:/127.0.0.1:1/0?db=1"};
 
     for (size_t k = 0; k < sizeof urls / sizeof urls[0]; k++) {
         const char *argv[] = {th_binary(), "checkpoint", "show", "--redis-url", urls[k], NULL};

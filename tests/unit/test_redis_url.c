@@ -47,6 +47,14 @@ static const url_case_t url_cases[] = {
     {"redis://cache/0?", false, NULL, 0, NULL, NULL, NULL, 0},
     {"redis://cache/0#frag", false, NULL, 0, NULL, NULL, NULL, 0},
     {"redis://cache#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    /* One slash: curl reads it as redis://, but the checks above would be
+     * passed by (found by fuzz_redis_url: the ?db=1 was ignored). */
+    {"redis:/cache/0?db=1", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis:/cache/0#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"Redis:/cache:6379/0", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis:/:pw@cache/0", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis:cache", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"REDIS://cache:6379/0", true, "cache", 6379, NULL, NULL, NULL, 0},
     {"unix:///run/redis.sock#frag", false, NULL, 0, NULL, NULL, NULL, 0},
     {"unix:///run/redis.sock?db=2#frag", false, NULL, 0, NULL, NULL, NULL, 0},
     /* A Redis 6 ACL user is kept, with or without a password. */
@@ -135,6 +143,9 @@ Test(redis_url, refused_options_say_which_exist)
     }
     cr_expect_not(tw_redis_url_parse("redis:///0", &u, &err));
     cr_expect(strstr(err.message, "host") != NULL, "%s", err.message);
+    cr_expect_not(tw_redis_url_parse("redis:/:R3dis@cache/0?db=1", &u, &err));
+    cr_expect(strstr(err.message, "redis://") != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "R3dis") == NULL, "%s", err.message);
 }
 
 /* A socket path that names no file, or one longer than a socket address
