@@ -156,6 +156,7 @@ static void append_store_json(bson_t *doc, const tw_store_risks_t *store)
         BSON_APPEND_UTF8(&list, index, store->text[k]);
     }
     bson_append_array_end(&item, &list);
+    BSON_APPEND_BOOL(&item, "known", !store->unknown);
     if (store->note[0])
         BSON_APPEND_UTF8(&item, "note", store->note);
     bson_append_document_end(doc, &item);
@@ -169,7 +170,7 @@ static void print_store_line(const tw_store_risks_t *store)
         return;
     tw_store_risks_text(store, text, sizeof text);
     if (store->count)
-        printf("store: the Redis that holds the checkpoints can lose them: %s\n", text);
+        printf("store: %s: %s\n", tw_store_risks_headline(store), text);
     else
         printf("store: no way found for Redis to lose the checkpoints%s%s\n",
                store->note[0] ? "; " : "", store->note);

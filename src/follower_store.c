@@ -364,56 +364,67 @@ bool tw__commit_pipelined(tw_follower_t *r)
 }
 
 /*
- * Can the Redis that holds the checkpoints lose them? Said at every start
- * (once); in a protected environment it stops the start unless accepted.
+ * Can the Redis that holds the checkpoints lose them, or can nothing be told
+ * (CONFIG GET and INFO both refused)? Said at every start (once); in a
+ * protected environment it stops the start unless accepted.
  */
-int tw__check_store(tw_follower_t *r)
+static int judge_store(tw_follower_t *r, const tw_store_facts_t *facts)
 {
-    tw_store_facts_t facts;
     tw_store_risks_t risks;
-    tw_error_t err;
     char text[3 * 170];
     bool protected_env = tw_env_protected(r->opts.environment, r->opts.protect, r->opts.protect_count);
 
-    if (r->store_checked)
-        return -1;
     r->store_checked = true;
-    if (!r->redis || !tw_store_probe(r->redis, &facts, &err)) {
-        TW_WARN("cannot tell whether Redis keeps its data: %s",
-                r->redis ? err.message : "not connected");
-        return -1;
-    }
-    tw_store_assess(&facts, &risks);
+    tw_store_assess(facts, &risks);
     if (risks.note[0])
         TW_WARN("Redis: %s", risks.note);
     if (risks.count == 0)
         return -1;
     tw_store_risks_text(&risks, text, sizeof text);
     if (protected_env && !r->opts.accept_store_risk) {
-        TW_ERROR("the Redis that holds the checkpoints can lose them: %s. Not starting in "
-                 "protected environment %s: fix Redis, or accept it with "
+        TW_ERROR("%s: %s. Not starting in protected environment %s: %s, or accept it with "
                  "--accept-store-risk",
-                 text, r->opts.environment);
+                 tw_store_risks_headline(&risks), text, r->opts.environment,
+                 tw_store_risks_remedy(&risks));
         return TW_EXIT_USAGE;
     }
-    TW_WARN("the Redis that holds the checkpoints can lose them: %s%s", text,
+    TW_WARN("%s: %s%s", tw_store_risks_headline(&risks), text,
             r->opts.accept_store_risk ? " (accepted: --accept-store-risk)" : "");
     return -1;
+}
+
+/* The check once the checkpoint is loaded, unless it was made before. */
+int tw__check_store(tw_follower_t *r)
+{
+    tw_store_facts_t facts;
+    tw_error_t err;
+
+    if (r->store_checked)
+        return -1;
+    if (!r->redis || !tw_store_probe(r->redis, &facts, &err)) {
+        r->store_checked = true;
+        TW_WARN("cannot tell whether Redis keeps its data: no answer to the probe: %s",
+                r->redis ? err.message : "not connected");
+        return -1;
+    }
+    return judge_store(r, &facts);
 }
 
 /*
  * The same, before the lease is taken when Redis answers already: a
  * read-only replica refuses the lease's writes, which would otherwise be
  * ridden out as an outage for ever, the replica never named. When Redis
- * does not answer yet, the check comes once the checkpoint is loaded.
+ * does not answer (yet), the check comes once the checkpoint is loaded.
  */
 int tw__check_store_early(tw_follower_t *r)
 {
+    tw_store_facts_t facts;
     tw_error_t err;
 
-    if (!tw__redis_ready(r, &err))
+    if (r->store_checked || !tw__redis_ready(r, &err) ||
+        !tw_store_probe(r->redis, &facts, &err))
         return -1;
-    return tw__check_store(r);
+    return judge_store(r, &facts);
 }
 
 /* Loads the stored checkpoint, waiting out a Redis outage. */

@@ -12,6 +12,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
+#include <sys/un.h>
+
+/* The longest path a socket address holds (its NUL aside): 107 on Linux. */
+#define SOCKET_PATH_MAX ((int)sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
 void tw_redis_url_release(tw_redis_url_t *url)
 {
@@ -56,9 +60,31 @@ static bool parse_db(const char *text, int *out)
     return true;
 }
 
+/* What keeps an absolute path (len bytes) from naming a socket file, or
+ * NULL: a directory (a trailing '/', ".", "..": unix:/// is the root), or
+ * more than a socket address holds (hiredis would cut it short). */
+static const char *socket_path_problem(const char *path, size_t len, char *buf, size_t size)
+{
+    size_t base = len;
+
+    while (base > 0 && path[base - 1] != '/')
+        base--;
+    if (base == len || (len - base == 1 && path[base] == '.') ||
+        (len - base == 2 && path[base] == '.' && path[base + 1] == '.'))
+        return "names a directory, not a socket file";
+    if (len > SOCKET_PATH_MAX) {
+        snprintf(buf, size, "is %zu bytes, longer than the %d bytes a socket path can be", len,
+                 SOCKET_PATH_MAX);
+        return buf;
+    }
+    return NULL;
+}
+
 /* unix:///path.sock[?db=N]: a file path, which URL parsers read as a host. */
 static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
 {
+    char buf[96];
+    const char *problem;
     const char *query = strchr(rest, '?');
     size_t len = query ? (size_t)(query - rest) : strlen(rest);
 
@@ -72,6 +98,14 @@ static bool parse_unix(const char *rest, tw_redis_url_t *out, tw_error_t *err)
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "unix:// needs an absolute socket path: "
                      "unix:///run/redis.sock");
+        return false;
+    }
+    problem = socket_path_problem(rest, len, buf, sizeof buf);
+    if (problem) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "unix:// socket path %.*s%s %s: give the socket's file, as in "
+                     "unix:///run/redis.sock",
+                     (int)(len < 64 ? len : 64), rest, len > 64 ? "..." : "", problem);
         return false;
     }
     if (query && (strncmp(query, "?db=", 4) != 0 || !parse_db(query + 4, &out->db))) {
@@ -269,6 +303,14 @@ bool tw_redis_url_parse(const char *text, tw_redis_url_t *out,
                      "rediss:// (TLS) is not supported by this build's "
                      "hiredis 0.14: reach Redis through a TLS proxy "
                      "(stunnel, a service mesh) with redis://");
+        goto out;
+    }
+    /* curl also takes "redis:/host" (one slash), which would pass by the
+     * form check: only redis:// is a Redis URL. */
+    if (strncasecmp(text, "redis:", 6) == 0 && strncasecmp(text, "redis://", 8) != 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "a Redis URL starts with redis:// (two slashes): "
+                     "redis://[user:password@]host:port/db");
         goto out;
     }
     if (strncasecmp(text, "redis://", 8) == 0 && !check_redis_form(text, err))

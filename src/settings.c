@@ -115,7 +115,8 @@ static const setting_def_t table[] = {
      SECRET, F(redis_url), tw_check_redis_url},
     {"accept-store-risk", "TOKENWATCH_ACCEPT_STORE_RISK", TYPE_BOOL, 0, 0, NULL, "false", "",
      "start in a protected environment even though the Redis can lose "
-     "checkpoints (no persistence, allkeys-* eviction, a replica)",
+     "checkpoints (no persistence, allkeys-* eviction, a replica) or cannot "
+     "be asked (CONFIG GET and INFO both refused)",
      0, F(accept_store_risk), NULL},
     {"redis-timeout", "TOKENWATCH_REDIS_TIMEOUT", TYPE_DURATION, 100, 60000, NULL, "5s",
      "DUR",
@@ -795,12 +796,6 @@ static bool load_line(tw_settings_t *s, const char *origin, unsigned lineno, con
     ssize_t index;
     bool ok;
 
-    /* A UTF-8 byte order mark (Windows editors write one) is no part of the
-     * first key. */
-    if (lineno == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
-        p += 3;
-        n -= 3;
-    }
     if (memchr(p, '\0', n)) {
         const char *key_end = memchr(p, '=', n);
 
@@ -842,6 +837,15 @@ bool tw_settings_load_text(tw_settings_t *s, const char *origin, const char *tex
     size_t at = 0;
     unsigned lineno = 0;
 
+    /* A UTF-8 byte order mark (Windows editors write one) is said, not
+     * skipped in silence nor read as part of the first key. */
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+        tw_error_set(err, TW_ERR_USAGE, 0,
+                     "config file %s starts with a UTF-8 byte order mark: save it without "
+                     "one (as UTF-8 without BOM)",
+                     origin);
+        return false;
+    }
     while (at < len) {
         const char *p = text + at;
         const char *nl = memchr(p, '\n', len - at);

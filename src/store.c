@@ -16,6 +16,15 @@ static void add_risk(tw_store_risks_t *out, const char *text)
 void tw_store_assess(const tw_store_facts_t *f, tw_store_risks_t *out)
 {
     memset(out, 0, sizeof *out);
+    if (f->refused) {
+        char text[sizeof out->text[0]];
+
+        snprintf(text, sizeof text, "CONFIG GET and INFO are both refused%s%s%s",
+                 f->refusal[0] ? " (" : "", f->refusal, f->refusal[0] ? ")" : "");
+        add_risk(out, text);
+        out->unknown = true;
+        return;
+    }
     if (f->aof == TW_FACT_NO && f->rdb == TW_FACT_NO)
         add_risk(out, "no persistence (AOF off, no RDB save rules): a restart comes back "
                       "without any checkpoint");
@@ -34,6 +43,21 @@ void tw_store_assess(const tw_store_facts_t *f, tw_store_risks_t *out)
     }
     if (f->replica == TW_FACT_YES)
         add_risk(out, "a replica: writes are refused, or lost at its next resync");
+    else if (f->replica == TW_FACT_UNKNOWN && !out->note[0])
+        snprintf(out->note, sizeof out->note,
+                 "its role cannot be read from INFO: make sure it is not a replica");
+}
+
+const char *tw_store_risks_headline(const tw_store_risks_t *risks)
+{
+    return risks->unknown
+               ? "cannot tell whether the Redis that holds the checkpoints keeps them"
+               : "the Redis that holds the checkpoints can lose them";
+}
+
+const char *tw_store_risks_remedy(const tw_store_risks_t *risks)
+{
+    return risks->unknown ? "let its user run INFO (or CONFIG GET)" : "fix Redis";
 }
 
 void tw_store_risks_text(const tw_store_risks_t *risks, char *out, size_t size)
@@ -96,13 +120,20 @@ static bool info_field(const char *info, const char *name, char *out, size_t siz
     return false;
 }
 
+/* INFO's facts; an error reply is no answer to this probe, not an outage. */
 static bool probe_info(redisContext *c, tw_store_facts_t *out, tw_error_t *err)
 {
-    redisReply *r = tw_redis_command(c, err, "INFO");
+    redisReply *r = redisCommand(c, "INFO");
     char value[TW_STORE_TEXT_MAX];
 
-    if (!r)
+    if (!r) {
+        tw_redis_error_from_context(c, err, "redis");
         return false;
+    }
+    if (r->type == REDIS_REPLY_ERROR && out->from_info) {
+        out->refused = true;
+        snprintf(out->refusal, sizeof out->refusal, "%s", r->str);
+    }
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
         if (info_field(r->str, "aof_enabled", value, sizeof value))
             out->aof = strcmp(value, "1") == 0 ? TW_FACT_YES : TW_FACT_NO;

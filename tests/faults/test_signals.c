@@ -6,6 +6,7 @@
  * with exit 1 and a message saying where the next start resumes.
  */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,23 @@ static void webhook_fails(void)
 {
     fx_webhook_script(&hook, "{\"responses\": [], \"then\": 500}");
 }
+static void webhook_429(void)
+{
+    fx_webhook_script(&hook, "{\"responses\": [{\"status\": 429, \"retry_after\": 30}, "
+                             "{\"status\": 429, \"retry_after\": 30}, "
+                             "{\"status\": 429, \"retry_after\": 30}], \"then\": 429}");
+}
+/* Its port closed: every delivery is refused. */
+static void webhook_refused(void) { fx_webhook_stop(&hook); }
+/* Redis away, its data gone: end() brings it back empty. */
+static void redis_down_emptied(void)
+{
+    char aof[PATH_MAX];
+
+    th_redis_stop(&fx.redis);
+    cr_assert(th_path(aof, sizeof aof, fx.redis.dir, "appendonlydir"));
+    ft_remove_tree(aof);
+}
 
 static const outage_t outages[] = {
     {"Redis down 1.5 s", redis_down, redis_back, 1500, 1500 + 1000, false},
@@ -102,6 +120,10 @@ static const outage_t outages[] = {
     {"MongoDB failing (91, labelled)", mongo_errors, NULL, 0, 1500, false},
     {"webhook hanging", webhook_hangs, NULL, 0, 3000 + 1000, true},
     {"webhook failing (500)", webhook_fails, NULL, 0, 3000 + 1000, true},
+    {"webhook 429 (Retry-After: 30)", webhook_429, NULL, 0, 3000 + 1000, true},
+    {"webhook refused", webhook_refused, NULL, 0, 3000 + 1000, true},
+    {"Redis restarted empty after 1.5 s", redis_down_emptied, redis_back, 1500, 1500 + 1000,
+     false},
 };
 
 /* Signals, ends the outage after its time (here, not in a thread: a
@@ -196,10 +218,14 @@ STOP_TESTS(mongo_hanging_up, 6)
 STOP_TESTS(mongo_failing, 7)
 STOP_TESTS(webhook_hanging, 8)
 STOP_TESTS(webhook_failing, 9)
+STOP_TESTS(webhook_429, 10)
+STOP_TESTS(webhook_refused, 11)
+STOP_TESTS(redis_restarted_empty, 12)
 
-/* Redis stays away: the 10 s grace, then exit 1 saying where the next start
- * resumes; the checkpoint in Redis (from before) still covers the stream. */
-Test(signals, sigterm_while_redis_stays_away)
+/* Redis stays away (stopped, or killed -9): the 10 s grace, then exit 1
+ * saying where the next start resumes; the checkpoint in Redis (from
+ * before) still covers the stream. */
+static void stop_while_redis_stays_away(const char *name, void (*away)(th_redis_t *), int sig)
 {
     th_proc_t p;
     long long took;
@@ -210,13 +236,14 @@ Test(signals, sigterm_while_redis_stays_away)
     th_assert_dump(fx_wait_checkpoint(&fx, 10000), p.err_path, "a first checkpoint");
     bson_free(fx_post_events(&fx, 40));
     th_assert_dump(ft_wait_seq(&fx, 40, 10000), p.err_path, "following");
-    th_redis_stop(&fx.redis);
+    away(&fx.redis);
     bson_free(fx_post_events(&fx, 20));
     th_sleep_ms(300);
-    took = ft_stop(&p, SIGTERM, 20000);
-    fprintf(stderr, "faults: SIGTERM while Redis stays away: exit %d after %lld ms\n",
-            th_proc_exit_code(&p), took);
+    took = ft_stop(&p, sig, 20000);
+    fprintf(stderr, "faults: %s while %s: exit %d after %lld ms\n",
+            sig == SIGHUP ? "SIGHUP" : "SIGTERM", name, th_proc_exit_code(&p), took);
     err = th_proc_stderr(&p);
+    cr_expect(strstr(err, "stopping"), "says it is stopping:\n%s", err);
     cr_expect_eq(th_proc_exit_code(&p), 1);
     cr_expect(took >= 9500 && took <= 10000 + 1500, "the 10 s grace: %lld ms", took);
     cr_expect(strstr(err, "the last checkpoint could not be written"), "%s", err);
@@ -224,4 +251,24 @@ Test(signals, sigterm_while_redis_stays_away)
     cr_assert(th_redis_restart(&fx.redis));
     expect_checkpoint_covers_stream();
     free(err);
+}
+
+Test(signals, sigterm_while_redis_stays_away)
+{
+    stop_while_redis_stays_away("Redis stays away", th_redis_stop, SIGTERM);
+}
+
+Test(signals, sighup_while_redis_stays_away)
+{
+    stop_while_redis_stays_away("Redis stays away", th_redis_stop, SIGHUP);
+}
+
+Test(signals, sigterm_while_redis_is_killed)
+{
+    stop_while_redis_stays_away("Redis killed -9 (away)", th_redis_kill9, SIGTERM);
+}
+
+Test(signals, sighup_while_redis_is_killed)
+{
+    stop_while_redis_stays_away("Redis killed -9 (away)", th_redis_kill9, SIGHUP);
 }

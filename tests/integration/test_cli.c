@@ -253,13 +253,29 @@ Test(cli, bad_settings_files_exit_2_naming_them)
         free(out);
         free(err);
     }
+    f = fopen(empty, "w");
+    cr_assert(f);
+    fputs("\xEF\xBB\xBFTOKENWATCH_NAME=bom\n", f);
+    fclose(f);
+    {
+        const char *argv[] = {th_binary(), "run", "--config", empty, "--metrics-addr", "off",
+                              NULL};
+        char *out, *err;
+
+        cr_expect_eq(run_cli(argv, &out, &err), 2, "--config with a BOM: %s", err);
+        cr_expect(strstr(err, empty) != NULL && strstr(err, "byte order mark") != NULL, "%s",
+                  err);
+        free(out);
+        free(err);
+    }
     th_rmtree(dir);
 }
 
 Test(cli, a_redis_url_without_a_host_or_with_options_exits_2)
 {
     static const char *const urls[] = {"redis:///0", "redis://127.0.0.1:1/0?db=1",
-                                       "redis://127.0.0.1:1/0#x"};
+                                       "redis://127.0.0.1:1/0#x", "unix:///",
+                                       "unix:///tmp/", "redis:/127.0.0.1:1/0?db=1"};
 
     for (size_t k = 0; k < sizeof urls / sizeof urls[0]; k++) {
         const char *argv[] = {th_binary(), "checkpoint", "show", "--redis-url", urls[k], NULL};

@@ -209,3 +209,65 @@ Test(missing, status_says_it_even_where_config_is_refused)
     free(out);
     free(err);
 }
+
+/* A user that may run neither CONFIG nor INFO (`+@all -@dangerous`): nothing
+ * can be told about the store, and that is a risk like the others. */
+Test(missing, a_store_that_cannot_be_probed_stops_a_protected_start)
+{
+    static const char *const prod[] = {"--environment", "prod", NULL};
+    static const char *const accepted[] = {"--environment", "prod", "--accept-store-risk",
+                                           NULL};
+    static const char *const dev[] = {NULL};
+    const char *status[] = {th_binary(), "status", "--mongo-uri", NULL, "--redis-url",
+                            fx.redis_url, NULL};
+    char *data, *out, *err = NULL;
+    th_proc_t p;
+    int code;
+
+    fx_start(&fx, HOUR_OF_OPLOG);
+    status[3] = fx.sim.uri;
+    data = fx_hwm_data(1700000000u, 1);
+    fx_seed_checkpoint(&fx, data, NULL);
+    bson_free(data);
+    freeReplyObject(
+        th_redis_cmd(&fx.redis, "ACL SETUSER blind on >pw ~* &* +@all -@dangerous"));
+    snprintf(fx.redis_url, sizeof fx.redis_url, "redis://blind:pw@127.0.0.1:%d/0",
+             fx.redis.port);
+    code = fx_run(&fx, prod, 20000, &err);
+    cr_expect_eq(code, 2, "exit 2, got %d: %s", code, err);
+    cr_expect(strstr(err, "cannot tell whether the Redis that holds the checkpoints keeps "
+                          "them: CONFIG GET and INFO are both refused") != NULL,
+              "%s", err);
+    cr_expect(strstr(err, "Not starting in protected environment prod") != NULL, "%s", err);
+    cr_expect(strstr(err, "--accept-store-risk") != NULL, "%s", err);
+    free(err);
+
+    fx_spawn(&fx, &p, accepted);
+    th_sleep_ms(1000);
+    cr_expect(th_proc_running(&p), "accepted on purpose");
+    th_proc_stop(&p, 10000);
+    err = th_proc_stderr(&p);
+    cr_expect(strstr(err, "warn") != NULL && strstr(err, "both refused") != NULL &&
+                  strstr(err, "(accepted: --accept-store-risk)") != NULL,
+              "%s", err);
+    free(err);
+
+    fx_spawn(&fx, &p, dev);
+    th_sleep_ms(1000);
+    cr_expect(th_proc_running(&p), "elsewhere a warning only");
+    th_proc_stop(&p, 10000);
+    err = th_proc_stderr(&p);
+    cr_expect(strstr(err, "warn") != NULL &&
+                  strstr(err, "cannot tell whether the Redis that holds the checkpoints") !=
+                      NULL,
+              "%s", err);
+    free(err);
+
+    code = th_run(fx.dir, status, NULL, 20000, &out, &err);
+    cr_expect_eq(code, 0, "the tokens are fine: %s%s", out, err);
+    cr_expect(strstr(out, "store: cannot tell whether the Redis that holds the checkpoints "
+                          "keeps them: CONFIG GET and INFO are both refused") != NULL,
+              "%s", out);
+    free(out);
+    free(err);
+}

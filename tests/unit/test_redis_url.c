@@ -27,6 +27,15 @@ static const url_case_t url_cases[] = {
     {"redis://cache:0", false, NULL, 0, NULL, NULL, NULL, 0},
     {"redis://cache/x", false, NULL, 0, NULL, NULL, NULL, 0},
     {"unix://", false, NULL, 0, NULL, NULL, NULL, 0},
+    /* A path that names no file: a directory, or the root itself. */
+    {"unix:///", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///?db=1", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:////", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///run/", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///run/redis/.", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///run/redis/..", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"unix:///run/redis/.sock", true, NULL, 0, "/run/redis/.sock", NULL, NULL, 0},
+    {"unix:///r", true, NULL, 0, "/r", NULL, NULL, 0},
     {"not a url", false, NULL, 0, NULL, NULL, NULL, 0},
     /* No host: curl reads "redis:///0" as host 0, which is 0.0.0.0. */
     {"redis:///0", false, NULL, 0, NULL, NULL, NULL, 0},
@@ -38,6 +47,14 @@ static const url_case_t url_cases[] = {
     {"redis://cache/0?", false, NULL, 0, NULL, NULL, NULL, 0},
     {"redis://cache/0#frag", false, NULL, 0, NULL, NULL, NULL, 0},
     {"redis://cache#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    /* One slash: curl reads it as redis://, but the checks above would be
+     * passed by (found by fuzz_redis_url: the ?db=1 was ignored). */
+    {"redis:/cache/0?db=1", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis:/cache/0#frag", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"Redis:/cache:6379/0", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis:/:pw@cache/0", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"redis:cache", false, NULL, 0, NULL, NULL, NULL, 0},
+    {"REDIS://cache:6379/0", true, "cache", 6379, NULL, NULL, NULL, 0},
     {"unix:///run/redis.sock#frag", false, NULL, 0, NULL, NULL, NULL, 0},
     {"unix:///run/redis.sock?db=2#frag", false, NULL, 0, NULL, NULL, NULL, 0},
     /* A Redis 6 ACL user is kept, with or without a password. */
@@ -126,6 +143,38 @@ Test(redis_url, refused_options_say_which_exist)
     }
     cr_expect_not(tw_redis_url_parse("redis:///0", &u, &err));
     cr_expect(strstr(err.message, "host") != NULL, "%s", err.message);
+    cr_expect_not(tw_redis_url_parse("redis:/:R3dis@cache/0?db=1", &u, &err));
+    cr_expect(strstr(err.message, "redis://") != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "R3dis") == NULL, "%s", err.message);
+}
+
+/* A socket path that names no file, or one longer than a socket address
+ * holds (hiredis would cut it and connect elsewhere), is refused when the
+ * URL is read, saying what is wrong with it. */
+Test(redis_url, a_socket_path_that_cannot_be_one_is_named)
+{
+    static const struct {
+        const char *url;
+        const char *says;
+    } cases[] = {
+        {"unix:///", "names a directory, not a socket file"},
+        {"unix:///run/?db=2", "names a directory, not a socket file"},
+        {"unix:///run/redis/..", "names a directory, not a socket file"},
+        {"unix:///run/redis/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",
+         "longer than the 107 bytes"},
+    };
+    tw_redis_url_t u;
+    tw_error_t err;
+
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        cr_expect_not(tw_redis_url_parse(cases[k].url, &u, &err), "%s", cases[k].url);
+        cr_expect_eq(err.domain, TW_ERR_USAGE, "%s", cases[k].url);
+        cr_expect(strstr(err.message, cases[k].says) != NULL, "%s: %s", cases[k].url,
+                  err.message);
+        cr_expect(strstr(err.message, "unix:///run/redis.sock") != NULL, "%s", err.message);
+        tw_redis_url_release(&u);
+    }
 }
 
 /* The password (from the password file) replaces the URL's and keeps its

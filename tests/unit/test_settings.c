@@ -571,6 +571,7 @@ static const struct {
     {"--redis-url", "redis:///0", {"--redis-url", "host"}},
     {"--redis-url", "redis://h:6379/0?db=1", {"--redis-url", "?db=N"}},
     {"--redis-url", "redis://h:6379/0#frag", {"--redis-url", "fragment"}},
+    {"--redis-url", "unix:///", {"--redis-url", "names a directory"}},
     {"--resume-from", "2026-11-21T05:00:00+99:99", {"--resume-from", "offset"}},
     {"--slack-webhook-file", "/nonexistent/webhook", {"--slack-webhook-file", "/nonexistent/webhook"}},
     {"--slack-webhook-file", "/tmp", {"--slack-webhook-file", "/tmp"}},
@@ -627,7 +628,9 @@ Test(settings, a_nul_byte_in_a_config_value_is_refused, .fini = remove_config)
     tw_settings_release(&s);
 }
 
-Test(settings, a_utf8_bom_starts_the_config_file_as_nothing, .fini = remove_config)
+/* A byte order mark (Windows editors write one) is refused, naming the file
+ * and what to do: it is not skipped, nor read as part of the first key. */
+Test(settings, a_utf8_bom_at_the_start_of_the_config_file_is_refused, .fini = remove_config)
 {
     const char *envp[] = {NULL};
     char flag[96];
@@ -637,9 +640,12 @@ Test(settings, a_utf8_bom_starts_the_config_file_as_nothing, .fini = remove_conf
 
     write_config("\xEF\xBB\xBFTOKENWATCH_NAME=bom\nTOKENWATCH_ENVIRONMENT=stage\n");
     snprintf(flag, sizeof flag, "--config=%s", config_path);
-    cr_assert(load(&s, argv, 1, envp, &err), "%s", err.message);
-    cr_expect_str_eq(s.name, "bom");
-    cr_expect_str_eq(s.environment, "stage");
+    cr_expect_not(load(&s, argv, 1, envp, &err), "name read as '%s'", s.name);
+    cr_expect_eq(err.domain, TW_ERR_USAGE);
+    cr_expect(strstr(err.message, config_path) != NULL, "%s", err.message);
+    cr_expect(strstr(err.message, "starts with a UTF-8 byte order mark") != NULL, "%s",
+              err.message);
+    cr_expect(strstr(err.message, "save it without one") != NULL, "%s", err.message);
     tw_settings_release(&s);
     /* Only at the start: a BOM on a later line is a key of its own. */
     remove_config();

@@ -43,3 +43,45 @@ Test(store, what_can_lose_a_checkpoint)
         cr_expect_eq(r.note[0] != '\0', cases[k].note, "case %zu: note '%s'", k, r.note);
     }
 }
+
+/* CONFIG GET and INFO both refused (an ACL user without @dangerous): nothing
+ * can be told, and that is the one risk, worded as such. */
+Test(store, nothing_told_is_a_risk_of_its_own)
+{
+    tw_store_facts_t f;
+    tw_store_risks_t r;
+    char text[600];
+
+    memset(&f, 0, sizeof f);
+    f.from_info = true;
+    f.refused = true;
+    snprintf(f.refusal, sizeof f.refusal, "NOPERM this user has no permissions to run the "
+                                          "'info' command");
+    tw_store_assess(&f, &r);
+    tw_store_risks_text(&r, text, sizeof text);
+    cr_expect_eq(r.count, 1);
+    cr_expect(r.unknown);
+    cr_expect_str_eq(text, "CONFIG GET and INFO are both refused (NOPERM this user has no "
+                           "permissions to run the 'info' command)");
+    cr_expect_str_eq(tw_store_risks_headline(&r),
+                     "cannot tell whether the Redis that holds the checkpoints keeps them");
+    cr_expect(strstr(tw_store_risks_remedy(&r), "INFO") != NULL);
+}
+
+/* CONFIG answers but INFO is refused: the role is not known, which is said. */
+Test(store, an_unread_role_is_a_note)
+{
+    tw_store_facts_t f;
+    tw_store_risks_t r;
+
+    memset(&f, 0, sizeof f);
+    f.aof = TW_FACT_YES;
+    f.rdb = TW_FACT_YES;
+    snprintf(f.eviction, sizeof f.eviction, "noeviction");
+    tw_store_assess(&f, &r);
+    cr_expect_eq(r.count, 0);
+    cr_expect(!r.unknown);
+    cr_expect(strstr(r.note, "role cannot be read") != NULL, "%s", r.note);
+    cr_expect_str_eq(tw_store_risks_headline(&r),
+                     "the Redis that holds the checkpoints can lose them");
+}
