@@ -67,7 +67,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 
-.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check image-test test-faults asan fuzz fuzz-build bench-json clean
+.PHONY: all deps test unit integration sim-selftest demo demo-check deploy-check image-test test-faults asan fuzz fuzz-build bench bench-json clean
 
 all: $(BINARY)
 
@@ -175,6 +175,20 @@ $(BENCH_JSON): bench/json_bench.c $(BUILD)/obj/json.o $(BUILD)/obj/utf8.o
 
 bench-json: $(BENCH_JSON)
 	$(BENCH_JSON)
+
+# The change-stream source and the bare libmongoc reader make bench runs
+# tokenwatch against (bench/README.md).
+BENCH_TOOLS := $(BUILD)/bench/bench_source $(BUILD)/bench/bench_bare
+
+# Linked with libmongoc alone: the bare loop loads nothing tokenwatch's
+# other libraries would add to its RSS.
+$(BUILD)/bench/bench_%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags libmongoc-1.0) $< \
+	    $(shell pkg-config --libs libmongoc-1.0) -lpthread -o $@
+
+bench: $(BINARY) $(BENCH_TOOLS) $(BENCH_JSON)
+	/usr/bin/python3 bench/bench.py --build $(BUILD) $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan build-fuzz

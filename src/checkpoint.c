@@ -214,24 +214,52 @@ bool tw_checkpoint_unusable(const tw_error_t *err)
            err->code == TW_CHECKPOINT_UNUSABLE || err->code == TW_REDIS_REPLY_ERROR;
 }
 
-bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
-                          tw_commit_result_t *result, tw_error_t *err)
+/* Writes what hiredis holds for c to the socket, whole. */
+static bool write_out(redisContext *c, tw_error_t *err)
+{
+    int done = 0;
+
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            tw_redis_error_from_context(c, err, "redis");
+            return false;
+        }
+    return true;
+}
+
+bool tw_checkpoint_commit_send(redisContext *c, const tw_commit_t *commit, tw_error_t *err)
 {
     tw_record_command_t cmd;
-    redisReply *reply = NULL;
-    bool ok = false;
+    bool ok;
 
-    memset(result, 0, sizeof *result);
     if (!tw_record_commit_command(commit, &cmd, err))
         return false;
     /* One command, one round trip: the script appends the events too
-     * (and WAIT, when asked, goes in the same round trip). */
-    if (send_command(c, &cmd, err) && send_wait(c, commit, err) &&
-        read_reply(c, &reply, err)) {
-        ok = script_result(reply, result, err);
-        freeReplyObject(reply);
-        ok = read_wait(c, commit, ok, err) && ok;
-    }
+     * (and WAIT, when asked, goes in the same round trip). hiredis copies
+     * the arguments: the events may go once written. */
+    ok = send_command(c, &cmd, err) && send_wait(c, commit, err) && write_out(c, err);
     tw_record_command_release(&cmd);
     return ok;
+}
+
+bool tw_checkpoint_commit_receive(redisContext *c, const tw_commit_t *commit,
+                                  tw_commit_result_t *result, tw_error_t *err)
+{
+    redisReply *reply = NULL;
+    bool ok;
+
+    memset(result, 0, sizeof *result);
+    if (!read_reply(c, &reply, err))
+        return false;
+    ok = script_result(reply, result, err);
+    freeReplyObject(reply);
+    return read_wait(c, commit, ok, err) && ok;
+}
+
+bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
+                          tw_commit_result_t *result, tw_error_t *err)
+{
+    memset(result, 0, sizeof *result);
+    return tw_checkpoint_commit_send(c, commit, err) &&
+           tw_checkpoint_commit_receive(c, commit, result, err);
 }

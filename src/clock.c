@@ -110,3 +110,11 @@ void tw_mono_deadline(int64_t ms, struct timespec *out)
         out->tv_nsec -= 1000000000L;
     }
 }
+
+int64_t tw_mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

@@ -15,17 +15,35 @@
 #include "tokenwatch/run.h"
 #include "tokenwatch/spec.h"
 
+/* The events counted since the last time, into tokenwatch_events_total:
+ * at each commit and when the stream is quiet, not per event (a lock). */
+void tw__tell_events(tw_follower_t *r)
+{
+    if (r->events_untold == 0)
+        return;
+    tw_metrics_add(r->svc.metrics, "tokenwatch_events_total", NULL, (double)r->events_untold);
+    r->events_untold = 0;
+}
+
 /* Called from every loop, so it is also where /healthz learns we run (and
  * where the end of a connection flood is noticed). */
-bool tw__stop_requested(tw_follower_t *r)
+bool tw__stop_requested_at(tw_follower_t *r, int64_t now)
 {
-    int64_t now = tw_clock_mono_ms(r->clock);
-
-    if (r->svc.on_loop)
+    /* Not each event: a lock each; /healthz needs a beat a minute. */
+    if (r->svc.on_loop && (!r->loop_told || now - r->loop_told_ms >= TW__LOOP_TELL_MS ||
+                           now < r->loop_told_ms)) {
+        r->loop_told = true;
+        r->loop_told_ms = now;
         r->svc.on_loop(r->svc.ctx, now);
+    }
     if (*r->svc.stop && r->stop_seen_ms == 0)
         r->stop_seen_ms = now;
     return *r->svc.stop != 0;
+}
+
+bool tw__stop_requested(tw_follower_t *r)
+{
+    return tw__stop_requested_at(r, tw_clock_mono_ms(r->clock));
 }
 
 /* Sleeps up to ms, waking early on a stop request. */
@@ -90,6 +108,7 @@ void tw__describe_position(const tw_checkpoint_t *cp, char *out, size_t n)
 void tw__dependency_failed(tw_follower_t *r, dependency_t *d, const tw_error_t *err)
 {
     tw_metrics_set_ready(r->svc.metrics, d->part, false);
+    d->ready_told = false;
     if (tw_outage_fail(&d->outage, tw_clock_mono_ms(r->clock)))
         TW_ERROR("%s unavailable: %s; %s", d->name, err->message, d->while_away);
     else
@@ -102,8 +121,12 @@ void tw__dependency_ok(tw_follower_t *r, dependency_t *d)
     char took[TW_DURATION_TEXT_MAX];
     unsigned failures = d->outage.failures;
 
+    /* The common case, once per event: nothing changes. */
+    if (d->ready_told && !d->outage.down && failures == 0)
+        return;
     tw_backoff_reset(&d->backoff);
     tw_metrics_set_ready(r->svc.metrics, d->part, true);
+    d->ready_told = true;
     if (tw_outage_ok(&d->outage, tw_clock_mono_ms(r->clock))) {
         /* Redis is back, perhaps as another node (a failover to a replica
          * that was behind): the position is committed again, which says
@@ -180,8 +203,13 @@ static void advance(tw_follower_t *r, const bson_t *token, tw_ctime_t ct,
                     tw_time_source_t time_source, const char *source,
                     int64_t events_delta)
 {
+    size_t len = strlen(source);
+
     tw_checkpoint_set_position(&r->position, token, ct, time_source);
-    snprintf(r->position.source, sizeof r->position.source, "%s", source);
+    if (len >= sizeof r->position.source)
+        len = sizeof r->position.source - 1;
+    memcpy(r->position.source, source, len);
+    r->position.source[len] = '\0';
     r->position.events += events_delta;
     r->dirty = true;
 }
@@ -207,6 +235,24 @@ static follow_outcome_t commit_or_done(tw_follower_t *r, follow_outcome_t then, 
     return FOLLOW_DONE;
 }
 
+/* The same while events flow: following goes on while Redis runs it. */
+static follow_outcome_t commit_pipelined_or_done(tw_follower_t *r, int *code)
+{
+    if (tw__commit_pipelined(r))
+        return FOLLOW_NEXT;
+    *code = r->commit_code;
+    return FOLLOW_DONE;
+}
+
+/* The commit under way answered before anything else, or the run ends. */
+static bool finish_or_done(tw_follower_t *r, int *code)
+{
+    if (tw__commit_finish(r))
+        return true;
+    *code = r->commit_code;
+    return false;
+}
+
 /* The operationTime of the stream's last reply, or NULL. */
 static const tw_ctime_t *reply_time(tw_follow_t *f, tw_ctime_t *buf)
 {
@@ -227,33 +273,44 @@ static void past_the_loss(tw_follower_t *r, tw_ctime_t at)
     tw_backoff_reset(&r->lost_backoff);
 }
 
+/* An event without a time of its own (no clusterTime, an opaque token):
+ * the reply's operationTime, else the local clock. */
+static void event_time_fallback(tw_follower_t *r, tw_follow_t *f, tw_event_t *event)
+{
+    tw_ctime_t op;
+
+    if (event->time_source == TW_TIME_UNKNOWN)
+        event->time_source = tw_position_time(NULL, NULL, reply_time(f, &op),
+                                              tw_clock_wall_ms(r->clock), &event->cluster_time);
+}
+
 /* One event: hand it on and take its position. */
 static follow_outcome_t on_event(tw_follower_t *r, tw_follow_t *f, const bson_t *doc, int *code)
 {
     tw_event_t event;
     tw_error_t err;
-    tw_ctime_t op;
+    bson_t token; /* a view into doc */
     bool invalidate;
 
     tw__dependency_ok(r, &r->mongo_dep);
-    if (!tw_event_from_bson(doc, tw_sink_event_json(r->sink), reply_time(f, &op),
-                            tw_clock_wall_ms(r->clock), &event, &err)) {
+    if (!tw_event_from_bson(doc, tw_sink_event_json(r->sink), &event, &token, &err)) {
         TW_ERROR("%s", err.message);
         *code = TW_EXIT_FAILURE;
         return FOLLOW_DONE;
     }
+    event_time_fallback(r, f, &event);
     past_the_loss(r, event.cluster_time);
     if (past_until(r, event.cluster_time)) {
         tw_event_release(&event);
         return FOLLOW_UNTIL;
     }
     invalidate = event.invalidate;
-    advance(r, event.token, event.cluster_time, event.time_source,
+    advance(r, &token, event.cluster_time, event.time_source,
             invalidate ? "invalidate" : "event", 1);
     tw_sink_put(r->sink, &event);
     r->events_this_run++;
     r->events_since_commit++;
-    tw_metrics_add(r->svc.metrics, "tokenwatch_events_total", NULL, 1);
+    r->events_untold++;
     if (invalidate) {
         TW_WARN("the change stream was invalidated (collection dropped or renamed); "
                 "reopening after the invalidate event");
@@ -265,7 +322,7 @@ static follow_outcome_t on_event(tw_follower_t *r, tw_follow_t *f, const bson_t 
         return FOLLOW_DONE;
     }
     if (r->events_since_commit >= r->opts.checkpoint_every || tw_sink_full(r->sink))
-        return commit_or_done(r, FOLLOW_NEXT, code);
+        return commit_pipelined_or_done(r, code);
     return FOLLOW_NEXT;
 }
 
@@ -296,6 +353,9 @@ static follow_outcome_t on_idle(tw_follower_t *r, tw_follow_t *f, int *code)
     tw_ctime_t ct, op;
 
     tw__dependency_ok(r, &r->mongo_dep);
+    tw__tell_events(r);
+    if (!finish_or_done(r, code))
+        return FOLLOW_DONE;
     if (!token || tw_follow_partial(f))
         return FOLLOW_NEXT;
     source = tw_position_time(NULL, token, reply_time(f, &op), tw_clock_wall_ms(r->clock), &ct);
@@ -333,6 +393,8 @@ static bool invalid_resume_token(tw_follower_t *r, const tw_error_t *err)
 static follow_outcome_t on_failure(tw_follower_t *r, tw_failure_t failure, const tw_error_t *err,
                                    int *code)
 {
+    if (!finish_or_done(r, code))
+        return FOLLOW_DONE;
     switch (failure) {
     case TW_FAILURE_LOST:
         if (commit_or_done(r, FOLLOW_NEXT, code) == FOLLOW_DONE)
@@ -380,18 +442,22 @@ static void stopped_at_until(tw_follower_t *r, int *code)
 /* Follows one opened stream until it must be reopened or the run ends. */
 static follow_outcome_t follow_stream(tw_follower_t *r, tw_follow_t *f, int *code)
 {
+    /* One clock read per event: after the call that may wait, and the
+     * handling that may commit, so it is fresh for the next round. */
+    int64_t now = tw_clock_mono_ms(r->clock);
+
     for (;;) {
         const bson_t *doc = NULL;
         follow_outcome_t next;
         tw_failure_t failure;
         tw_error_t err;
 
-        if (tw__stop_requested(r)) {
+        if (tw__stop_requested_at(r, now)) {
             *code = tw__commit(r) ? TW_EXIT_OK : r->commit_code;
             TW_INFO("stopping on request after %" PRId64 " events", r->events_this_run);
             return FOLLOW_DONE;
         }
-        if ((*code = tw__lease_keep(r)) >= 0)
+        if ((*code = tw__lease_keep(r, now)) >= 0)
             return FOLLOW_DONE;
         switch (stream_next(r, f, &doc, &failure, &err)) {
         case TW_FOLLOW_EVENT: next = on_event(r, f, doc, code); break;
@@ -404,9 +470,9 @@ static follow_outcome_t follow_stream(tw_follower_t *r, tw_follow_t *f, int *cod
         }
         if (next != FOLLOW_NEXT)
             return next;
-        if (r->dirty &&
-            tw_clock_mono_ms(r->clock) - r->last_commit_mono >= r->opts.checkpoint_interval_ms &&
-            commit_or_done(r, FOLLOW_NEXT, code) == FOLLOW_DONE)
+        now = tw_clock_mono_ms(r->clock);
+        if (r->dirty && now - r->last_commit_mono >= r->opts.checkpoint_interval_ms &&
+            commit_pipelined_or_done(r, code) == FOLLOW_DONE)
             return FOLLOW_DONE;
     }
 }
@@ -479,7 +545,7 @@ int tw_follower_follow(tw_follower_t *r)
                     r->events_this_run);
             return code_at_stop;
         }
-        if ((code = tw__lease_keep(r)) >= 0)
+        if ((code = tw__lease_keep(r, tw_clock_mono_ms(r->clock))) >= 0)
             return code;
         tw_metrics_add(r->svc.metrics, "tokenwatch_resume_attempts_total", NULL, 1);
         f = tw__stream_open(r, &start, &failure, &err);
@@ -493,6 +559,8 @@ int tw_follower_follow(tw_follower_t *r)
         }
         tw__dependency_ok(r, &r->mongo_dep);
         if (follow_stream(r, f, &code) == FOLLOW_DONE) {
+            if (!tw__commit_finish(r) && code == TW_EXIT_OK)
+                code = r->commit_code;
             r->exit_code = code;
             tw__stream_close(r, f);
             return code;
@@ -724,6 +792,7 @@ void tw_follower_free(tw_follower_t *r)
     tw_window_reader_release(&r->window);
     tw_checkpoint_release(&r->committed);
     tw_checkpoint_release(&r->position);
+    tw_checkpoint_release(&r->inflight_pos);
     tw_sink_free(r->sink);
     free(r->scope);
     tw__clear_override(r);

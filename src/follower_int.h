@@ -27,6 +27,9 @@
 #define TW__FINAL_COMMIT_GRACE_MS 10000
 /* ... trying at least this often. */
 #define TW__FINAL_RETRY_MS 250
+/* on_loop (the /healthz beat, the end of a connection flood) runs at most
+ * this often, not once per event. */
+#define TW__LOOP_TELL_MS 100
 /* With --on-token-lost=fail, how long the LOST alert may take before exit 3. */
 #define TW__LOST_ALERT_WAIT_MS 10000
 
@@ -37,6 +40,7 @@ typedef struct {
     const char *while_away; /* what tokenwatch does meanwhile */
     tw_outage_t outage;
     tw_backoff_t backoff;
+    bool ready_told; /* its /readyz part was last set ready */
 } dependency_t;
 
 struct tw_follower {
@@ -44,6 +48,8 @@ struct tw_follower {
     tw_follower_services_t svc;
     tw_clock_t *clock;
     int64_t stop_seen_ms; /* monotonic; 0 until a stop is seen */
+    bool loop_told;       /* on_loop ran ... */
+    int64_t loop_told_ms; /* ... last at this monotonic time */
 
     /* The Redis side (follower_store.c). */
     tw_redis_url_t redis_url;
@@ -80,6 +86,15 @@ struct tw_follower {
     dependency_t sink_dep;
     int64_t events_this_run;
     int64_t events_since_commit;
+    int64_t events_untold; /* handed on, not yet in tokenwatch_events_total */
+    /* The commit sent and not yet answered (the redis sink's pipelined
+     * commit), and what it carries: a copy of the position, the sink's
+     * sealed batch. inflight_pos and inflight_req also serve the commits
+     * that wait. */
+    bool inflight;
+    tw_checkpoint_t inflight_pos;
+    tw_commit_t inflight_req;
+    int64_t inflight_started_us;
     int64_t last_commit_mono;
 
     /* A recovery under way (resume-from, fallback): the stream starts at
@@ -118,6 +133,9 @@ typedef struct {
 } resolved_start_t;
 
 bool tw__stop_requested(tw_follower_t *r);
+/* The same with the monotonic time already read. */
+bool tw__stop_requested_at(tw_follower_t *r, int64_t now_mono);
+void tw__tell_events(tw_follower_t *r);
 void tw__pause_ms(tw_follower_t *r, int64_t ms);
 tw_follow_t *tw__stream_open(tw_follower_t *r, const tw_start_t *start, tw_failure_t *failure,
                              tw_error_t *err);
@@ -126,6 +144,11 @@ void tw__describe_position(const tw_checkpoint_t *cp, char *out, size_t n);
 void tw__dependency_failed(tw_follower_t *r, dependency_t *d, const tw_error_t *err);
 void tw__dependency_ok(tw_follower_t *r, dependency_t *d);
 bool tw__commit(tw_follower_t *r);
+/* The same, without waiting for Redis with the redis sink: the answer is
+ * read by tw__commit_finish, before the connection is used for anything
+ * else (the next commit, the lease, a quiet stream, a failure, the end). */
+bool tw__commit_pipelined(tw_follower_t *r);
+bool tw__commit_finish(tw_follower_t *r);
 int tw__check_store(tw_follower_t *r);
 int tw__check_store_early(tw_follower_t *r);
 int tw__load_checkpoint(tw_follower_t *r);
@@ -153,7 +176,7 @@ void tw__redis_failed(tw_follower_t *r, const tw_error_t *err);
 /* The lease: -1 once leading (or with no lease), else an exit code. */
 int tw__lead(tw_follower_t *r);
 /* Renews when due: -1, or TW_FOLLOWER_STANDBY when it was taken over. */
-int tw__lease_keep(tw_follower_t *r);
+int tw__lease_keep(tw_follower_t *r, int64_t now_mono);
 /* Says why the lease was lost; TW_FOLLOWER_STANDBY. */
 int tw__lease_lost(tw_follower_t *r, const char *why);
 void tw__lease_release(tw_follower_t *r);

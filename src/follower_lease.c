@@ -85,15 +85,17 @@ int tw__lease_lost(tw_follower_t *r, const char *why)
     return TW_FOLLOWER_STANDBY;
 }
 
-int tw__lease_keep(tw_follower_t *r)
+int tw__lease_keep(tw_follower_t *r, int64_t now_mono)
 {
     tw_lease_state_t st;
     tw_error_t err;
     char why[TW_LEASE_OWNER_MAX + 96];
 
-    if (r->epoch == 0 ||
-        tw_clock_mono_ms(r->clock) - r->lease_renewed_mono < r->opts.lease_renew_ms)
+    if (r->epoch == 0 || now_mono - r->lease_renewed_mono < r->opts.lease_renew_ms)
         return -1;
+    /* The connection is free once the commit under way has answered. */
+    if (!tw__commit_finish(r))
+        return r->commit_code;
     /* Redis away: the commits wait for it, and a takeover meanwhile fences them. */
     if (!tw__redis_ready(r, &err) || !tw_lease_take(r->redis, &r->lease, &st, &err)) {
         if (!lease_key_wrong(&err))

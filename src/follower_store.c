@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "tokenwatch/log.h"
+#include "tokenwatch/mem.h"
 #include "tokenwatch/recover.h"
 #include "tokenwatch/run.h"
 #include "tokenwatch/store.h"
@@ -113,6 +114,21 @@ static void store_lost_commits(tw_follower_t *r, const tw_commit_result_t *res)
                 : "");
 }
 
+/* The commit under way carries a copy of the position: following moves
+ * the position on meanwhile. */
+static void seal_position(tw_follower_t *r)
+{
+    tw_checkpoint_t *p = &r->inflight_pos;
+
+    tw_checkpoint_release(p);
+    tw_checkpoint_init(p);
+    tw_checkpoint_copy_position(p, &r->position);
+    memcpy(p->source, r->position.source, sizeof p->source);
+    p->events = r->position.events;
+    p->updated_ms = r->position.updated_ms;
+    p->scope = r->position.scope ? tw_strdup(r->position.scope) : NULL;
+}
+
 /* What the commit script is given: the position, and what goes with it. */
 static void commit_request(tw_follower_t *r, tw_commit_t *c)
 {
@@ -124,12 +140,12 @@ static void commit_request(tw_follower_t *r, tw_commit_t *c)
     c->epoch = r->epoch;
     c->wait_replicas = r->opts.redis_wait_replicas;
     c->wait_timeout_ms = (int)(r->opts.redis_timeout_ms / 2);
-    c->record = &r->position;
+    c->record = &r->inflight_pos;
     if (r->recovering) {
         /* "invalidate" belongs to the token (resume it with startAfter),
          * whatever recovery reached it. */
-        if (strcmp(r->position.source, "invalidate") != 0)
-            snprintf(r->position.source, sizeof r->position.source, "%s",
+        if (strcmp(r->inflight_pos.source, "invalidate") != 0)
+            snprintf(r->inflight_pos.source, sizeof r->inflight_pos.source, "%s",
                      r->recovery_source);
         c->force = true;
         c->history_reason = r->recovery_reason[0] ? r->recovery_reason : r->recovery_source;
@@ -139,49 +155,58 @@ static void commit_request(tw_follower_t *r, tw_commit_t *c)
 }
 
 /*
- * Sends the commit until it lands. While Redis is away it retries with
- * backoff; after a stop request, for a short grace. A key of the wrong type
- * is no outage: it ends the run at once (exit 2).
+ * After a failed try of a commit: true to try again (after the backoff).
+ * While Redis is away it retries with backoff; after a stop request, for a
+ * short grace. A key of the wrong type is no outage: it ends the run at
+ * once (exit 2); a fenced commit hands the lead over.
  */
+static bool commit_retry(tw_follower_t *r, const tw_error_t *err, bool *final)
+{
+    char at[96];
+
+    if (err->domain == TW_ERR_REDIS && err->code == TW_CHECKPOINT_FENCED) {
+        char why[TW_ERROR_MESSAGE_MAX + 64];
+
+        snprintf(why, sizeof why, "the checkpoint was not written: %s", err->message);
+        r->commit_code = tw__lease_lost(r, why);
+        return false;
+    }
+    if (err->domain == TW_ERR_REDIS && err->code == TW_CHECKPOINT_WRONG_TYPE) {
+        /* Not an outage: retrying cannot help, and nothing was written. */
+        TW_ERROR("the checkpoint cannot be written: %s%s", err->message,
+                 strstr(err->message, "Redis Cluster")
+                     ? ""
+                     : ". Rename or delete that key (is another program using "
+                       "tokenwatch's names?), then start again");
+        r->commit_code = TW_EXIT_USAGE;
+        return false;
+    }
+    tw__redis_failed(r, err);
+    if (try_again(r, &r->redis_dep, final, "writing the last checkpoint"))
+        return true;
+    tw__describe_position(&r->committed, at, sizeof at);
+    TW_ERROR("the last checkpoint could not be written (%s); the next start resumes "
+             "from %s and hands on again what came after",
+             err->message, r->committed.has_token ? at : "now");
+    return false;
+}
+
+/* Sends the commit and waits for it until it lands (see commit_retry). */
 static bool commit_send(tw_follower_t *r, const tw_commit_t *c, tw_commit_result_t *result)
 {
     tw_error_t err;
     bool final = false;
-    char at[96];
 
     for (;;) {
         if (tw__redis_ready(r, &err) && tw_checkpoint_commit(r->redis, c, result, &err))
             return true;
-        if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_FENCED) {
-            char why[TW_ERROR_MESSAGE_MAX + 64];
-
-            snprintf(why, sizeof why, "the checkpoint was not written: %s", err.message);
-            r->commit_code = tw__lease_lost(r, why);
+        if (!commit_retry(r, &err, &final))
             return false;
-        }
-        if (err.domain == TW_ERR_REDIS && err.code == TW_CHECKPOINT_WRONG_TYPE) {
-            /* Not an outage: retrying cannot help, and nothing was written. */
-            TW_ERROR("the checkpoint cannot be written: %s%s", err.message,
-                     strstr(err.message, "Redis Cluster")
-                         ? ""
-                         : ". Rename or delete that key (is another program using "
-                           "tokenwatch's names?), then start again");
-            r->commit_code = TW_EXIT_USAGE;
-            return false;
-        }
-        tw__redis_failed(r, &err);
-        if (try_again(r, &r->redis_dep, &final, "writing the last checkpoint"))
-            continue;
-        tw__describe_position(&r->committed, at, sizeof at);
-        TW_ERROR("the last checkpoint could not be written (%s); the next start resumes "
-                 "from %s and hands on again what came after",
-                 err.message, r->committed.has_token ? at : "now");
-        return false;
     }
 }
 
 /* Says what a commit that landed did. */
-static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
+static void commit_report(tw_follower_t *r, const tw_commit_result_t *result, int64_t took_us)
 {
     char at[96];
 
@@ -191,19 +216,20 @@ static void commit_report(tw_follower_t *r, const tw_commit_result_t *result)
     if (!result->written) {
         char stored[TW_CTIME_TEXT_MAX];
 
-        tw__describe_position(&r->position, at, sizeof at);
+        tw__describe_position(&r->inflight_pos, at, sizeof at);
         tw_ctime_format(result->stored_time, stored);
         TW_WARN("checkpoint %s not written: %s already holds %s, further "
                 "ahead (is another tokenwatch running with --name %s?)",
                 at, r->checkpoint_key, stored, r->opts.name);
     } else if (tw_log_enabled(TW_LOG_DEBUG)) {
-        tw__describe_position(&r->position, at, sizeof at);
-        TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu", at,
-                 r->position.source, r->position.events, tw_sink_held(r->sink));
+        tw__describe_position(&r->inflight_pos, at, sizeof at);
+        TW_DEBUG("checkpoint %s source=%s events=%" PRId64 " batch=%zu committed in %.3f ms",
+                 at, r->inflight_pos.source, r->inflight_pos.events, tw_sink_sealed(r->sink),
+                 (double)took_us / 1000.0);
     }
     if (!r->recovering)
         return;
-    tw__describe_position(&r->position, at, sizeof at);
+    tw__describe_position(&r->inflight_pos, at, sizeof at);
     if (r->committed.has_token)
         TW_INFO("%s: checkpoint moved to %s; the previous one is in %s%s%s",
                 r->recovery_source, at, r->history_key,
@@ -244,37 +270,97 @@ static bool flush_sink(tw_follower_t *r)
     }
 }
 
+/* The commit landed: the position it carried is what Redis holds. */
+static void commit_landed(tw_follower_t *r, const tw_commit_result_t *result, int64_t took_us)
+{
+    tw__dependency_ok(r, &r->redis_dep);
+    commit_report(r, result, took_us);
+    tw_sink_committed(r->sink);
+    tw_checkpoint_release(&r->committed);
+    tw_checkpoint_init(&r->committed);
+    tw_checkpoint_copy_position(&r->committed, &r->inflight_pos);
+    memcpy(r->committed.source, r->inflight_pos.source, sizeof r->committed.source);
+    r->committed.events = r->inflight_pos.events;
+}
+
+/*
+ * Reads the answer to the commit under way (sent by tw__commit_pipelined),
+ * and after a failure sends it again until it lands, as a commit does: the
+ * script writes nothing twice.
+ */
+bool tw__commit_finish(tw_follower_t *r)
+{
+    tw_commit_result_t result;
+    tw_error_t err;
+    bool final = false;
+
+    if (!r->inflight)
+        return true;
+    r->inflight = false; /* what follows may use the connection */
+    if (!r->redis ||
+        !tw_checkpoint_commit_receive(r->redis, &r->inflight_req, &result, &err)) {
+        if (!r->redis)
+            tw_error_set(&err, TW_ERR_REDIS, 0, "redis: the connection was closed");
+        if (!commit_retry(r, &err, &final) || !commit_send(r, &r->inflight_req, &result))
+            return false;
+    }
+    commit_landed(r, &result, tw_mono_us() - r->inflight_started_us);
+    return true;
+}
+
 /*
  * Writes the position (and, for the redis sink, the events it covers).
  * While Redis is away it takes no further events: commit_send retries until
- * the write lands or a stop request (then for a short grace).
+ * the write lands or a stop request (then for a short grace). With wait
+ * false and the redis sink, the commit is only sent: following goes on
+ * while Redis runs the script, and tw__commit_finish reads its answer
+ * before anything else uses the connection. The other sinks always wait:
+ * what they handed on is not in the commit, and a stop must find it
+ * acknowledged (a kill then repeats at most one batch).
  */
-bool tw__commit(tw_follower_t *r)
+static bool commit_start(tw_follower_t *r, bool wait)
 {
     tw_commit_result_t result;
-    tw_commit_t c;
+    tw_error_t err;
 
     r->commit_code = TW_EXIT_FAILURE;
+    tw__tell_events(r);
     if (!r->dirty)
         return true;
     if (!flush_sink(r))
         return false;
     r->position.updated_ms = tw_clock_wall_ms(r->clock);
-    commit_request(r, &c);
-    if (!commit_send(r, &c, &result))
-        return false;
-    tw__dependency_ok(r, &r->redis_dep);
-    commit_report(r, &result);
-    tw_sink_committed(r->sink);
-    tw_checkpoint_release(&r->committed);
-    tw_checkpoint_init(&r->committed);
-    tw_checkpoint_copy_position(&r->committed, &r->position);
-    memcpy(r->committed.source, r->position.source, sizeof r->committed.source);
-    r->committed.events = r->position.events;
+    seal_position(r);
+    tw_sink_seal(r->sink);
+    commit_request(r, &r->inflight_req);
     r->dirty = false;
     r->events_since_commit = 0;
     r->last_commit_mono = tw_clock_mono_ms(r->clock);
+    r->inflight_started_us = tw_mono_us();
+    if (!wait && tw_sink_in_redis(r->sink)) {
+        if (tw__redis_ready(r, &err) &&
+            tw_checkpoint_commit_send(r->redis, &r->inflight_req, &err)) {
+            r->inflight = true;
+            return true;
+        }
+        /* Said and retried below, on a new connection. */
+        if (r->redis)
+            tw__redis_failed(r, &err);
+    }
+    if (!commit_send(r, &r->inflight_req, &result))
+        return false;
+    commit_landed(r, &result, tw_mono_us() - r->inflight_started_us);
     return true;
+}
+
+bool tw__commit(tw_follower_t *r)
+{
+    return tw__commit_finish(r) && commit_start(r, true);
+}
+
+bool tw__commit_pipelined(tw_follower_t *r)
+{
+    return tw__commit_finish(r) && commit_start(r, false);
 }
 
 /*

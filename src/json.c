@@ -45,7 +45,7 @@ static bool grow(jbuf_t *b, size_t need)
     return true;
 }
 
-static bool put(jbuf_t *b, const char *s, size_t n)
+static inline bool put(jbuf_t *b, const char *s, size_t n)
 {
     if (b->cap - b->len <= n && !grow(b, n))
         return false;
@@ -91,8 +91,28 @@ static bool put_escape(jbuf_t *b, unsigned char c)
     }
 }
 
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* Whether none of the 8 bytes at s needs a look: each is at least 0x20,
+ * below 0x80, and neither '"' nor '\\' (exact: a match in one byte may set
+ * the flag of a higher one, never hide it). */
+static inline bool plain8(const unsigned char *s)
+{
+    uint64_t v, quote, slash, low;
+
+    memcpy(&v, s, 8);
+    quote = v ^ (ONES * '"');
+    slash = v ^ (ONES * '\\');
+    low = (v - ONES * 0x20) & ~v;          /* a byte below 0x20 */
+    quote = (quote - ONES) & ~quote;        /* a '"' */
+    slash = (slash - ONES) & ~slash;        /* a '\\' */
+    return ((low | quote | slash | v) & HIGHS) == 0; /* v: a byte from 0x80 */
+}
+
 /* s (n bytes, NULs allowed) between quotes, escaped as libbson does. Fails
- * on anything but well-formed UTF-8 (libbson then decides). */
+ * on anything but well-formed UTF-8 (libbson then decides). Runs of plain
+ * bytes are passed over 8 at a time and copied at once. */
 static bool put_string(jbuf_t *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -101,9 +121,14 @@ static bool put_string(jbuf_t *b, const char *s, size_t n)
     if (!PUT_LIT(b, "\""))
         return false;
     while (k < n) {
-        unsigned char cls = byte_class[u[k]];
+        unsigned char cls;
         size_t seq;
 
+        if (n - k >= 8 && plain8(u + k)) {
+            k += 8;
+            continue;
+        }
+        cls = byte_class[u[k]];
         if (cls == 0) {
             k++;
         } else if (cls == 2) {

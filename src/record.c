@@ -195,18 +195,16 @@ void tw_checkpoint_release(tw_checkpoint_t *cp)
 void tw_checkpoint_set_position(tw_checkpoint_t *cp, const bson_t *token,
                                 tw_ctime_t ct, tw_time_source_t source)
 {
-    bson_t copy;
-
-    /* Copy first: token may be cp's own. */
-    bson_copy_to(token, &copy);
-    if (cp->has_token)
-        bson_destroy(&cp->token);
-    bson_copy_to(&copy, &cp->token);
-    bson_destroy(&copy);
+    /* Once per event: one copy (a token is small enough to be held inline),
+     * and its layout read only when the record is written. */
+    if (token != &cp->token) {
+        if (cp->has_token)
+            bson_destroy(&cp->token);
+        bson_copy_to(token, &cp->token);
+    }
     cp->has_token = true;
     cp->cluster_time = ct;
     cp->time_source = source;
-    cp->layout = tw_token_layout(token, NULL);
     cp->wall_ms = tw_ctime_wall_ms(ct);
 }
 
@@ -219,6 +217,11 @@ bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
         return false;
     tw_checkpoint_set_position(cp, token, ct, TW_TIME_TOKEN);
     return true;
+}
+
+tw_token_layout_t tw_checkpoint_layout(const tw_checkpoint_t *cp)
+{
+    return cp->has_token ? tw_token_layout(&cp->token, NULL) : TW_LAYOUT_OPAQUE;
 }
 
 void tw_checkpoint_copy_position(tw_checkpoint_t *dst, const tw_checkpoint_t *src)
@@ -262,7 +265,7 @@ bool tw_record_encode(const tw_checkpoint_t *cp, tw_record_fields_t *out,
     out->values[4] = format_i64(cp->events);
     out->values[5] = bson_strdup(cp->source);
     out->values[6] = bson_strdup(cp->scope ? cp->scope : "");
-    out->values[7] = bson_strdup(tw_token_layout_name(cp->layout));
+    out->values[7] = bson_strdup(tw_token_layout_name(tw_checkpoint_layout(cp)));
     out->values[8] = bson_strdup(tw_time_source_name(cp->time_source));
     return true;
 }
@@ -299,18 +302,17 @@ static bool decode_time(tw_checkpoint_t *out, const char *ct_text,
 {
     tw_ctime_t in_token;
     char shown[TW_CTIME_TEXT_MAX];
+    tw_token_layout_t layout = tw_token_layout(&out->token, &in_token);
 
-    out->layout = tw_token_layout(&out->token, &in_token);
     if (!ct_text) {
         out->cluster_time = in_token;
-        out->time_source =
-            out->layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
+        out->time_source = layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
         return true;
     }
     if (!tw_ctime_parse(ct_text, &out->cluster_time, err))
         return false;
     /* MongoDB's layout is documented: a disagreement is a broken record. */
-    if (out->layout == TW_LAYOUT_MONGODB && tw_ctime_cmp(in_token, out->cluster_time) != 0) {
+    if (layout == TW_LAYOUT_MONGODB && tw_ctime_cmp(in_token, out->cluster_time) != 0) {
         tw_ctime_format(in_token, shown);
         tw_error_set(err, TW_ERR_USAGE, 0,
                      "the checkpoint's cluster_time %s disagrees with its "
@@ -319,8 +321,7 @@ static bool decode_time(tw_checkpoint_t *out, const char *ct_text,
         return false;
     }
     if (!source_text || !tw_time_source_parse(source_text, &out->time_source))
-        out->time_source =
-            out->layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
+        out->time_source = layout == TW_LAYOUT_OPAQUE ? TW_TIME_UNKNOWN : TW_TIME_TOKEN;
     return true;
 }
 

@@ -7,62 +7,153 @@
 #include "tokenwatch/json.h"
 #include "tokenwatch/mem.h"
 
-static char *dup_utf8(const bson_t *doc, const char *dotted)
-{
-    bson_iter_t it;
+/* The fields of a change event tokenwatch reads, found in one pass. */
+typedef struct {
+    const uint8_t *id; /* the _id document */
+    uint32_t id_len;
+    const char *op, *db, *coll;
+    uint32_t op_len, db_len, coll_len;
+    bool has_time;
+    tw_ctime_t time;
+} event_fields_t;
 
-    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &it) &&
-        BSON_ITER_HOLDS_UTF8(&it))
-        return bson_strdup(bson_iter_utf8(&it, NULL));
-    return NULL;
+/* ns: the first db and coll strings, as bson_iter_find_descendant would. */
+static void scan_ns(bson_iter_t *ns, event_fields_t *f)
+{
+    bson_iter_t in;
+
+    if (!BSON_ITER_HOLDS_DOCUMENT(ns) || !bson_iter_recurse(ns, &in))
+        return;
+    while (bson_iter_next(&in) && !(f->db && f->coll)) {
+        const char *key = bson_iter_key(&in);
+
+        if (!f->db && strcmp(key, "db") == 0 && BSON_ITER_HOLDS_UTF8(&in))
+            f->db = bson_iter_utf8(&in, &f->db_len);
+        else if (!f->coll && strcmp(key, "coll") == 0 && BSON_ITER_HOLDS_UTF8(&in))
+            f->coll = bson_iter_utf8(&in, &f->coll_len);
+    }
 }
 
-bool tw_event_from_bson(const bson_t *doc, unsigned json, const tw_ctime_t *op_time,
-                        int64_t local_ms, tw_event_t *out, tw_error_t *err)
+/* Each field is taken at its first occurrence, as bson_iter_find does; the
+ * scan ends once it has what it needs (ns only for the stream entry): a
+ * server sends _id, operationType and clusterTime first. */
+static void scan_event(const bson_t *doc, bool need_ns, event_fields_t *f)
 {
     bson_iter_t it;
-    bson_t borrowed;
-    const uint8_t *data;
+    bool seen_id = false, seen_op = false, seen_time = false, seen_ns = !need_ns;
+
+    memset(f, 0, sizeof *f);
+    if (!bson_iter_init(&it, doc))
+        return;
+    while (!(seen_id && seen_op && seen_time && seen_ns) && bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+
+        if (!seen_id && strcmp(key, "_id") == 0) {
+            seen_id = true;
+            if (BSON_ITER_HOLDS_DOCUMENT(&it))
+                bson_iter_document(&it, &f->id_len, &f->id);
+        } else if (!seen_op && strcmp(key, "operationType") == 0) {
+            seen_op = true;
+            if (BSON_ITER_HOLDS_UTF8(&it))
+                f->op = bson_iter_utf8(&it, &f->op_len);
+        } else if (!seen_time && strcmp(key, "clusterTime") == 0) {
+            seen_time = true;
+            f->has_time = BSON_ITER_HOLDS_TIMESTAMP(&it);
+            if (f->has_time)
+                bson_iter_timestamp(&it, &f->time.t, &f->time.i);
+        } else if (!seen_ns && strcmp(key, "ns") == 0) {
+            seen_ns = true;
+            scan_ns(&it, f);
+        }
+    }
+}
+
+static const bool is_hex[256] = {
+    ['0'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true,
+    ['6'] = true, ['7'] = true, ['8'] = true, ['9'] = true, ['a'] = true, ['b'] = true,
+    ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true, ['A'] = true, ['B'] = true,
+    ['C'] = true, ['D'] = true, ['E'] = true, ['F'] = true,
+};
+
+/* {_data: "<hex>"}, as every MongoDB and DocumentDB token is: its JSON is
+ * '{ "_data" : "' hex '" }', written by libbson without an escape. */
+static bool plain_hex_token(const bson_t *token, size_t *json_len)
+{
+    bson_iter_t it;
+    const char *hex;
     uint32_t len;
-    char *db, *coll;
-    bool token_ok;
+
+    if (!bson_iter_init(&it, token) || !bson_iter_next(&it) ||
+        strcmp(bson_iter_key(&it), "_data") != 0 || !BSON_ITER_HOLDS_UTF8(&it))
+        return false;
+    hex = bson_iter_utf8(&it, &len);
+    for (uint32_t k = 0; k < len; k++)
+        if (!is_hex[(unsigned char)hex[k]])
+            return false;
+    if (bson_iter_next(&it))
+        return false;
+    *json_len = 16 + (size_t)len;
+    return true;
+}
+
+static char *copy_ns(const event_fields_t *f)
+{
+    size_t n = f->db ? f->db_len : 0, m = f->db && f->coll ? f->coll_len : 0;
+    char *ns = bson_malloc(n + (m ? m + 1 : 0) + 1);
+
+    memcpy(ns, f->db ? f->db : "", n);
+    if (m) {
+        ns[n] = '.';
+        memcpy(ns + n + 1, f->coll, m);
+        n += m + 1;
+    }
+    ns[n] = '\0';
+    return ns;
+}
+
+/* The token's JSON, made or only measured. */
+static bool token_json(const bson_t *token, unsigned want, tw_event_t *out)
+{
+    if (want & TW_EVENT_TOKEN_JSON) {
+        out->token_json = tw_json_relaxed(token, &out->token_json_len);
+        return out->token_json != NULL;
+    }
+    return plain_hex_token(token, &out->token_json_len) ||
+           tw_json_relaxed_size(token, &out->token_json_len);
+}
+
+bool tw_event_from_bson(const bson_t *doc, unsigned want, tw_event_t *out, bson_t *token,
+                        tw_error_t *err)
+{
+    event_fields_t f;
 
     memset(out, 0, sizeof *out);
-    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_DOCUMENT(&it)) {
+    scan_event(doc, (want & TW_EVENT_FIELDS) != 0, &f);
+    if (!f.id) {
         tw_error_set(err, TW_ERR_MONGO, 0,
                      "a change event has no _id resume token (did --pipeline "
                      "remove or change _id?)");
         return false;
     }
-    bson_iter_document(&it, &len, &data);
-    if (!bson_init_static(&borrowed, data, len)) {
+    if (!bson_init_static(token, f.id, f.id_len)) {
         tw_error_set(err, TW_ERR_MONGO, 0, "a change event's _id is corrupt");
         return false;
     }
-    /* Own a copy: libmongoc reuses the event document. */
-    out->token = bson_copy(&borrowed);
-    out->time_source = tw_position_time(doc, out->token, op_time, local_ms, &out->cluster_time);
-    if (json & TW_EVENT_JSON)
-        out->json = tw_json_relaxed(doc, &out->json_len);
-    if (json & TW_EVENT_TOKEN_JSON) {
-        out->token_json = tw_json_relaxed(out->token, &out->token_json_len);
-        token_ok = out->token_json != NULL;
-    } else {
-        token_ok = tw_json_relaxed_size(out->token, &out->token_json_len);
+    out->time_source = TW_TIME_UNKNOWN;
+    if (f.has_time) {
+        out->cluster_time = f.time;
+        out->time_source = TW_TIME_EVENT;
+    } else if (tw_token_layout(token, &out->cluster_time) != TW_LAYOUT_OPAQUE) {
+        out->time_source = TW_TIME_TOKEN;
     }
-    out->op = dup_utf8(doc, "operationType");
-    if (!out->op)
-        out->op = bson_strdup("");
-    out->invalidate = strcmp(out->op, "invalidate") == 0;
-    db = dup_utf8(doc, "ns.db");
-    coll = dup_utf8(doc, "ns.coll");
-    if (db && coll)
-        out->ns = bson_strdup_printf("%s.%s", db, coll);
-    else
-        out->ns = bson_strdup(db ? db : "");
-    bson_free(db);
-    bson_free(coll);
-    if (((json & TW_EVENT_JSON) && !out->json) || !token_ok) {
+    out->invalidate = f.op && f.op_len == 10 && memcmp(f.op, "invalidate", 10) == 0;
+    if (want & TW_EVENT_FIELDS) {
+        out->op = bson_strndup(f.op ? f.op : "", f.op ? f.op_len : 0);
+        out->ns = copy_ns(&f);
+    }
+    if (want & TW_EVENT_JSON)
+        out->json = tw_json_relaxed(doc, &out->json_len);
+    if (!token_json(token, want, out) || ((want & TW_EVENT_JSON) && !out->json)) {
         tw_event_release(out);
         tw_error_set(err, TW_ERR_MONGO, 0, "a change event cannot be written as JSON");
         return false;
@@ -78,8 +169,6 @@ void tw_event_release(tw_event_t *event)
     bson_free(event->token_json);
     bson_free(event->op);
     bson_free(event->ns);
-    if (event->token)
-        bson_destroy(event->token);
     memset(event, 0, sizeof *event);
 }
 
@@ -147,7 +236,8 @@ typedef struct {
 struct tw_sink {
     const sink_ops_t *ops;
     tw_sink_opts_t opts;
-    tw_event_batch_t batch; /* events not yet committed */
+    tw_event_batch_t batch;  /* events put since the last seal */
+    tw_event_batch_t sealed; /* the batch of the commit under way */
     bool write_failed;      /* stdout: write the batch again at flush */
     int write_errno;
 };
@@ -198,13 +288,13 @@ static void redis_part(const tw_sink_t *sink, tw_sink_part_t *part)
 {
     part->stream_key = sink->opts.stream_key;
     part->stream_maxlen = sink->opts.stream_maxlen;
-    part->events = &sink->batch;
+    part->events = &sink->sealed;
 }
 
 static const sink_ops_t sink_ops[] = {
     {TW_SINK_NONE, "none", false, 0, NULL, NULL, NULL},
     {TW_SINK_STDOUT, "stdout", true, TW_EVENT_JSON, stdout_wrote, stdout_flush, NULL},
-    {TW_SINK_REDIS, "redis", true, TW_EVENT_JSON | TW_EVENT_TOKEN_JSON, NULL, NULL,
+    {TW_SINK_REDIS, "redis", true, TW_EVENT_JSON | TW_EVENT_TOKEN_JSON | TW_EVENT_FIELDS, NULL, NULL,
      redis_part},
 };
 
@@ -225,6 +315,7 @@ void tw_sink_free(tw_sink_t *sink)
     if (!sink)
         return;
     tw_event_batch_release(&sink->batch);
+    tw_event_batch_release(&sink->sealed);
     free(sink);
 }
 
@@ -268,6 +359,28 @@ bool tw_sink_flush(tw_sink_t *sink, tw_error_t *err)
     return !sink->ops->flush || sink->ops->flush(sink, err);
 }
 
+void tw_sink_seal(tw_sink_t *sink)
+{
+    tw_event_batch_t none = {NULL, 0, 0, 0};
+
+    /* The last commit's batch is dropped by tw_sink_committed first; were
+     * it not, its events would be kept in front of the new ones. */
+    if (sink->sealed.count > 0) {
+        for (size_t k = 0; k < sink->batch.count; k++)
+            tw_event_batch_push(&sink->sealed, &sink->batch.items[k]);
+        tw_event_batch_release(&sink->batch);
+        return;
+    }
+    tw_event_batch_release(&sink->sealed);
+    sink->sealed = sink->batch;
+    sink->batch = none;
+}
+
+size_t tw_sink_sealed(const tw_sink_t *sink)
+{
+    return sink->sealed.count;
+}
+
 void tw_sink_commit_part(const tw_sink_t *sink, tw_sink_part_t *part)
 {
     memset(part, 0, sizeof *part);
@@ -277,7 +390,7 @@ void tw_sink_commit_part(const tw_sink_t *sink, tw_sink_part_t *part)
 
 void tw_sink_committed(tw_sink_t *sink)
 {
-    tw_event_batch_clear(&sink->batch);
+    tw_event_batch_clear(&sink->sealed);
 }
 
 const char *tw_sink_name(const tw_sink_t *sink)

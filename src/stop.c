@@ -18,7 +18,11 @@ struct tw_stop_watch {
     bool inside;          /* under lock: the owner is between enter and leave */
     bool timed;           /* under lock: ... in a call entered timed */
     bool slow_told;       /* under lock: on_slow ran for this call */
-    int64_t entered_ms;   /* under lock: when the owner entered */
+    uint64_t entries;     /* under lock: calls entered so far */
+    /* The watcher's own: the call it saw the owner in, and since when (the
+     * owner reads no clock per call: one per event was too many). */
+    uint64_t seen_entry;
+    int64_t seen_since_ms;
     pthread_mutex_t wlock; /* the watcher's own, for quit and its sleep */
     pthread_cond_t wake;
     bool quit; /* under wlock */
@@ -62,10 +66,17 @@ static void check_slow(tw_stop_watch_t *w)
 {
     if (!w->opts.on_slow || w->opts.slow_ms <= 0 || pthread_mutex_trylock(&w->lock) != 0)
         return;
-    if (w->inside && w->timed && !w->slow_told &&
-        mono_ms() - w->entered_ms >= w->opts.slow_ms) {
-        w->slow_told = true;
-        w->opts.on_slow(w->opts.ctx, mono_ms() - w->entered_ms);
+    if (w->inside && w->timed && !w->slow_told) {
+        int64_t now = mono_ms();
+
+        if (w->entries != w->seen_entry) {
+            /* A new call: timed from here, up to poll_ms late. */
+            w->seen_entry = w->entries;
+            w->seen_since_ms = now - w->opts.poll_ms / 2;
+        } else if (now - w->seen_since_ms >= w->opts.slow_ms) {
+            w->slow_told = true;
+            w->opts.on_slow(w->opts.ctx, now - w->seen_since_ms);
+        }
     }
     pthread_mutex_unlock(&w->lock);
 }
@@ -134,7 +145,7 @@ static void enter(tw_stop_watch_t *w, bool timed)
     w->inside = true;
     w->timed = timed;
     w->slow_told = false;
-    w->entered_ms = mono_ms();
+    w->entries++;
     pthread_mutex_unlock(&w->lock);
 }
 

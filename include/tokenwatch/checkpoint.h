@@ -42,4 +42,16 @@ bool tw_checkpoint_unusable(const tw_error_t *err);
 bool tw_checkpoint_commit(redisContext *c, const tw_commit_t *commit,
                           tw_commit_result_t *result, tw_error_t *err);
 
+/*
+ * The same in two steps, so the caller can go on while Redis runs the
+ * script (the pipelined commit): _send writes the whole command to the
+ * socket (commit's events may be freed after it); _receive reads its reply
+ * (and WAIT's) and says what it did. Nothing else may be sent on c in
+ * between. A failure of either leaves the outcome unknown: the commit is
+ * sent again, which writes nothing twice (the script's checks).
+ */
+bool tw_checkpoint_commit_send(redisContext *c, const tw_commit_t *commit, tw_error_t *err);
+bool tw_checkpoint_commit_receive(redisContext *c, const tw_commit_t *commit,
+                                  tw_commit_result_t *result, tw_error_t *err);
+
 #endif

@@ -53,4 +53,8 @@ void tw_clock_wait(const tw_clock_t *clock, pthread_cond_t *cond, pthread_mutex_
  * condition set to that clock (pthread_condattr_setclock). */
 void tw_mono_deadline(int64_t ms, struct timespec *out);
 
+/* CLOCK_MONOTONIC in microseconds: for figures only (how long a commit
+ * took, in a debug line), never for a decision, which takes the clock. */
+int64_t tw_mono_us(void);
+
 #endif

@@ -54,7 +54,6 @@ typedef struct {
     bool has_token;
     tw_ctime_t cluster_time;
     tw_time_source_t time_source;
-    tw_token_layout_t layout;
     int64_t wall_ms;
     int64_t updated_ms;
     int64_t events;
@@ -74,7 +73,11 @@ bool tw_checkpoint_set_token(tw_checkpoint_t *cp, const bson_t *token,
 void tw_checkpoint_set_position(tw_checkpoint_t *cp, const bson_t *token,
                                 tw_ctime_t ct, tw_time_source_t source);
 
-/* Copies src's position (token, time, its source, layout) into dst. */
+/* The token's layout (read from the token each time: a position moves once
+ * per event, and its layout is needed only when written). */
+tw_token_layout_t tw_checkpoint_layout(const tw_checkpoint_t *cp);
+
+/* Copies src's position (token, time, its source) into dst. */
 void tw_checkpoint_copy_position(tw_checkpoint_t *dst, const tw_checkpoint_t *src);
 
 /* "tokenwatch:{NAME}:<what>" */

@@ -23,33 +23,35 @@ typedef struct {
      * token_json is not made. 0: not known (strlen is used). */
     size_t json_len;
     size_t token_json_len;
-    /* On the heap: a bson_t points into itself and must not be moved, and
-     * events are moved into batches. */
-    bson_t *token;
     tw_ctime_t cluster_time;
-    tw_time_source_t time_source; /* see tw_position_time */
-    char *op; /* operationType */
-    char *ns; /* "db.coll", "db", or "" */
+    tw_time_source_t time_source; /* see tw_event_from_bson */
+    char *op; /* operationType, with TW_EVENT_FIELDS, else NULL */
+    char *ns; /* "db.coll", "db", or "", with TW_EVENT_FIELDS, else NULL */
     bool invalidate;
 } tw_event_t;
 
-/* The JSON an event is given (tw_event_from_bson's json), by the sinks
- * that use it (tw_sink_event_json). */
+/* What an event is given (tw_event_from_bson's want), by the sinks that use
+ * it (tw_sink_event_json). */
 #define TW_EVENT_JSON 1u       /* the whole event: stdout, redis */
 #define TW_EVENT_TOKEN_JSON 2u /* its _id, for the stream entry: redis */
+#define TW_EVENT_FIELDS 4u     /* op and ns, for the stream entry: redis */
 
 /*
- * Copies what it needs from doc (which libmongoc may reuse). The JSON named
- * in json is made (tw_json_relaxed, the same text as libbson's): it is the
- * costliest step per event, and the none sink needs none. Without
- * TW_EVENT_TOKEN_JSON the token is still checked to be writable and its
- * JSON's length counted (no text kept), so an event fails, and a batch
- * fills, as when it is made. Its cluster time is the event's clusterTime,
- * else its token's, else op_time (the reply's operationTime, may be NULL),
- * else local_ms.
+ * Reads what tokenwatch needs from doc in one pass, copying only what want
+ * names (libmongoc reuses doc: the rest is not kept). The JSON is made by
+ * tw_json_relaxed (the same text as libbson's): it is the costliest step
+ * per event, and the none sink needs none. Without TW_EVENT_TOKEN_JSON the
+ * token is still checked to be writable and its JSON's length counted (no
+ * text kept), so an event fails, and a batch fills, as when it is made.
+ *
+ * token is set to a read-only view of the event's _id, valid while doc is.
+ * The cluster time is the event's clusterTime, else its token's (a known
+ * layout); else time_source is TW_TIME_UNKNOWN and the caller takes the
+ * reply's operationTime or its clock (tw_position_time), which no event of
+ * MongoDB or DocumentDB needs.
  */
-bool tw_event_from_bson(const bson_t *doc, unsigned json, const tw_ctime_t *op_time,
-                        int64_t local_ms, tw_event_t *out, tw_error_t *err);
+bool tw_event_from_bson(const bson_t *doc, unsigned want, tw_event_t *out, bson_t *token,
+                        tw_error_t *err);
 void tw_event_release(tw_event_t *event);
 
 /* A batch is committed once it holds this many bytes of events (their JSON
@@ -123,6 +125,15 @@ bool tw_sink_full(const tw_sink_t *sink);
 
 /* Events held until the next commit. */
 size_t tw_sink_held(const tw_sink_t *sink);
+
+/*
+ * A commit seals what was put (tw_sink_seal): the sealed batch is its part
+ * (tw_sink_commit_part) until tw_sink_committed drops it, while new events
+ * are put beside it (the pipelined commit: following goes on while Redis
+ * runs the last commit's script).
+ */
+void tw_sink_seal(tw_sink_t *sink);
+size_t tw_sink_sealed(const tw_sink_t *sink);
 
 /* Makes what was put durable enough to checkpoint past it; false with err
  * when it could not (an outage: nothing is lost, try again later). */

@@ -512,3 +512,32 @@ Test(json, a_rare_value_is_copied_whole_not_cut_at_a_nul)
     cr_assert(bson_init_static(&doc, symbol, sizeof symbol));
     expect_same(&doc, "a symbol with a NUL inside", NULL);
 }
+
+/* Runs of plain bytes are passed over 8 at a time: a byte that needs a look
+ * (an escape, a control, 0x7F, UTF-8, not UTF-8) is found at every place
+ * of a chunk and of the tail, in strings of every length around 8 and 16. */
+Test(json, a_byte_that_needs_a_look_is_found_at_every_place)
+{
+    static const char *const odd[] = {"\"", "\\", "\x01", "\x1f", "\x7f", " ", "~",
+                                      "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                      "\x80", "\xff", "\n"};
+    char text[40];
+
+    for (size_t o = 0; o < sizeof odd / sizeof odd[0]; o++)
+        for (size_t len = 1; len <= 24; len++)
+            for (size_t at = 0; at < len; at++) {
+                size_t m = strlen(odd[o]), n = 0;
+                char what[64];
+
+                for (size_t k = 0; k < len; k++) {
+                    if (k == at) {
+                        memcpy(text + n, odd[o], m);
+                        n += m;
+                    } else {
+                        text[n++] = (char)('a' + k % 26);
+                    }
+                }
+                snprintf(what, sizeof what, "odd %zu, length %zu, at %zu", o, len, at);
+                expect_same_value(what, text, n);
+            }
+}
