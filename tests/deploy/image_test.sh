@@ -50,6 +50,7 @@ CONTAINER=""
 REDIS_PID=""
 SIM_PID=""
 DOCKERD_PID=""
+CGROUP_MOUNTED=""
 RUN_DIR=/run/tokenwatch-image-test
 OWN_SOCK="unix://$RUN_DIR/docker.sock"
 FAILED=0
@@ -95,6 +96,9 @@ cleanup() {
             kill -9 "$DOCKERD_PID" 2>/dev/null
         fi
         wait "$DOCKERD_PID" 2>/dev/null
+    fi
+    if [ -n "$CGROUP_MOUNTED" ]; then
+        umount /sys/fs/cgroup 2>/dev/null
     fi
     if [ -n "$WORK" ]; then
         if [ "$code" -ne 0 ] || [ "$FAILED" -ne 0 ] || [ "${IMAGE_TEST_KEEP:-0}" = 1 ]; then
@@ -218,6 +222,14 @@ if [ -n "$daemon" ]; then
 else
     [ "$(id -u)" -eq 0 ] || cannot "no Docker daemon answers, and only root can start one"
     mkdir -p "$STATE/docker" "$RUN_DIR"
+    # A bare root (a chroot with /sys but no cgroup file system mounted, as
+    # some CI machines are) gives dockerd no cgroups: "Devices cgroup isn't
+    # mounted". Mount the unified hierarchy there for this run.
+    if ! awk '$2 == "/sys/fs/cgroup" { found = 1 } END { exit !found }' /proc/mounts &&
+        [ -d /sys/fs/cgroup ] && mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; then
+        CGROUP_MOUNTED=1
+        say "mounted cgroup2 at /sys/fs/cgroup (none was mounted); unmounted at the end"
+    fi
     # No bridge and no iptables rules: every container here (the build's RUN
     # steps too) uses the host's network, so the host's network is left alone.
     # A session of its own: a Ctrl-C reaches this script, whose cleanup
