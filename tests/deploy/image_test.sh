@@ -256,6 +256,13 @@ else
     "$DOCKER" ps -aq --filter label=org.tokenwatch.image-test | xargs -r "$DOCKER" rm -f >/dev/null
 fi
 
+# Can this daemon unpack a layer here at all? In a chroot whose / is not a
+# mount point it cannot ("remount /, flags: 0x84000: invalid argument"): that
+# is this machine, not the image, so exit 2, not a failed check.
+probe_err=$(tar -cf - -T /dev/null | "$DOCKER" import - tokenwatch-image-test-probe:latest 2>&1 >/dev/null) ||
+    cannot "this Docker cannot unpack an image here: $probe_err"
+"$DOCKER" rmi tokenwatch-image-test-probe:latest >/dev/null 2>&1 || true
+
 # ------------------------------------------------------------------ 3. base images
 
 # debootstrap's minbase with what Debian's official images add (apt sources
